@@ -1,0 +1,66 @@
+/**
+ * The validated, typed configuration of cachewd. Produced by src/config/load.ts (file → env → flags);
+ * only src/server/ reads it, and hands each module a plain options object.
+ */
+export interface UpstreamConfig {
+  /** The `{host}` segment clients use: `github.com`, `127.0.0.1:9000`. */
+  name: string;
+  /** Where `/git/{name}/{repo}` maps: `https://github.com` → `https://github.com/{repo}`. */
+  baseUrl: string;
+  /** Optional credentials for the mirror's own fetches (never logged). */
+  tokenEnv?: string;
+  tokenFile?: string;
+}
+
+export interface S3Config {
+  bucket: string;
+  endpoint?: string;
+  region: string;
+  prefix: string;
+}
+
+export interface CachewConfig {
+  bind: { host: string; port: number };
+  stateDir: string;
+  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  upstreams: UpstreamConfig[];
+  /** 0 = on demand only. */
+  snapshotIntervalMs: number;
+  refCheckIntervalMs: number;
+  /** How long superseded snapshots stay servable. */
+  snapshotGraceMs: number;
+  /** How long delta bundles are kept. */
+  bundleTtlMs: number;
+  s3?: S3Config;
+  memoryLimitMb: number;
+  diskLimitMb: number;
+  readOnly: boolean;
+  apiToken?: string;
+  /** How long a request waits for a mirror's first clone before 503. */
+  mirrorWaitMs: number;
+  /** How long in-flight responses may take to finish after SIGTERM. */
+  shutdownGraceMs: number;
+}
+
+export const DEFAULT_UPSTREAMS: UpstreamConfig[] = [
+  { name: 'github.com', baseUrl: 'https://github.com' },
+  { name: 'gitlab.com', baseUrl: 'https://gitlab.com' },
+  { name: 'bitbucket.org', baseUrl: 'https://bitbucket.org' },
+  { name: 'codeberg.org', baseUrl: 'https://codeberg.org' },
+];
+
+export const DEFAULT_CONFIG: CachewConfig = {
+  bind: { host: '127.0.0.1', port: 8080 },
+  stateDir: './state',
+  logLevel: 'info',
+  upstreams: DEFAULT_UPSTREAMS,
+  snapshotIntervalMs: 60 * 60_000,
+  refCheckIntervalMs: 10_000,
+  snapshotGraceMs: 60 * 60_000,
+  bundleTtlMs: 24 * 60 * 60_000,
+  memoryLimitMb: 256,
+  diskLimitMb: 10_240,
+  readOnly: false,
+  mirrorWaitMs: 120_000,
+  shutdownGraceMs: 30_000,
+};
