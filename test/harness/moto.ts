@@ -1,0 +1,123 @@
+/**
+ * Test harness: a real S3 API on loopback (moto_server), one process per test file.
+ *
+ * Credentials are fake and passed explicitly, so a developer's AWS environment is never read or used.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
+import { setTimeout as delay } from 'node:timers/promises';
+import { S3Client, CreateBucketCommand } from '@aws-sdk/client-s3';
+
+export interface MotoServer {
+  endpoint: string;
+  region: string;
+  credentials: { accessKeyId: string; secretAccessKey: string };
+  stop(): Promise<void>;
+}
+
+const REGION = 'us-east-1';
+const CREDENTIALS = { accessKeyId: 'test', secretAccessKey: 'test' };
+const START_ATTEMPTS = 3;
+const READY_TIMEOUT_MS = 30_000;
+
+/** Asks the kernel for a free port, then releases it for moto_server to bind. */
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Kills the whole process group (moto_server may run behind a pyenv shim). */
+function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
+  if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
+  try {
+    process.kill(-child.pid, signal);
+  } catch {
+    // Already gone.
+  }
+}
+
+async function waitReady(endpoint: string, child: ChildProcess): Promise<boolean> {
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null || child.signalCode !== null) return false;
+    try {
+      const response = await fetch(`${endpoint}/moto-api/`, { signal: AbortSignal.timeout(2_000) });
+      await response.body?.cancel();
+      return true;
+    } catch {
+      await delay(100);
+    }
+  }
+  return false;
+}
+
+async function launch(): Promise<MotoServer | undefined> {
+  const port = await freePort();
+  const endpoint = `http://127.0.0.1:${port}`;
+  // Own process group, so stop() can kill the shim and the python process together.
+  const child = spawn('moto_server', ['-H', '127.0.0.1', '-p', String(port)], {
+    detached: true,
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test', AWS_DEFAULT_REGION: REGION },
+  });
+  let stderrTail = '';
+  child.stderr?.on('data', (chunk: Buffer) => {
+    stderrTail = (stderrTail + chunk.toString('utf8')).slice(-2_000);
+  });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.once('error', () => undefined);
+  // If the test process exits without calling stop(), do not leave moto_server behind.
+  const onExit = (): void => killGroup(child, 'SIGKILL');
+  process.once('exit', onExit);
+
+  const stop = async (): Promise<void> => {
+    process.removeListener('exit', onExit);
+    killGroup(child, 'SIGTERM');
+    const timer = setTimeout(() => killGroup(child, 'SIGKILL'), 3_000);
+    await exited;
+    clearTimeout(timer);
+  };
+
+  if (await waitReady(endpoint, child)) {
+    return { endpoint, region: REGION, credentials: { ...CREDENTIALS }, stop };
+  }
+  await stop();
+  if (/address already in use/i.test(stderrTail)) return undefined; // lost the port race; retry
+  throw new Error(`moto_server did not become ready on ${endpoint}: ${stderrTail.trim().split('\n').pop() ?? ''}`);
+}
+
+/** Starts moto_server on a free 127.0.0.1 port and waits until it answers. */
+export async function startMoto(): Promise<MotoServer> {
+  for (let attempt = 1; attempt <= START_ATTEMPTS; attempt++) {
+    const server = await launch();
+    if (server) return server;
+  }
+  throw new Error(`moto_server could not bind a free port after ${START_ATTEMPTS} attempts`);
+}
+
+/** An S3 client for `moto`: path-style addressing, fake credentials, no retries of 4xx. */
+export function s3ClientFor(moto: MotoServer): S3Client {
+  return new S3Client({
+    endpoint: moto.endpoint,
+    region: moto.region,
+    credentials: moto.credentials,
+    forcePathStyle: true,
+  });
+}
+
+/** Creates `bucket` on `moto`. */
+export async function createBucket(moto: MotoServer, bucket: string): Promise<void> {
+  const client = s3ClientFor(moto);
+  try {
+    await client.send(new CreateBucketCommand({ Bucket: bucket }));
+  } finally {
+    client.destroy();
+  }
+}
