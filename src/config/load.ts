@@ -1,0 +1,175 @@
+/**
+ * Builds the validated CachewConfig from, in increasing precedence: the embedded defaults, a JSON file
+ * (`--config FILE` or CACHEW_CONFIG), CACHEW_* environment variables, and command-line flags.
+ * Every problem becomes a ConfigError with one line naming the setting; cachewd exits 2 on it.
+ */
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { ConfigError } from '../util/errors.js';
+import { DEFAULT_CONFIG, type CachewConfig } from './types.js';
+import { parseBind, parseBoolean, parseDuration, parsePositiveInt, parseUpstream } from './parse.js';
+
+type RawValue = string | number | boolean | string[];
+
+interface Setting {
+  /** Flag name without `--`; also the key in the JSON file. */
+  flag: string;
+  kind: 'string' | 'boolean' | 'list';
+  help: string;
+  apply(config: CachewConfig, value: RawValue, where: string): void;
+}
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+function str(where: string, value: RawValue): string {
+  if (typeof value === 'string') return value;
+  if (typeof value === 'number') return String(value);
+  throw new ConfigError(`${where}: expected a string`);
+}
+
+function list(where: string, value: RawValue): string[] {
+  if (Array.isArray(value)) return value.map((v) => str(where, v));
+  // Env vars and single values: comma-separated.
+  return str(where, value)
+    .split(',')
+    .map((v) => v.trim())
+    .filter(Boolean);
+}
+
+function s3(config: CachewConfig): NonNullable<CachewConfig['s3']> {
+  config.s3 ??= { bucket: '', region: process.env.AWS_REGION ?? 'us-east-1', prefix: '' };
+  return config.s3;
+}
+
+export const SETTINGS: Setting[] = [
+  { flag: 'bind', kind: 'string', help: 'HOST:PORT to listen on (default 127.0.0.1:8080)',
+    apply: (c, v, w) => { c.bind = parseBind(w, str(w, v)); } },
+  { flag: 'state', kind: 'string', help: 'state directory (default ./state)',
+    apply: (c, v, w) => { c.stateDir = str(w, v); } },
+  { flag: 'log-level', kind: 'string', help: `one of ${LOG_LEVELS.join(', ')}`,
+    apply: (c, v, w) => {
+      const level = str(w, v) as CachewConfig['logLevel'];
+      if (!LOG_LEVELS.includes(level)) throw new ConfigError(`${w}: must be one of ${LOG_LEVELS.join(', ')}`);
+      c.logLevel = level;
+    } },
+  { flag: 'upstream', kind: 'list', help: 'NAME=BASEURL, repeatable; replaces the default upstreams',
+    apply: (c, v, w) => {
+      const upstreams = list(w, v).map((u) => parseUpstream(w, u));
+      const names = new Set(upstreams.map((u) => u.name));
+      if (names.size !== upstreams.length) throw new ConfigError(`${w}: an upstream name is given twice`);
+      c.upstreams = upstreams;
+    } },
+  { flag: 'snapshot-interval', kind: 'string', help: 'how often snapshots are regenerated (default 1h; 0 = on demand)',
+    apply: (c, v, w) => { c.snapshotIntervalMs = parseDuration(w, str(w, v)); } },
+  { flag: 'ref-check-interval', kind: 'string', help: 'max age of served refs (default 10s)',
+    apply: (c, v, w) => { c.refCheckIntervalMs = parseDuration(w, str(w, v)); } },
+  { flag: 'snapshot-grace', kind: 'string', help: 'how long superseded snapshots stay (default 1h)',
+    apply: (c, v, w) => { c.snapshotGraceMs = parseDuration(w, str(w, v)); } },
+  { flag: 'bundle-ttl', kind: 'string', help: 'how long delta bundles are kept (default 24h)',
+    apply: (c, v, w) => { c.bundleTtlMs = parseDuration(w, str(w, v)); } },
+  { flag: 's3-bucket', kind: 'string', help: 'S3 bucket: makes S3 the shared authoritative tier',
+    apply: (c, v, w) => { s3(c).bucket = str(w, v); } },
+  { flag: 's3-endpoint', kind: 'string', help: 'S3 endpoint URL (path-style addressing)',
+    apply: (c, v, w) => {
+      const endpoint = str(w, v);
+      try { new URL(endpoint); } catch { throw new ConfigError(`${w}: invalid URL "${endpoint}"`); }
+      s3(c).endpoint = endpoint;
+    } },
+  { flag: 's3-region', kind: 'string', help: 'S3 region (default $AWS_REGION or us-east-1)',
+    apply: (c, v, w) => { s3(c).region = str(w, v); } },
+  { flag: 's3-prefix', kind: 'string', help: 'key prefix inside the bucket',
+    apply: (c, v, w) => { s3(c).prefix = str(w, v).replace(/^\/+|\/+$/g, ''); } },
+  { flag: 'memory-limit-mb', kind: 'string', help: 'memory tier size (default 256)',
+    apply: (c, v, w) => { c.memoryLimitMb = parsePositiveInt(w, str(w, v), { allowZero: true }); } },
+  { flag: 'disk-limit-mb', kind: 'string', help: 'disk tier size (default 10240)',
+    apply: (c, v, w) => { c.diskLimitMb = parsePositiveInt(w, str(w, v)); } },
+  { flag: 'read-only', kind: 'boolean', help: 'refuse pushes (403)',
+    apply: (c, v, w) => { c.readOnly = parseBoolean(w, typeof v === 'boolean' ? v : str(w, v)); } },
+  { flag: 'api-token', kind: 'string', help: 'bearer token for POST /api/v1 from non-loopback clients',
+    apply: (c, v, w) => { c.apiToken = str(w, v) || undefined; } },
+  { flag: 'mirror-wait', kind: 'string', help: 'how long a request waits for a first clone before 503 (default 2m)',
+    apply: (c, v, w) => { c.mirrorWaitMs = parseDuration(w, str(w, v)); } },
+  { flag: 'shutdown-grace', kind: 'string', help: 'how long in-flight requests may finish on SIGTERM (default 30s)',
+    apply: (c, v, w) => { c.shutdownGraceMs = parseDuration(w, str(w, v)); } },
+];
+
+function envName(flag: string): string {
+  return `CACHEW_${flag.toUpperCase().replace(/-/g, '_')}`;
+}
+
+export interface LoadResult {
+  config: CachewConfig;
+  help: boolean;
+}
+
+/** Parses argv (without node and script), env and the optional config file. Throws ConfigError. */
+export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env): LoadResult {
+  const options: Record<string, { type: 'string' | 'boolean'; multiple?: boolean; short?: string }> = {
+    config: { type: 'string' },
+    help: { type: 'boolean', short: 'h' },
+  };
+  for (const s of SETTINGS) {
+    options[s.flag] = { type: s.kind === 'boolean' ? 'boolean' : 'string', multiple: s.kind === 'list' };
+  }
+  let parsed: ReturnType<typeof parseArgs>;
+  try {
+    parsed = parseArgs({ args: argv, options, strict: true, allowPositionals: false });
+  } catch (err) {
+    throw new ConfigError((err as Error).message.split('\n')[0]);
+  }
+  const values = parsed.values as Record<string, RawValue | undefined>;
+  const config: CachewConfig = structuredClone(DEFAULT_CONFIG);
+  if (values.help) return { config, help: true };
+
+  const file = (values.config as string | undefined) ?? env.CACHEW_CONFIG;
+  if (file) applyFile(config, file);
+  for (const s of SETTINGS) {
+    const value = env[envName(s.flag)];
+    if (value !== undefined) s.apply(config, value, envName(s.flag));
+  }
+  for (const s of SETTINGS) {
+    const value = values[s.flag];
+    if (value !== undefined) s.apply(config, value, `--${s.flag}`);
+  }
+  validate(config);
+  return { config, help: false };
+}
+
+function applyFile(config: CachewConfig, file: string): void {
+  let data: unknown;
+  try {
+    data = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (err) {
+    const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message.split('\n')[0];
+    throw new ConfigError(`--config ${file}: ${reason}`);
+  }
+  if (typeof data !== 'object' || data === null || Array.isArray(data)) {
+    throw new ConfigError(`--config ${file}: expected a JSON object`);
+  }
+  for (const [key, value] of Object.entries(data)) {
+    const setting = SETTINGS.find((s) => s.flag === key);
+    if (!setting) throw new ConfigError(`--config ${file}: unknown setting "${key}"`);
+    // `upstream` may also be an object {"NAME": "BASEURL"} in the file.
+    const raw: RawValue =
+      key === 'upstream' && value && typeof value === 'object' && !Array.isArray(value)
+        ? Object.entries(value as Record<string, string>).map(([n, u]) => `${n}=${u}`)
+        : (value as RawValue);
+    setting.apply(config, raw, `${file}: ${key}`);
+  }
+}
+
+function validate(config: CachewConfig): void {
+  if (config.s3 && !config.s3.bucket) throw new ConfigError('--s3-bucket: required when other S3 settings are given');
+  if (config.upstreams.length === 0) throw new ConfigError('--upstream: at least one upstream is required');
+  if (config.refCheckIntervalMs <= 0) throw new ConfigError('--ref-check-interval: must be greater than 0');
+}
+
+export function usage(): string {
+  const lines = ['Usage: cachewd [flags]', '', 'Flags (each also settable as CACHEW_<FLAG> or a key of the --config JSON file):'];
+  lines.push('  --config FILE'.padEnd(30) + 'JSON file with any of the settings below');
+  for (const s of SETTINGS) {
+    const arg = s.kind === 'boolean' ? '' : ' VALUE';
+    lines.push(`  --${s.flag}${arg}`.padEnd(30) + s.help);
+  }
+  return lines.join('\n');
+}

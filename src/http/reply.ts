@@ -1,0 +1,105 @@
+/**
+ * Writing responses: the one place that maps error codes to HTTP statuses, and the streaming of cache
+ * objects with correct 200/206/304 headers. Bodies are piped with backpressure and abandoned (not
+ * buffered) when the client goes away.
+ */
+import { pipeline } from 'node:stream/promises';
+import type { Readable } from 'node:stream';
+import type { RequestContext } from './context.js';
+import { CachewError, RangeNotSatisfiableError, UnavailableError, type ErrorCode } from '../util/errors.js';
+import { contentRange } from '../protocol/range.js';
+import type { OpenResult } from '../cache/cache.js';
+
+const STATUS_BY_CODE: Record<ErrorCode, number> = {
+  internal: 500,
+  bad_request: 400,
+  unauthorized: 401,
+  forbidden: 403,
+  not_found: 404,
+  already_exists: 409,
+  precondition_failed: 412,
+  range_not_satisfiable: 416,
+  digest_mismatch: 502,
+  aborted: 499,
+  timeout: 504,
+  unavailable: 503,
+  upstream: 502,
+  git_command: 502,
+  config: 500,
+};
+
+export function statusForError(err: unknown): number {
+  return err instanceof CachewError ? STATUS_BY_CODE[err.code] : 500;
+}
+
+/** Sends a plain-text one-line error (or tears the socket down if the headers are already out). */
+export function sendError(ctx: RequestContext, err: unknown): void {
+  const status = statusForError(err);
+  const { res } = ctx;
+  if (status >= 500 && status !== 503) ctx.log.error({ err, route: ctx.route }, 'request failed');
+  else ctx.log.debug({ err: (err as Error)?.message, status }, 'request refused');
+  if (res.headersSent || res.destroyed) {
+    res.destroy();
+    return;
+  }
+  if (status === 499) {
+    res.destroy();
+    return;
+  }
+  const message = err instanceof CachewError ? err.message : 'internal error';
+  const headers: Record<string, string | number> = { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' };
+  if (err instanceof RangeNotSatisfiableError) headers['content-range'] = contentRange(undefined, err.size);
+  if (err instanceof UnavailableError) headers['retry-after'] = err.retryAfterSeconds;
+  sendText(ctx, status, message, headers);
+}
+
+export function sendText(ctx: RequestContext, status: number, text: string, headers: Record<string, string | number> = {}): void {
+  const body = Buffer.from(`${text.split('\n')[0]}\n`, 'utf8');
+  ctx.res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', ...headers, 'content-length': body.length });
+  ctx.res.end(ctx.req.method === 'HEAD' ? undefined : body);
+}
+
+export function sendJson(ctx: RequestContext, status: number, value: unknown, headers: Record<string, string | number> = {}): void {
+  const body = Buffer.from(`${JSON.stringify(value)}\n`, 'utf8');
+  ctx.res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store', ...headers, 'content-length': body.length });
+  ctx.res.end(ctx.req.method === 'HEAD' ? undefined : body);
+}
+
+/** Pipes a body into the response; resolves when done, rejects on error, destroys the body on abort. */
+export async function streamBody(ctx: RequestContext, body: Readable): Promise<number> {
+  let bytes = 0;
+  body.on('data', (chunk: Buffer) => {
+    bytes += chunk.length;
+  });
+  await pipeline(body, ctx.res, { signal: ctx.signal });
+  return bytes;
+}
+
+/**
+ * Writes a cache object result: 304 (validators only), 206 with Content-Range, or 200. Callers add
+ * their own headers (ETag, digest, cache-control...) in `headers`.
+ */
+export async function sendObject(ctx: RequestContext, result: OpenResult, headers: Record<string, string>): Promise<number> {
+  const { res } = ctx;
+  if (result.status === 304) {
+    result.body?.destroy();
+    const { etag, 'cache-control': cacheControl, 'last-modified': lastModified, 'content-location': location } = headers;
+    res.writeHead(304, stripUndefined({ etag, 'cache-control': cacheControl, 'last-modified': lastModified, 'content-location': location }));
+    res.end();
+    return 0;
+  }
+  const length = result.range ? result.range.end - result.range.start + 1 : result.meta.size;
+  const out: Record<string, string | number> = { ...headers, 'content-length': length };
+  if (result.status === 206 && result.range) out['content-range'] = contentRange(result.range, result.meta.size);
+  res.writeHead(result.status, out);
+  if (ctx.req.method === 'HEAD' || !result.body) {
+    result.body?.destroy();
+    res.end();
+    return 0;
+  }
+  return streamBody(ctx, result.body);
+}
+
+function stripUndefined(record: Record<string, string | undefined>): Record<string, string> {
+  return Object.fromEntries(Object.entries(record).filter(([, v]) => v !== undefined)) as Record<string, string>;
+}

@@ -1,0 +1,36 @@
+/**
+ * Coalesces concurrent calls with the same key into one execution: the first caller runs `work`,
+ * everyone arriving before it settles shares its promise. Used for first clones, fetches and
+ * snapshot generation, so twenty clients of a cold repository cause one upstream clone.
+ */
+export class SingleFlight<T> {
+  private readonly inFlight = new Map<string, Promise<T>>();
+
+  /** Runs `work` unless a call with `key` is already running, in which case its promise is returned. */
+  run(key: string, work: () => Promise<T>): Promise<T> {
+    const existing = this.inFlight.get(key);
+    if (existing) return existing;
+    const promise = (async () => {
+      try {
+        return await work();
+      } finally {
+        this.inFlight.delete(key);
+      }
+    })();
+    this.inFlight.set(key, promise);
+    return promise;
+  }
+
+  isRunning(key: string): boolean {
+    return this.inFlight.has(key);
+  }
+
+  get size(): number {
+    return this.inFlight.size;
+  }
+
+  /** Waits for everything currently in flight (errors ignored); for shutdown. */
+  async drain(): Promise<void> {
+    await Promise.allSettled([...this.inFlight.values()]);
+  }
+}
