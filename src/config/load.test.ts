@@ -1,0 +1,91 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadConfig } from './load.js';
+import { ConfigError } from '../util/errors.js';
+import { DEFAULT_CONFIG } from './types.js';
+
+test('defaults match SPEC §2', () => {
+  const { config } = loadConfig([], {});
+  assert.deepEqual(config.bind, { host: '127.0.0.1', port: 8080 });
+  assert.equal(config.stateDir, './state');
+  assert.deepEqual(config.upstreams.map((u) => u.name), ['github.com', 'gitlab.com', 'bitbucket.org', 'codeberg.org']);
+  assert.equal(config.snapshotIntervalMs, 3_600_000);
+  assert.equal(config.refCheckIntervalMs, 10_000);
+  assert.equal(config.s3, undefined);
+});
+
+test('flags override env, env overrides file', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'cachew-config-'));
+  try {
+    const file = join(dir, 'c.json');
+    await writeFile(file, JSON.stringify({ bind: '127.0.0.1:7000', state: '/file', 'snapshot-interval': '5m', upstream: { 'a.example': 'https://a.example' } }));
+    const { config } = loadConfig(['--config', file, '--bind', '127.0.0.1:9000'], { CACHEW_BIND: '127.0.0.1:8000', CACHEW_STATE: '/env' });
+    assert.deepEqual(config.bind, { host: '127.0.0.1', port: 9000 });
+    assert.equal(config.stateDir, '/env');
+    assert.equal(config.snapshotIntervalMs, 300_000);
+    assert.deepEqual(config.upstreams, [{ name: 'a.example', baseUrl: 'https://a.example' }]);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('repeatable --upstream, durations, S3, read-only, api token', () => {
+  const { config } = loadConfig([
+    '--upstream', '127.0.0.1:9000=http://127.0.0.1:9000/',
+    '--upstream', 'github.com=https://github.com',
+    '--snapshot-interval', '0', '--ref-check-interval', '1500ms',
+    '--s3-bucket', 'b', '--s3-endpoint', 'http://127.0.0.1:5000', '--s3-prefix', '/p/',
+    '--read-only', '--api-token', 'secret', '--memory-limit-mb', '0',
+  ], {});
+  assert.deepEqual(config.upstreams, [
+    { name: '127.0.0.1:9000', baseUrl: 'http://127.0.0.1:9000' },
+    { name: 'github.com', baseUrl: 'https://github.com' },
+  ]);
+  assert.equal(config.snapshotIntervalMs, 0);
+  assert.equal(config.refCheckIntervalMs, 1500);
+  assert.equal(config.s3?.bucket, 'b');
+  assert.equal(config.s3?.endpoint, 'http://127.0.0.1:5000');
+  assert.equal(config.s3?.prefix, 'p');
+  assert.equal(config.readOnly, true);
+  assert.equal(config.apiToken, 'secret');
+  assert.equal(config.memoryLimitMb, 0);
+});
+
+test('bad input is one clear ConfigError line', async () => {
+  const cases: Array<[string[], Record<string, string>, RegExp]> = [
+    [['--bogus'], {}, /bogus/],
+    [['--bind', 'nope'], {}, /--bind: expected HOST:PORT/],
+    [['--snapshot-interval', '1 hour'], {}, /--snapshot-interval: invalid duration/],
+    [['--upstream', 'x'], {}, /NAME=BASEURL/],
+    [['--upstream', 'a=ftp://a'], {}, /http or https/],
+    [['--s3-endpoint', 'http://x'], {}, /--s3-bucket: required/],
+    [['--disk-limit-mb=-3'], {}, /positive integer/],
+    [[], { CACHEW_LOG_LEVEL: 'loud' }, /CACHEW_LOG_LEVEL: must be one of/],
+    [['--config', '/nonexistent/cachew.json'], {}, /no such file/],
+  ];
+  for (const [argv, env, pattern] of cases) {
+    assert.throws(() => loadConfig(argv, env), (err: unknown) => {
+      assert.ok(err instanceof ConfigError, `ConfigError for ${argv.join(' ')}`);
+      assert.match(err.message, pattern);
+      assert.ok(!err.message.includes('\n'));
+      return true;
+    });
+  }
+  const dir = await mkdtemp(join(tmpdir(), 'cachew-config-'));
+  try {
+    const file = join(dir, 'bad.json');
+    await writeFile(file, '{"bind": "127.0.0.1:1", "colour": "blue"}');
+    assert.throws(() => loadConfig(['--config', file], {}), /unknown setting "colour"/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('loadConfig does not mutate the defaults', () => {
+  loadConfig(['--bind', '127.0.0.1:1234', '--upstream', 'a=http://a'], {});
+  assert.deepEqual(DEFAULT_CONFIG.bind, { host: '127.0.0.1', port: 8080 });
+  assert.equal(DEFAULT_CONFIG.upstreams.length, 4);
+});
