@@ -1,0 +1,162 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, promises as fs } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { startUpstream, type Upstream } from '../../test/harness/upstream.js';
+import { runGit } from './command.js';
+import { MirrorManager } from './mirrors.js';
+import { UpstreamRegistry } from './upstreams.js';
+import { NotFoundError, UnavailableError, UpstreamError } from '../util/errors.js';
+import { silentLogger } from '../util/logger.js';
+import { Metrics } from '../util/metrics.js';
+
+interface Fixture {
+  up: Upstream;
+  root: string;
+  manager(options?: { refCheckIntervalMs?: number; waitMs?: number }): { mirrors: MirrorManager; metrics: Metrics };
+}
+
+async function fixture(t: { after(fn: () => Promise<void>): void }): Promise<Fixture> {
+  const up = await startUpstream();
+  const root = await fs.mkdtemp(path.join(os.tmpdir(), 'cachew-mirrors-'));
+  const managers: MirrorManager[] = [];
+  t.after(async () => {
+    for (const m of managers) m.close();
+    await up.stop();
+    await fs.rm(root, { recursive: true, force: true });
+  });
+  return {
+    up,
+    root,
+    manager(options = {}) {
+      const metrics = new Metrics();
+      const mirrors = new MirrorManager({
+        root,
+        refCheckIntervalMs: options.refCheckIntervalMs ?? 60_000,
+        waitMs: options.waitMs ?? 60_000,
+        logger: silentLogger,
+        metrics,
+        upstreams: new UpstreamRegistry([{ name: up.hostName, baseUrl: up.url }]),
+      });
+      managers.push(mirrors);
+      return { mirrors, metrics };
+    },
+  };
+}
+
+const infoRefs = (up: Upstream): number => up.requests.filter((r) => r.path.includes('/info/refs')).length;
+
+async function refs(gitDir: string): Promise<string> {
+  return runGit(['for-each-ref', '--format=%(objectname) %(refname)'], { cwd: gitDir });
+}
+
+void test('clones once for concurrent callers, matches upstream refs and default branch', { timeout: 120_000 }, async (t) => {
+  const f = await fixture(t);
+  await f.up.createRepo('org/app', { 'a.txt': 'a\n' });
+  await f.up.commit('org/app', { 'b.txt': 'b\n' });
+  const { mirrors, metrics } = f.manager();
+  const mirror = mirrors.get(f.up.hostName, 'org/app');
+  assert.equal(mirrors.get(f.up.hostName, 'org/app'), mirror, 'one object per repository');
+  assert.equal(mirror.state, 'empty');
+  assert.equal(mirror.gitDir, path.join(f.root, f.up.hostName, 'org/app.git'));
+  assert.equal(mirror.upstreamUrl, `${f.up.url}/org/app`);
+
+  await Promise.all(Array.from({ length: 10 }, () => mirror.ensureReady()));
+  assert.equal(mirror.state, 'ready');
+  assert.equal(infoRefs(f.up), 1, 'ten concurrent callers cause one clone');
+  assert.match(await metrics.registry.metrics(), /cachew_git_operations_total\{op="clone",outcome="ok"\} 1/);
+
+  assert.equal(await refs(mirror.gitDir), await refs(path.join(f.up.root, 'org/app.git')));
+  const head = await f.up.head('org/app');
+  assert.deepEqual(await mirror.defaultBranch(), { name: 'main', commit: head });
+  assert.equal(await mirror.hasCommit(head), true);
+  assert.equal(await mirror.hasCommit('0'.repeat(40)), false);
+  assert.equal(await mirror.hasCommit('not-a-sha'), false);
+  assert.equal((await runGit(['config', 'uploadpack.allowFilter'], { cwd: mirror.gitDir })).trim(), 'true');
+  assert.deepEqual(await fs.readdir(path.join(f.root, '.tmp')), [], 'staging dir left empty');
+});
+
+void test('reuses mirrors found on disk and cleans .tmp at start-up', { timeout: 120_000 }, async (t) => {
+  const f = await fixture(t);
+  await f.up.createRepo('org/keep');
+  await f.manager().mirrors.get(f.up.hostName, 'org/keep').ensureReady();
+  await fs.mkdir(path.join(f.root, '.tmp', 'half.git'), { recursive: true });
+  const before = f.up.requests.length;
+
+  const { mirrors } = f.manager();
+  assert.equal(existsSync(path.join(f.root, '.tmp', 'half.git')), false);
+  const mirror = mirrors.get(f.up.hostName, 'org/keep');
+  assert.equal(mirror.state, 'ready');
+  await mirror.ensureReady();
+  assert.deepEqual((await mirror.defaultBranch()).commit, await f.up.head('org/keep'));
+  assert.equal(f.up.requests.length, before, 'no upstream request for a reused mirror');
+});
+
+void test('ensureFresh fetches at most once per interval, coalesced; fetchNow sees pushes and force-pushes', { timeout: 120_000 }, async (t) => {
+  const f = await fixture(t);
+  await f.up.createRepo('org/live');
+  const { mirrors, metrics } = f.manager({ refCheckIntervalMs: 400 });
+  const mirror = mirrors.get(f.up.hostName, 'org/live');
+  await mirror.ensureFresh();
+  const afterClone = f.up.requests.length;
+
+  const pushed = await f.up.commit('org/live', { 'new.txt': 'x\n' });
+  await mirror.ensureFresh();
+  assert.equal(f.up.requests.length, afterClone, 'within the interval nothing goes upstream');
+  assert.equal(await mirror.hasCommit(pushed), false);
+
+  await new Promise((r) => setTimeout(r, 450));
+  await Promise.all(Array.from({ length: 8 }, () => mirror.ensureFresh()));
+  assert.equal((await mirror.defaultBranch()).commit, pushed);
+  assert.match(await metrics.registry.metrics(), /cachew_git_operations_total\{op="fetch",outcome="ok"\} 1\n/, 'one coalesced fetch');
+
+  const rewritten = await f.up.forcePush('org/live', { 'other.txt': 'o\n' });
+  await Promise.all([mirror.fetchNow(), mirror.fetchNow()]);
+  assert.equal((await mirror.defaultBranch()).commit, rewritten);
+  assert.equal(await refs(mirror.gitDir), await refs(path.join(f.up.root, 'org/live.git')));
+});
+
+void test('upstream down: an existing mirror is served stale, a new one fails with UpstreamError', { timeout: 120_000 }, async (t) => {
+  const f = await fixture(t);
+  await f.up.createRepo('org/old');
+  await f.up.createRepo('org/new');
+  const { mirrors } = f.manager({ refCheckIntervalMs: 1 });
+  const old = mirrors.get(f.up.hostName, 'org/old');
+  await old.ensureReady();
+  f.up.setDown(true);
+  await new Promise((r) => setTimeout(r, 5));
+  await old.ensureFresh();
+  assert.equal((await old.defaultBranch()).commit, await f.up.head('org/old'));
+  await assert.rejects(old.fetchNow(), UpstreamError);
+
+  const fresh = mirrors.get(f.up.hostName, 'org/new');
+  await assert.rejects(fresh.ensureReady(), (err: unknown) => err instanceof UpstreamError && /HTTP 503/.test(err.message));
+  assert.equal(fresh.state, 'empty');
+  assert.equal(existsSync(fresh.gitDir), false);
+  f.up.setDown(false);
+  await fresh.ensureReady();
+  assert.equal(fresh.state, 'ready', 'a failed clone is retried by the next caller');
+});
+
+void test('missing repository → NotFoundError; slow clone → UnavailableError; bad inputs refused', { timeout: 120_000 }, async (t) => {
+  const f = await fixture(t);
+  await f.up.createRepo('org/slow');
+  const { mirrors } = f.manager();
+  const missing = mirrors.get(f.up.hostName, 'org/missing');
+  await assert.rejects(missing.ensureReady(), NotFoundError);
+  assert.equal(existsSync(path.join(f.root, f.up.hostName, 'org')), false, 'nothing created for a missing repo');
+
+  const { mirrors: impatient } = f.manager({ waitMs: 0 });
+  const slow = impatient.get(f.up.hostName, 'org/slow');
+  await assert.rejects(slow.ensureReady(), (err: unknown) => err instanceof UnavailableError && err.retryAfterSeconds > 0);
+  const stateOf = (): string => slow.state;
+  assert.equal(stateOf(), 'cloning');
+  // The clone goes on in the background after the caller gave up.
+  for (let i = 0; i < 600 && stateOf() !== 'ready'; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(stateOf(), 'ready');
+
+  assert.throws(() => mirrors.get('unknown.example', 'org/x'), NotFoundError);
+  assert.throws(() => mirrors.get(f.up.hostName, 'a.git/b'));
+  assert.throws(() => mirrors.get(f.up.hostName, '../escape'));
+});

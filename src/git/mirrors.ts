@@ -1,0 +1,82 @@
+/**
+ * The set of bare mirrors under one state directory: `<root>/<host>/<repo>.git`, one Mirror object per
+ * repository. Clones are staged in `<root>/.tmp`, which is emptied at start-up, so only complete
+ * mirrors are ever found at their final path; those are reused as ready.
+ */
+import { existsSync, rmSync } from 'node:fs';
+import path from 'node:path';
+import { Mirror } from './mirror.js';
+import type { UpstreamRegistry } from './upstreams.js';
+import { BadRequestError, NotFoundError } from '../util/errors.js';
+import type { Logger } from '../util/logger.js';
+import type { Metrics } from '../util/metrics.js';
+
+export interface MirrorManagerOptions {
+  /** Directory holding all mirrors (e.g. `<state>/mirrors`). */
+  root: string;
+  /** Refs served are never older than this. */
+  refCheckIntervalMs: number;
+  /** How long a request waits for a first clone before 503. */
+  waitMs: number;
+  logger: Logger;
+  metrics?: Metrics;
+  upstreams: UpstreamRegistry;
+}
+
+export class MirrorManager {
+  readonly root: string;
+  readonly #opts: MirrorManagerOptions;
+  readonly #mirrors = new Map<string, Mirror>();
+  readonly #shutdown = new AbortController();
+  readonly #tmpRoot: string;
+  readonly #log: Logger;
+
+  constructor(options: MirrorManagerOptions) {
+    this.#opts = options;
+    this.root = path.resolve(options.root);
+    this.#tmpRoot = path.join(this.root, '.tmp');
+    this.#log = options.logger.child({ module: 'mirrors' });
+    // Leftovers of clones interrupted by a crash: never complete, never referenced.
+    rmSync(this.#tmpRoot, { recursive: true, force: true });
+  }
+
+  /**
+   * The mirror of `canonicalRepo` (no `.git`) on upstream `host`; the same object for every call.
+   * Throws NotFoundError for an unconfigured host and BadRequestError for a path that could collide
+   * with another mirror's directory.
+   */
+  get(host: string, canonicalRepo: string): Mirror {
+    const key = `${host}/${canonicalRepo}`;
+    const existing = this.#mirrors.get(key);
+    if (existing) return existing;
+    const upstream = this.#opts.upstreams.get(host);
+    if (!upstream) throw new NotFoundError(`unknown upstream host ${host}`);
+    const segments = canonicalRepo.split('/');
+    // A parent segment named `x.git` would place this mirror inside the mirror of `x`.
+    if (segments.slice(0, -1).some((s) => s.endsWith('.git')) || segments.some((s) => s === '' || s.startsWith('.'))) {
+      throw new BadRequestError('unsupported repository path');
+    }
+    const gitDir = path.join(this.root, host, `${canonicalRepo}.git`);
+    if (!gitDir.startsWith(this.root + path.sep)) throw new BadRequestError('unsupported repository path');
+    const mirror = new Mirror({
+      host,
+      repo: canonicalRepo,
+      gitDir,
+      tmpRoot: this.#tmpRoot,
+      upstream,
+      refCheckIntervalMs: this.#opts.refCheckIntervalMs,
+      waitMs: this.#opts.waitMs,
+      logger: this.#log,
+      metrics: this.#opts.metrics,
+      shutdown: this.#shutdown.signal,
+      ready: existsSync(path.join(gitDir, 'HEAD')),
+    });
+    this.#mirrors.set(key, mirror);
+    return mirror;
+  }
+
+  /** Stops every running clone and fetch (their process groups are killed). */
+  close(): void {
+    this.#shutdown.abort();
+  }
+}
