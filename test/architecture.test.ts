@@ -1,0 +1,46 @@
+/**
+ * Keeps the dependency edges of ARCHITECTURE.md honest:
+ * protocol ← util ← cache ← git ← http ← server; client → protocol, util; cli → client | server;
+ * nobody but server/ and cli/ imports config/ (types.ts excepted for server only).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join, relative, dirname, resolve } from 'node:path';
+
+const SRC = resolve('src');
+const ALLOWED: Record<string, string[]> = {
+  protocol: ['protocol'],
+  util: ['util', 'protocol'],
+  cache: ['cache', 'util', 'protocol'],
+  git: ['git', 'cache', 'util', 'protocol'],
+  http: ['http', 'git', 'cache', 'util', 'protocol'],
+  server: ['server', 'http', 'git', 'cache', 'util', 'protocol', 'config'],
+  client: ['client', 'protocol', 'util'],
+  cli: ['cli', 'client', 'server', 'config', 'util', 'protocol'],
+  config: ['config', 'util', 'protocol'],
+};
+
+function sourceFiles(dir: string): string[] {
+  return readdirSync(dir).flatMap((name) => {
+    const path = join(dir, name);
+    if (statSync(path).isDirectory()) return sourceFiles(path);
+    return name.endsWith('.ts') && !name.endsWith('.test.ts') && !path.includes(`${join('cache', 'testing')}`) ? [path] : [];
+  });
+}
+
+test('module dependency direction', () => {
+  const violations: string[] = [];
+  for (const file of sourceFiles(SRC)) {
+    const area = relative(SRC, file).split('/')[0];
+    const allowed = ALLOWED[area];
+    assert.ok(allowed, `unknown area ${area} (${file})`);
+    const text = readFileSync(file, 'utf8');
+    for (const match of text.matchAll(/from\s+'(\.[^']+)'/g)) {
+      const target = relative(SRC, resolve(dirname(file), match[1]));
+      const targetArea = target.split('/')[0];
+      if (!allowed.includes(targetArea)) violations.push(`${relative(SRC, file)} → ${target}`);
+    }
+  }
+  assert.deepEqual(violations, []);
+});
