@@ -47,8 +47,10 @@ export function resolveRange(request: ByteRangeRequest, size: number): ResolvedR
       ? `bytes=${request.start}-${request.end}`
       : request.kind === 'open'
         ? `bytes=${request.start}-`
-        : `bytes=-${request.length}`;
-  if (request.kind === 'suffix' && request.length === 0) return undefined;
+        : // RFC 9110 §14.1.2: a suffix longer than the representation selects all of it; range-parser
+          // would call it unsatisfiable, so clamp first.
+          `bytes=-${Math.min(request.length, size)}`;
+  if (request.kind === 'suffix' && Math.min(request.length, size) === 0) return undefined;
   const parsed = parseRangeHeader(size, header);
   if (!Array.isArray(parsed) || parsed.length !== 1) return undefined;
   const [range] = parsed;
