@@ -1,0 +1,266 @@
+/**
+ * The snapshot store (SPEC §5, §6): content-addressed blobs, write-once records and a forward-only
+ * pointer, on top of any Cache (in production the tiered cache whose authoritative tier is S3).
+ *
+ * Correctness never depends on archive determinism: the first record written for a commit wins
+ * everywhere, a replica that loses discards its bytes and serves the winner's, and every object is
+ * published only once complete (the Cache contract), so a crash leaves nothing half-visible.
+ */
+import { createReadStream } from 'node:fs';
+import type { Cache, ObjectMeta, OpenOptions, OpenResult } from '../../cache/cache.js';
+import { blobKey, writeStream } from '../../cache/write.js';
+import type { Logger } from '../../util/logger.js';
+import { silentLogger } from '../../util/logger.js';
+import { AlreadyExistsError, BadRequestError, CachewError, NotFoundError, UnavailableError } from '../../util/errors.js';
+import { isSha256Hex } from '../../protocol/etag.js';
+import { isCommit } from '../../protocol/routes.js';
+import {
+  listBundleRecords,
+  listSnapshotRecords,
+  parseSnapshotRecord,
+  readJson,
+  readSnapshotRecord,
+  recordKey,
+  writeJson,
+  type SnapshotRecord,
+} from './records.js';
+import { advancePointer, readPointer, type AncestryCheck, type SnapshotPointer } from './pointer.js';
+import { collectGarbage, type GarbageReport } from './retention.js';
+
+export interface SnapshotStoreOptions {
+  cache: Cache;
+  logger?: Logger;
+  /** How long a superseded snapshot stays servable (SPEC §6 default 1 h). */
+  graceMs: number;
+  /** Clock in ms since the epoch (tests inject one). */
+  now?: () => number;
+}
+
+interface PublishCommon {
+  host: string;
+  repo: string;
+  commit: string;
+  /** Decides whether the pointer may move from its commit to ours (see pointer.ts). */
+  isAncestor?: AncestryCheck;
+  /** Move the pointer even when its commit is not an ancestor of ours (known force-push). */
+  force?: boolean;
+  signal?: AbortSignal;
+}
+
+/** A freshly generated archive to store. */
+export interface PublishFile extends PublishCommon {
+  /** Local path of the complete `.tar.zst`. */
+  file: string;
+  /** sha256 hex of the file, verified again while storing. */
+  sha256: string;
+  size: number;
+  /** Snapshot format version of the archive generator. */
+  format?: string;
+}
+
+/** A commit that already has a record: only (re-)advance the pointer to it. */
+export interface PublishExisting extends PublishCommon {
+  existing: SnapshotRecord;
+}
+
+export type PublishInput = PublishFile | PublishExisting;
+
+export interface CurrentSnapshot {
+  record: SnapshotRecord;
+  pointer: SnapshotPointer;
+}
+
+/** How often publish re-tries when records or blobs vanish under it (concurrent retention). */
+const MAX_PUBLISH_ATTEMPTS = 4;
+
+/**
+ * Stores the file at `path` as the blob `sha256` (create-if-absent, digest verified while writing).
+ * `created` tells whether this call published it, i.e. whether nobody else can be relying on it yet.
+ */
+export async function putFileBlob(
+  cache: Cache,
+  sha256: string,
+  path: string,
+  options: { ttlMs?: number; signal?: AbortSignal } = {},
+): Promise<{ meta: ObjectMeta; created: boolean }> {
+  const key = blobKey(sha256);
+  try {
+    const meta = await writeStream(cache, key, createReadStream(path), {
+      ifNoneMatch: '*',
+      expectedSha256: sha256,
+      ttlMs: options.ttlMs,
+      signal: options.signal,
+      metadata: { 'content-type': 'application/octet-stream' },
+    });
+    return { meta, created: true };
+  } catch (err) {
+    if (!(err instanceof AlreadyExistsError)) throw err;
+    const meta = await cache.stat(key, options.signal);
+    if (meta) return { meta, created: false };
+    // Deleted between our attempt and the stat: try once more as a fresh write.
+    const again = await writeStream(cache, key, createReadStream(path), {
+      ifNoneMatch: '*',
+      expectedSha256: sha256,
+      ttlMs: options.ttlMs,
+      signal: options.signal,
+    });
+    return { meta: again, created: true };
+  }
+}
+
+/** Snapshot records, blobs and the per-repository pointer on one Cache. */
+export class SnapshotStore {
+  readonly cache: Cache;
+  readonly graceMs: number;
+  private readonly logger: Logger;
+  private readonly now: () => number;
+
+  constructor(options: SnapshotStoreOptions) {
+    this.cache = options.cache;
+    this.graceMs = options.graceMs;
+    this.logger = (options.logger ?? silentLogger).child({ module: 'snapshot-store' });
+    this.now = options.now ?? Date.now;
+  }
+
+  /**
+   * Publishes a finished archive: stores the blob, writes the record create-if-absent and moves the
+   * pointer forward. Resolves with the record that is authoritative for the commit — ours, or the
+   * winner's when another replica recorded the commit first (then our blob is deleted unless something
+   * references it, and callers MUST serve the returned digest, not their local file).
+   *
+   * With `existing` instead of a file, only the pointer moves, to the record as stored now (which wins
+   * over the caller's copy); NotFoundError when that record or its blob has meanwhile been removed.
+   */
+  async publish(input: PublishInput): Promise<SnapshotRecord> {
+    if ('existing' in input) return this.republish(input);
+    const { host, repo, commit, sha256, signal } = input;
+    if (!isCommit(commit)) throw new BadRequestError(`not a commit id: ${commit}`);
+    if (!isSha256Hex(sha256)) throw new BadRequestError(`not a sha256 digest: ${sha256}`);
+    const key = recordKey(host, repo, commit);
+    for (let attempt = 0; attempt < MAX_PUBLISH_ATTEMPTS; attempt++) {
+      const blob = await putFileBlob(this.cache, sha256, input.file, { signal });
+      if (blob.meta.size !== input.size) {
+        throw new CachewError('internal', `snapshot of ${commit} is ${blob.meta.size} bytes, caller said ${input.size}`);
+      }
+      const ours: SnapshotRecord = {
+        commit,
+        digest: sha256,
+        size: blob.meta.size,
+        created: new Date(this.now()).toISOString(),
+      };
+      if (input.format !== undefined) ours.format = input.format;
+      let record: SnapshotRecord;
+      try {
+        await writeJson(this.cache, key, ours, { ifNoneMatch: '*', signal });
+        record = ours;
+      } catch (err) {
+        if (!(err instanceof AlreadyExistsError)) throw err;
+        const winner = (await readJson(this.cache, key, parseSnapshotRecord, signal))?.value;
+        if (!winner) continue; // deleted by retention meanwhile: write ours again
+        if (winner.digest !== sha256) {
+          if (!(await this.cache.stat(blobKey(winner.digest), signal))) {
+            // The winner's bytes are gone, so its record can never be served: replace it with ours.
+            this.logger.warn({ host, repo, commit, digest: winner.digest }, 'record without blob replaced');
+            await this.cache.delete(key, signal);
+            continue;
+          }
+          if (blob.created) await this.deleteBlobUnlessReferenced(host, repo, sha256, signal);
+          this.logger.info({ host, repo, commit, ours: sha256, winner: winner.digest }, 'lost the publish race');
+        }
+        record = winner;
+      }
+      // Retention on another replica may have deleted an identical blob it considered unreferenced
+      // between our put and our record; the record must never point at nothing.
+      if (record.digest === sha256 && !(await this.cache.stat(blobKey(sha256), signal))) continue;
+      const outcome = await advancePointer(this.cache, host, repo, record, {
+        isAncestor: input.isAncestor,
+        force: input.force,
+        now: this.now,
+        signal,
+      });
+      this.logger.debug({ host, repo, commit, digest: record.digest, pointer: outcome }, 'snapshot published');
+      return record;
+    }
+    throw new UnavailableError(`could not publish snapshot of ${commit}: objects kept vanishing`, 1);
+  }
+
+  private async republish(input: PublishExisting): Promise<SnapshotRecord> {
+    const { host, repo, commit, signal } = input;
+    const record = await readSnapshotRecord(this.cache, host, repo, commit, signal);
+    if (!record || !(await this.cache.stat(blobKey(record.digest), signal))) {
+      throw new NotFoundError(`snapshot of ${commit} is no longer stored`);
+    }
+    const outcome = await advancePointer(this.cache, host, repo, record, {
+      isAncestor: input.isAncestor,
+      force: input.force,
+      now: this.now,
+      signal,
+    });
+    this.logger.debug({ host, repo, commit, digest: record.digest, pointer: outcome }, 'snapshot re-published');
+    return record;
+  }
+
+  /** The snapshot the pointer names; undefined when there is none or its record or blob vanished. */
+  async current(host: string, repo: string, signal?: AbortSignal): Promise<CurrentSnapshot | undefined> {
+    const pointer = await readPointer(this.cache, host, repo, signal);
+    if (!pointer) return undefined;
+    const record = await readSnapshotRecord(this.cache, host, repo, pointer.value.commit, signal);
+    if (!record) return undefined;
+    if (!(await this.cache.stat(blobKey(record.digest), signal))) return undefined;
+    return { record, pointer: pointer.value };
+  }
+
+  /** The record of one commit (the blob may still have aged out; opening it then misses). */
+  async record(host: string, repo: string, commit: string, signal?: AbortSignal): Promise<SnapshotRecord | undefined> {
+    return readSnapshotRecord(this.cache, host, repo, commit, signal);
+  }
+
+  /** Every retained snapshot of a repository, newest first, flagging the current one. */
+  async list(host: string, repo: string, signal?: AbortSignal): Promise<Array<SnapshotRecord & { current: boolean }>> {
+    const [records, pointer] = await Promise.all([
+      listSnapshotRecords(this.cache, host, repo, signal),
+      readPointer(this.cache, host, repo, signal),
+    ]);
+    const currentCommit = pointer?.value.commit;
+    return records
+      .map((record) => ({ ...record, current: record.commit === currentCommit }))
+      .sort((a, b) => Date.parse(b.created) - Date.parse(a.created) || a.commit.localeCompare(b.commit));
+  }
+
+  /** Opens a snapshot's bytes by digest: a thin pass-through to the cache (ranges, conditionals). */
+  async openBlob(digest: string, options: OpenOptions = {}): Promise<OpenResult | undefined> {
+    return this.cache.open(blobKey(digest), options);
+  }
+
+  /** Like openBlob, but a miss is a NotFoundError (for callers that already hold a record). */
+  async openBlobOrThrow(digest: string, options: OpenOptions = {}): Promise<OpenResult> {
+    const result = await this.openBlob(digest, options);
+    if (!result) throw new NotFoundError(`snapshot ${digest} is no longer stored`);
+    return result;
+  }
+
+  /** The store's clock (ms since the epoch). */
+  clock(): number {
+    return this.now();
+  }
+
+  /** Runs retention for one repository with this store's grace period and clock. */
+  async collectGarbage(host: string, repo: string, signal?: AbortSignal): Promise<GarbageReport> {
+    return collectGarbage(this, {
+      host,
+      repo,
+      graceMs: this.graceMs,
+      logger: this.logger,
+      signal,
+    });
+  }
+
+  private async deleteBlobUnlessReferenced(host: string, repo: string, digest: string, signal?: AbortSignal): Promise<void> {
+    const [records, bundles] = await Promise.all([
+      listSnapshotRecords(this.cache, host, repo, signal),
+      listBundleRecords(this.cache, host, repo, signal),
+    ]);
+    if (records.some((r) => r.digest === digest) || bundles.some((b) => b.digest === digest)) return;
+    await this.cache.delete(blobKey(digest), signal);
+  }
+}
