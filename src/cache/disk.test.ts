@@ -1,0 +1,151 @@
+import assert from 'node:assert/strict';
+import { mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { test } from 'node:test';
+import { DiskCache } from './disk.js';
+import { pseudoRandomBytes, put, readAll, runCacheConformance, sha256 } from './testing/conformance.js';
+import { BadRequestError } from '../util/errors.js';
+
+async function tempRoot(): Promise<string> {
+  return mkdtemp(join(tmpdir(), 'cachew-disk-'));
+}
+
+runCacheConformance('DiskCache conformance', async () => {
+  const root = await tempRoot();
+  const cache = await DiskCache.open({ root, limitBytes: 1024 * 1024 * 1024 });
+  return {
+    cache,
+    async cleanup() {
+      await cache.close();
+      // Every write, committed or not, must have left the temp directory empty.
+      assert.deepEqual(await readdir(join(root, '.tmp')), []);
+      await rm(root, { recursive: true, force: true });
+    },
+  };
+});
+
+void test('DiskCache keeps objects at human-readable paths and rebuilds its index at open', async () => {
+  const root = await tempRoot();
+  try {
+    const data = pseudoRandomBytes(10_000, 1);
+    const hex = sha256(data);
+    const first = await DiskCache.open({ root, limitBytes: 1e9 });
+    await put(first, `blobs/sha256/${hex}`, data, { metadata: { kind: 'blob' } });
+    await put(first, 'pointers/example.com/org/repo.json', '{"commit":"abc"}');
+    await put(first, 'ttl/gone', 'soon', { ttlMs: 50 });
+    await first.close();
+
+    // The body is the head of the file at <root>/<key>.
+    const onDisk = await readFile(join(root, 'blobs', 'sha256', hex));
+    assert.ok(onDisk.subarray(0, data.length).equals(data));
+    assert.equal(first.pathOf(`blobs/sha256/${hex}`), join(root, 'blobs', 'sha256', hex));
+
+    await sleep(100);
+    await writeFile(join(root, 'stray.txt'), 'an operator note, not a cache object');
+    const second = await DiskCache.open({ root, limitBytes: 1e9 });
+    try {
+      const meta = await second.stat(`blobs/sha256/${hex}`);
+      assert.equal(meta?.etag, hex);
+      assert.deepEqual(meta?.metadata, { kind: 'blob' });
+      const result = await second.open('pointers/example.com/org/repo.json');
+      assert.equal((await readAll(result?.body)).toString(), '{"commit":"abc"}');
+      assert.equal(await second.stat('ttl/gone'), undefined);
+      await assert.rejects(stat(join(root, 'ttl', 'gone')), /ENOENT/); // expired files are removed at open
+      assert.equal(await second.stat('stray.txt'), undefined);
+      assert.equal(await readFile(join(root, 'stray.txt'), 'utf8'), 'an operator note, not a cache object');
+    } finally {
+      await second.close();
+    }
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
+void test('DiskCache removes leftover temp files at open', async () => {
+  const root = await tempRoot();
+  try {
+    await mkdir(join(root, '.tmp'), { recursive: true });
+    await writeFile(join(root, '.tmp', 'crashed-write.part'), pseudoRandomBytes(1000, 2));
+    const cache = await DiskCache.open({ root, limitBytes: 1e9 });
+    try {
+      assert.deepEqual(await readdir(join(root, '.tmp')), []);
+      const listed = [];
+      for await (const meta of cache.list('')) listed.push(meta);
+      assert.equal(listed.length, 0);
+    } finally {
+      await cache.close();
+    }
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
+void test('DiskCache evicts least recently used objects to its byte limit, across restarts too', async () => {
+  const root = await tempRoot();
+  try {
+    const cache = await DiskCache.open({ root, limitBytes: 3500 });
+    try {
+      await put(cache, 'lru/a', pseudoRandomBytes(1000, 3));
+      await put(cache, 'lru/b', pseudoRandomBytes(1000, 4));
+      await put(cache, 'lru/c', pseudoRandomBytes(1000, 5));
+      assert.ok(await cache.stat('lru/a')); // b is now the least recently used
+      await put(cache, 'lru/d', pseudoRandomBytes(1000, 6));
+      assert.equal(await cache.stat('lru/b'), undefined);
+      await assert.rejects(stat(join(root, 'lru', 'b')), /ENOENT/);
+      for (const key of ['lru/a', 'lru/c', 'lru/d']) assert.ok(await cache.stat(key), key);
+      assert.ok(cache.usedBytes <= 3500);
+    } finally {
+      await cache.close();
+    }
+    const smaller = await DiskCache.open({ root, limitBytes: 2500 });
+    try {
+      const left: string[] = [];
+      for await (const meta of smaller.list('lru/')) left.push(meta.key);
+      assert.equal(left.length, 2);
+      assert.ok(smaller.usedBytes <= 2500);
+    } finally {
+      await smaller.close();
+    }
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
+void test('DiskCache sweeps expired objects in the background', async () => {
+  const root = await tempRoot();
+  try {
+    const cache = await DiskCache.open({ root, limitBytes: 1e9, sweepIntervalMs: 50 });
+    try {
+      await put(cache, 'sweep/x', 'bye', { ttlMs: 30 });
+      await sleep(250);
+      await assert.rejects(stat(join(root, 'sweep', 'x')), /ENOENT/);
+      assert.equal(cache.usedBytes, 0);
+    } finally {
+      await cache.close();
+    }
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
+void test('DiskCache rejects reserved and conflicting keys', async () => {
+  const root = await tempRoot();
+  try {
+    const cache = await DiskCache.open({ root, limitBytes: 1e9 });
+    try {
+      await assert.rejects(cache.create('.tmp/x'), BadRequestError);
+      await assert.rejects(cache.stat('../escape'), BadRequestError);
+      await put(cache, 'conflict/file', 'x');
+      await assert.rejects(put(cache, 'conflict/file/child', 'y'), BadRequestError);
+      await put(cache, 'conflict/dir/child', 'z');
+      await assert.rejects(put(cache, 'conflict/dir', 'w'), BadRequestError);
+      assert.deepEqual(await readdir(join(root, '.tmp')), []);
+    } finally {
+      await cache.close();
+    }
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
