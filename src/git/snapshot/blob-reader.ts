@@ -1,0 +1,76 @@
+/**
+ * Streams the contents of many blobs, in a known order, from ONE `git cat-file --batch` process: the
+ * object ids are piped to its stdin (with backpressure) and each answer `<oid> blob <size>\n<bytes>\n`
+ * is handed out as a chunked body, so no blob is ever held whole in memory.
+ */
+import { Readable } from 'node:stream';
+import { spawnGit, type GitProcess } from '../command.js';
+import { ByteReader } from './byte-reader.js';
+import { PURE_OBJECT_ENV } from './tree-list.js';
+
+const OIDS_PER_WRITE = 512;
+
+export interface BlobBody {
+  size: number;
+  /** The blob's bytes; MUST be consumed to the end before the next `next()` call. */
+  body: AsyncGenerator<Buffer>;
+}
+
+export class BlobReader {
+  private readonly proc: GitProcess;
+  private readonly reader: ByteReader;
+
+  /** Starts cat-file and queues `oids` (read in this exact order by `next`). */
+  constructor(gitDir: string, oids: readonly string[], signal?: AbortSignal) {
+    this.proc = spawnGit(['cat-file', '--batch', '--buffer'], {
+      cwd: gitDir,
+      env: PURE_OBJECT_ENV,
+      signal,
+      input: Readable.from(requestLines(oids), { objectMode: false }),
+    });
+    this.reader = new ByteReader(this.proc.stdout);
+  }
+
+  /** Reads the next answer, which MUST be the blob `expectedOid`. */
+  async next(expectedOid: string): Promise<BlobBody> {
+    const header = await this.reader.readUntil(0x0a, 4096);
+    if (header === undefined) {
+      await this.proc.done; // surfaces git's own failure, if any
+      throw new Error(`git cat-file ended before ${expectedOid}`);
+    }
+    const text = header.toString('latin1');
+    const match = /^([0-9a-f]{40,64}) (\w+) (\d+)$/.exec(text);
+    if (match === null) throw new Error(`git cat-file: ${text.slice(0, 120)}`);
+    const [, oid, type, sizeText] = match;
+    if (oid !== expectedOid || type !== 'blob') {
+      throw new Error(`git cat-file answered ${oid} ${type}, expected blob ${expectedOid}`);
+    }
+    const size = Number(sizeText);
+    return { size, body: this.body(size) };
+  }
+
+  private async *body(size: number): AsyncGenerator<Buffer> {
+    yield* this.reader.readExact(size);
+    const terminator = await this.reader.readAll(1);
+    if (terminator[0] !== 0x0a) throw new Error('git cat-file: missing object terminator');
+  }
+
+  /** Waits for cat-file to exit after every queued object was read. */
+  async close(): Promise<void> {
+    const rest = await this.reader.readUntil(0x0a, 4096);
+    if (rest !== undefined) throw new Error('git cat-file produced unexpected extra output');
+    await this.proc.done;
+  }
+
+  /** Stops cat-file at once (on error paths); safe to call at any time. */
+  async kill(): Promise<void> {
+    this.proc.kill();
+    await this.proc.done.catch(() => undefined);
+  }
+}
+
+function* requestLines(oids: readonly string[]): Generator<Buffer> {
+  for (let i = 0; i < oids.length; i += OIDS_PER_WRITE) {
+    yield Buffer.from(oids.slice(i, i + OIDS_PER_WRITE).join('\n') + '\n', 'latin1');
+  }
+}
