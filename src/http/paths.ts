@@ -28,7 +28,8 @@ const ACTION_SUFFIXES: string[][] = [
  * throws BadRequestError (400) for a malformed path.
  */
 export function parseRepoPath(segments: string[]): ParsedRepoPath | undefined {
-  for (const segment of segments) {
+  // The host (first segment) may carry a port (`127.0.0.1:9000`); hostProblem() below validates it.
+  for (const segment of segments.slice(1)) {
     if (segment === '' || !SAFE_SEGMENT.test(segment) || segment.startsWith('.')) {
       throw new BadRequestError('invalid path: segments must match [A-Za-z0-9._-]+ and not start with "."');
     }
