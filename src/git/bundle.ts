@@ -1,0 +1,245 @@
+/**
+ * Delta bundles (SPEC §3 `snapshot.bundle?base=`): a git bundle carrying what a clone at `base` lacks
+ * to reach `head`, stored like snapshots — bytes as a content-addressed blob, plus a write-once record
+ * `bundles/<host>/<repo>/<base>..<head>.json` — both with the cache's TTL.
+ *
+ * Byte stability: `git bundle create` reuses deltas from the mirror's packs, so two mirrors packed
+ * differently (or one with a bitmap) give different bundles. We therefore write the bundle ourselves:
+ * the v2 header, then `git pack-objects` with one thread, no object/delta reuse, no bitmaps and
+ * pinned window/depth/compression, which is byte-stable across independent clones for one git version.
+ * Correctness does not depend on it: bundles are content-addressed and the first record wins.
+ */
+import { createHash } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { Cache } from '../cache/cache.js';
+import { blobKey } from '../cache/write.js';
+import { isSha256Hex } from '../protocol/etag.js';
+import { isCommit } from '../protocol/routes.js';
+import { AlreadyExistsError, BadRequestError, GitCommandError, NotFoundError, UnavailableError } from '../util/errors.js';
+import { runGit, spawnGit } from './command.js';
+import { bundleKey, parseBundleRecord, readJson, writeJson, type BundleRecord } from './snapshot/records.js';
+import { putFileBlob } from './snapshot/store.js';
+
+/** Options that pin everything pack-objects output depends on besides the objects and git's version. */
+const DETERMINISTIC_PACK_CONFIG = [
+  '-c', 'pack.useBitmaps=false',
+  '-c', 'pack.allowPackReuse=false',
+  '-c', 'pack.useSparse=true',
+  '-c', 'pack.compression=-1',
+  '-c', 'core.compression=-1',
+  '-c', 'pack.windowMemory=0',
+  '-c', 'core.bigFileThreshold=512m',
+];
+
+const DETERMINISTIC_PACK_ARGS = [
+  'pack-objects',
+  '--stdout',
+  '--thin',
+  '--revs',
+  '--delta-base-offset',
+  '--threads=1',
+  '--no-reuse-object',
+  '--window=10',
+  '--depth=50',
+  '-q',
+];
+
+export interface CreateBundleOptions {
+  /** The (bare) mirror. */
+  gitDir: string;
+  base: string;
+  head: string;
+  /** The ref the bundle advertises, `refs/heads/<default>`; it names `head`. */
+  headRef: string;
+  /** Where to write the bundle (the caller owns the file and its directory). */
+  outPath: string;
+  signal?: AbortSignal;
+  timeoutMs?: number;
+}
+
+/**
+ * Writes a v2 git bundle with `headRef` at `head` and `base` (with the other boundary commits) as
+ * prerequisites, hashing while writing. A fetch from it into a clone that has `base` yields `head`.
+ */
+export async function createBundle(options: CreateBundleOptions): Promise<{ sha256: string; size: number }> {
+  const { gitDir, base, head, headRef, outPath, signal, timeoutMs } = options;
+  if (!isCommit(base) || !isCommit(head)) throw new BadRequestError('bundle base and head must be commit ids');
+  if (!/^refs\/heads\/[A-Za-z0-9._/-]+$/.test(headRef)) throw new BadRequestError(`bad bundle ref: ${headRef}`);
+
+  // Prerequisites are the boundary commits, as `git bundle create` lists them; the pack is thin and may
+  // delta against their objects. The comment after each id is optional, so we omit it.
+  const boundary = await runGit(['rev-list', '--boundary', head, `^${base}`], { cwd: gitDir, signal, timeoutMs });
+  const prerequisites = boundary
+    .split('\n')
+    .filter((line) => line.startsWith('-'))
+    .map((line) => `${line}\n`);
+  const header = Buffer.from(`# v2 git bundle\n${prerequisites.join('')}${head} ${headRef}\n\n`, 'utf8');
+
+  const hash = createHash('sha256');
+  let size = 0;
+  const hashing = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      hash.update(chunk);
+      size += chunk.length;
+      callback(null, chunk);
+    },
+  });
+  const proc = spawnGit([...DETERMINISTIC_PACK_CONFIG, ...DETERMINISTIC_PACK_ARGS], {
+    cwd: gitDir,
+    input: `${head}\n^${base}\n`,
+    signal,
+    timeoutMs,
+  });
+  try {
+    hashing.write(header);
+    await Promise.all([pipeline(proc.stdout, hashing, createWriteStream(outPath), { signal }), proc.done]);
+  } catch (err) {
+    proc.kill();
+    await rm(outPath, { force: true });
+    throw err;
+  }
+  return { sha256: hash.digest('hex'), size };
+}
+
+/** True when `oid` names a commit present in the repository. */
+export async function commitExists(gitDir: string, oid: string, signal?: AbortSignal): Promise<boolean> {
+  if (!isCommit(oid)) return false;
+  try {
+    await runGit(['cat-file', '-e', `${oid}^{commit}`], { cwd: gitDir, signal });
+    return true;
+  } catch (err) {
+    if (err instanceof GitCommandError) return false;
+    throw err;
+  }
+}
+
+/** `git merge-base --is-ancestor older newer`; false when either is unknown to the repository. */
+export async function isAncestor(gitDir: string, older: string, newer: string, signal?: AbortSignal): Promise<boolean> {
+  try {
+    await runGit(['merge-base', '--is-ancestor', older, newer], { cwd: gitDir, signal });
+    return true;
+  } catch (err) {
+    if (err instanceof GitCommandError) return false;
+    throw err;
+  }
+}
+
+/**
+ * The pointer's "only forward" rule for SnapshotStore.publish: moving from `older` to `newer` is allowed
+ * when `newer` descends from `older`, or when `older` is known to the mirror but no longer in the history
+ * of `headRef` (upstream was force-pushed). A commit the mirror does not know is treated as newer than
+ * ours (a replica whose mirror is behind must not move the pointer back); such a mirror catches up on
+ * its next fetch.
+ */
+export function forwardCheck(gitDir: string, headRef: string): (older: string, newer: string) => Promise<boolean> {
+  return async (older, newer) => {
+    if (!(await commitExists(gitDir, older))) return false;
+    if (await isAncestor(gitDir, older, newer)) return true;
+    return !(await isAncestor(gitDir, older, headRef));
+  };
+}
+
+/**
+ * Validates a bundle request's base against the mirror: malformed → BadRequestError (400); equal to
+ * head → undefined (the route answers 204); unknown to the mirror → NotFoundError (404).
+ * A base that is known but not an ancestor of head (force-push) is accepted: the bundle still carries
+ * everything head needs, the client just cannot fast-forward and checks head out instead.
+ */
+export async function resolveBundleBase(options: {
+  gitDir: string;
+  base: string;
+  head: string;
+  signal?: AbortSignal;
+}): Promise<{ base: string; head: string } | undefined> {
+  const { gitDir, base, head, signal } = options;
+  if (!isCommit(base)) throw new BadRequestError('base must be a 40 or 64 character lowercase hex commit id');
+  if (base === head) return undefined;
+  if (!(await commitExists(gitDir, base, signal))) throw new NotFoundError(`unknown base commit ${base}`);
+  return { base, head };
+}
+
+export interface GetOrCreateBundleOptions {
+  cache: Cache;
+  host: string;
+  repo: string;
+  base: string;
+  head: string;
+  /** Lifetime of both the record and the blob. */
+  ttlMs: number;
+  /** Writes the bundle to `outPath` (normally createBundle against the mirror). */
+  make: (outPath: string) => Promise<{ sha256: string; size: number }>;
+  /** Scratch directory for the bundle file being built (default: the OS temp dir). */
+  workDir?: string;
+  now?: () => number;
+  signal?: AbortSignal;
+}
+
+const inFlight = new WeakMap<Cache, Map<string, Promise<BundleRecord>>>();
+const MAX_BUNDLE_ATTEMPTS = 3;
+
+/**
+ * The bundle record for base..head, creating bundle and record on a miss. First writer wins
+ * (create-if-absent), concurrent callers in this process share one build, and a record whose blob has
+ * expired or vanished is replaced. Callers validate `base` first with {@link resolveBundleBase}.
+ */
+export async function getOrCreateBundle(options: GetOrCreateBundleOptions): Promise<BundleRecord> {
+  const key = bundleKey(options.host, options.repo, options.base, options.head);
+  let perCache = inFlight.get(options.cache);
+  if (!perCache) {
+    perCache = new Map();
+    inFlight.set(options.cache, perCache);
+  }
+  const running = perCache.get(key);
+  if (running) return running;
+  const promise = buildBundle(key, options).finally(() => perCache.delete(key));
+  perCache.set(key, promise);
+  return promise;
+}
+
+async function buildBundle(key: string, options: GetOrCreateBundleOptions): Promise<BundleRecord> {
+  const { cache, base, head, ttlMs, signal } = options;
+  const now = options.now ?? Date.now;
+  for (let attempt = 0; attempt < MAX_BUNDLE_ATTEMPTS; attempt++) {
+    const existing = (await readJson(cache, key, parseBundleRecord, signal))?.value;
+    if (existing) {
+      if (await cache.stat(blobKey(existing.digest), signal)) return existing;
+      await cache.delete(key, signal);
+    }
+    const parent = options.workDir ?? tmpdir();
+    await mkdir(parent, { recursive: true });
+    const dir = await mkdtemp(join(parent, 'cachew-bundle-'));
+    try {
+      const outPath = join(dir, 'delta.bundle');
+      const made = await options.make(outPath);
+      if (!isSha256Hex(made.sha256)) throw new BadRequestError(`bundle maker returned a bad digest: ${made.sha256}`);
+      const blob = await putFileBlob(cache, made.sha256, outPath, { ttlMs, signal });
+      const created = now();
+      const record: BundleRecord = {
+        base,
+        head,
+        digest: made.sha256,
+        size: blob.meta.size,
+        created: new Date(created).toISOString(),
+        expires: new Date(created + ttlMs).toISOString(),
+      };
+      try {
+        await writeJson(cache, key, record, { ifNoneMatch: '*', ttlMs, signal });
+        return record;
+      } catch (err) {
+        if (!(err instanceof AlreadyExistsError)) throw err;
+        const winner = (await readJson(cache, key, parseBundleRecord, signal))?.value;
+        // Only a blob this call created can be unreferenced; an existing one may serve another record.
+        if (blob.created && winner?.digest !== made.sha256) await cache.delete(blobKey(made.sha256), signal);
+        if (winner && (await cache.stat(blobKey(winner.digest), signal))) return winner;
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+  throw new UnavailableError(`could not store the bundle ${base}..${head}`, 1);
+}
