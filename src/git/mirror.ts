@@ -53,8 +53,9 @@ const RETRY_AFTER_SECONDS = 10;
 /** Configuration every mirror gets: it is a server for clients, not a workspace. */
 const MIRROR_CONFIG: Array<[string, string]> = [
   ['uploadpack.allowFilter', 'true'],
-  // Clients that fetched a commit through another replica may ask for it by sha.
-  ['uploadpack.allowReachableSHA1InWant', 'true'],
+  // Wants are checked against the object store before upload-pack runs (a missing one triggers a
+  // fetch), so upload-pack must accept any object it has, e.g. one a force-push left unreferenced.
+  ['uploadpack.allowAnySHA1InWant', 'true'],
   ['gc.autoDetach', 'false'],
   ['core.logAllRefUpdates', 'false'],
   ['fetch.prune', 'true'],
@@ -158,6 +159,20 @@ export class Mirror {
       if (err instanceof GitCommandError) return false;
       throw err;
     }
+  }
+
+  /** The subset of `shas` this mirror does not hold (one `cat-file --batch-check` for all of them). */
+  async missingObjects(shas: readonly string[], options: OpOptions = {}): Promise<string[]> {
+    if (shas.length === 0) return [];
+    const valid = shas.filter((s) => /^[0-9a-f]{40}$|^[0-9a-f]{64}$/.test(s));
+    const out = await runGit(['cat-file', '--batch-check=%(objectname)'], {
+      cwd: this.gitDir,
+      input: valid.map((s) => `${s}\n`).join(''),
+      signal: options.signal,
+      timeoutMs: 60_000,
+    });
+    const present = new Set(out.split('\n').filter((line) => !line.endsWith(' missing')));
+    return shas.filter((s) => !present.has(s));
   }
 
   /** The branch HEAD points at (following upstream's default branch) and its commit. */

@@ -75,6 +75,11 @@ export class MirrorManager {
     return mirror;
   }
 
+  /** Scratch space on the same filesystem as the mirrors, emptied at start-up. */
+  get tmpDir(): string {
+    return this.#tmpRoot;
+  }
+
   /** Stops every running clone and fetch (their process groups are killed). */
   close(): void {
     this.#shutdown.abort();
