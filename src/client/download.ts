@@ -1,0 +1,192 @@
+/**
+ * One attempt at downloading a snapshot into a directory: resolve the stable URL (a single request
+ * that also carries the first chunk), download the rest of the immutable archive in parallel, and feed
+ * the bytes in order through `zstd -d` into safe tar extraction while later chunks still download.
+ * The compressed bytes are hashed as they are delivered and must match the ETag.
+ *
+ * This function only settles once every piece of work it started has stopped (zstd exited, the last
+ * file closed), so the caller can delete the directory right after a failure.
+ */
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { once } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { isSha256Hex, parseStrongEtag } from '../protocol/etag.js';
+import { Headers } from '../protocol/headers.js';
+import { isCommit, stableSnapshotPath } from '../protocol/routes.js';
+import { CachewError, DigestMismatchError, abortReason } from '../util/errors.js';
+import { extractTar } from './archive.js';
+import { NoSnapshotError, ProtocolError } from './errors.js';
+import { discard, header, type HttpClient, type HttpResponse } from './http.js';
+import { ParallelGet, type ParallelGetStats } from './parallel-get.js';
+import { isRetryable, parseContentRange, rangePieces, wholePieces, type FetchContext, type SnapshotSource } from './range-fetch.js';
+
+export interface DownloadOptions {
+  http: HttpClient;
+  serverUrl: URL;
+  host: string;
+  repo: string;
+  /** For messages: the upstream URL the user gave. */
+  repoUrl: string;
+  dir: string;
+  concurrency: number;
+  chunkSize: number;
+  maxAttempts: number;
+  backoffMs: number;
+  signal?: AbortSignal;
+  stats: ParallelGetStats;
+  onBytes?: (received: number, total: number) => void;
+}
+
+export interface DownloadResult {
+  /** From `X-Cachew-Snapshot-Commit`, when the server sent a well-formed one. */
+  commit?: string;
+  digest: string;
+  size: number;
+  /** Absolute delta-bundle URL when the server advertised one. */
+  bundleUrl?: URL;
+}
+
+const STDERR_TAIL = 2048;
+const MAX_RETRY_AFTER_MS = 30_000;
+
+/** Downloads, verifies and extracts the repository's current snapshot into `dir` (existing, empty). */
+export async function downloadSnapshot(options: DownloadOptions): Promise<DownloadResult> {
+  const stableUrl = new URL(stableSnapshotPath(options.host, options.repo), options.serverUrl);
+  const first = await openStable(options, stableUrl);
+  let source: SnapshotSource;
+  let firstEnd: number | undefined;
+  let result: DownloadResult;
+  try {
+    const etag = parseStrongEtag(header(first, Headers.etag));
+    if (!etag || !isSha256Hex(etag)) throw new ProtocolError(`snapshot response without a sha256 ETag from ${stableUrl.href}`);
+    let size: number;
+    if (first.status === 206) {
+      const range = parseContentRange(header(first, 'content-range'));
+      if (!range || range.start !== 0) throw new ProtocolError(`bad Content-Range from ${stableUrl.href}`);
+      size = range.size;
+      firstEnd = range.end;
+    } else {
+      size = Number(header(first, 'content-length'));
+      if (!Number.isSafeInteger(size)) throw new ProtocolError(`snapshot response without Content-Length from ${stableUrl.href}`);
+    }
+    const location = header(first, Headers.contentLocation);
+    const bundle = header(first, Headers.bundleUrl);
+    const commit = header(first, Headers.snapshotCommit);
+    source = { url: location ? new URL(location, stableUrl) : stableUrl, etag, size };
+    result = {
+      commit: commit && isCommit(commit) ? commit : undefined,
+      digest: etag,
+      size,
+      bundleUrl: bundle ? new URL(bundle, stableUrl) : undefined,
+    };
+  } catch (err) {
+    discard(first);
+    throw err;
+  }
+
+  const controller = new AbortController();
+  const signal = options.signal ? AbortSignal.any([options.signal, controller.signal]) : controller.signal;
+  const context: FetchContext = {
+    http: options.http,
+    source,
+    maxAttempts: options.maxAttempts,
+    backoffMs: options.backoffMs,
+    signal,
+    stats: options.stats,
+  };
+
+  async function* orderedBytes(): AsyncGenerator<Buffer, void, undefined> {
+    if (firstEnd === undefined) {
+      yield* wholePieces(context, 0, first);
+      return;
+    }
+    const rest = new ParallelGet(context, { start: firstEnd + 1, chunkSize: options.chunkSize, concurrency: options.concurrency });
+    rest.prefetch(); // the next chunks download while the first one streams into zstd
+    try {
+      yield* rangePieces(context, 0, firstEnd, first);
+      yield* rest.pieces();
+    } finally {
+      rest.cancel();
+    }
+  }
+
+  const zstd = spawn('zstd', ['-d', '-q', '-c'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let zstdStderr = '';
+  zstd.stderr.on('data', (chunk: Buffer) => {
+    zstdStderr = (zstdStderr + chunk.toString('utf8')).slice(-STDERR_TAIL);
+  });
+  zstd.stdin.on('error', () => undefined); // EPIPE when zstd dies: reported through its exit status
+  const zstdDone = new Promise<void>((resolve, reject) => {
+    zstd.on('error', (err) => reject(new CachewError('internal', `cannot run zstd: ${err.message}`, { cause: err })));
+    zstd.on('close', (code, killedBy) => {
+      if (code === 0) resolve();
+      else reject(new CachewError('internal', `zstd -d failed (${code ?? killedBy}): ${zstdStderr.trim().split('\n').pop() ?? ''}`));
+    });
+  });
+
+  const feeding = (async (): Promise<void> => {
+    const hash = createHash('sha256');
+    let received = 0;
+    for await (const piece of orderedBytes()) {
+      hash.update(piece);
+      received += piece.length;
+      options.onBytes?.(received, source.size);
+      if (!zstd.stdin.write(piece)) await once(zstd.stdin, 'drain', { signal });
+    }
+    zstd.stdin.end();
+    if (received !== source.size) throw new ProtocolError(`received ${received} of ${source.size} bytes`);
+    const digest = hash.digest('hex');
+    if (digest !== source.etag) throw new DigestMismatchError(source.etag, digest);
+  })();
+  const extraction = extractTar(zstd.stdout, options.dir, { signal });
+
+  await settleAll([feeding, extraction, zstdDone], () => {
+    controller.abort();
+    if (zstd.exitCode === null && zstd.signalCode === null) zstd.kill('SIGKILL');
+  });
+  return result;
+}
+
+/**
+ * GETs the stable URL with the first chunk's Range. Retries transport errors and 5xx (honouring
+ * Retry-After, e.g. a mirror that is still cloning); 404 means the server has no snapshot.
+ */
+async function openStable(options: DownloadOptions, stableUrl: URL): Promise<HttpResponse> {
+  for (let failures = 0; ; failures++) {
+    let delay = options.backoffMs * 2 ** failures;
+    try {
+      const response = await options.http.get(stableUrl, { range: `bytes=0-${options.chunkSize - 1}` }, options.signal);
+      if (response.status === 200 || response.status === 206) return response;
+      discard(response);
+      if (response.status === 404) throw new NoSnapshotError(options.repoUrl);
+      const retryAfter = Number(header(response, Headers.retryAfter));
+      if (Number.isFinite(retryAfter) && retryAfter > 0) delay = Math.max(delay, Math.min(retryAfter * 1000, MAX_RETRY_AFTER_MS));
+      throw new ProtocolError(`HTTP ${response.status} from ${stableUrl.href}`, response.status);
+    } catch (err) {
+      if (options.signal?.aborted) throw abortReason(options.signal);
+      if (!isRetryable(err) || failures + 1 >= options.maxAttempts) throw err;
+      await sleep(delay, undefined, { signal: options.signal }).catch(() => undefined);
+    }
+  }
+}
+
+/**
+ * Waits for every promise to settle; on the first rejection calls `onFailure` (to stop the others)
+ * and, once all have settled, rethrows that first error: the root cause, not the cascade it caused.
+ */
+async function settleAll(promises: Array<Promise<unknown>>, onFailure: () => void): Promise<void> {
+  let failed = false;
+  let firstError: unknown;
+  await Promise.all(
+    promises.map((promise) =>
+      promise.catch((err: unknown) => {
+        if (failed) return;
+        failed = true;
+        firstError = err;
+        onFailure();
+      }),
+    ),
+  );
+  if (failed) throw firstError;
+}

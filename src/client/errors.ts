@@ -1,0 +1,43 @@
+/**
+ * Errors specific to the restore client. They extend the project's hierarchy so callers can switch on
+ * `code`; the CLI maps NoSnapshotError to exit code 2 and everything else to 1.
+ */
+import { CachewError, NotFoundError } from '../util/errors.js';
+
+/** The server has no snapshot for the repository (the stable URL answered 404). */
+export class NoSnapshotError extends NotFoundError {
+  constructor(readonly repoUrl: string) {
+    super(`no snapshot for ${repoUrl}`);
+  }
+}
+
+/**
+ * The immutable snapshot we were downloading disappeared (404) or changed (412): it aged out of
+ * retention between resolving and downloading. The restore re-resolves the stable URL once.
+ */
+export class SnapshotGoneError extends NotFoundError {
+  constructor(readonly url: string, readonly status: number) {
+    super(`snapshot ${url} is no longer available (HTTP ${status})`);
+  }
+}
+
+/** The server answered a Range request with the whole body (200): switch to a single stream. */
+export class RangeIgnoredError extends CachewError {
+  constructor(readonly url: string) {
+    super('internal', `server ignored the Range request for ${url}`);
+  }
+}
+
+/** The archive tried something a snapshot never needs (escaping paths, links through symlinks, devices). */
+export class UnsafeArchiveError extends CachewError {
+  constructor(message: string) {
+    super('bad_request', `unsafe snapshot archive: ${message}`);
+  }
+}
+
+/** An HTTP answer the client cannot use (unexpected status, missing or inconsistent headers). */
+export class ProtocolError extends CachewError {
+  constructor(message: string, readonly status?: number) {
+    super('upstream', message);
+  }
+}

@@ -1,0 +1,156 @@
+/**
+ * In-order parallel download of a byte span of one immutable snapshot.
+ *
+ * The span is cut into fixed-size chunks; up to `concurrency` chunks download at once (each with its
+ * own resumable Range request) and are handed to the consumer strictly in order. Chunk `i + N` is not
+ * started before chunk `i` was handed over, so at most N chunks are buffered: memory stays at
+ * ≈ concurrency × chunkSize however large the snapshot is. If the server answers a Range with the whole
+ * body, the remaining span is streamed from one full response instead.
+ */
+import { abortReason } from '../util/errors.js';
+import { RangeIgnoredError } from './errors.js';
+import { rangePieces, wholePieces, type FetchContext, type FetchStats } from './range-fetch.js';
+
+export interface ParallelGetOptions {
+  /** First byte of the span (inclusive). */
+  start: number;
+  /** Last byte of the span (inclusive); defaults to the end of the snapshot. */
+  end?: number;
+  chunkSize: number;
+  concurrency: number;
+}
+
+export interface ParallelGetStats extends FetchStats {
+  /** Bytes downloaded but not yet handed to the consumer, right now. */
+  bufferedBytes: number;
+  /** High-water mark of `bufferedBytes`: the memory bound the tests assert. */
+  maxBufferedBytes: number;
+  /** True once the server ignored a Range and the download fell back to one full response. */
+  fellBack: boolean;
+}
+
+interface Task {
+  length: number;
+  result: Promise<Buffer[]>;
+}
+
+/** Downloads `[start, end]` with N concurrent Range requests and yields the bytes in order. */
+export class ParallelGet {
+  readonly stats: ParallelGetStats;
+  private readonly controller = new AbortController();
+  private readonly taskContext: FetchContext;
+  private readonly tasks = new Map<number, Task>();
+  private readonly start: number;
+  private readonly end: number;
+  private readonly chunkSize: number;
+  private readonly concurrency: number;
+  private readonly count: number;
+  private nextToSchedule = 0;
+  private rangesIgnored = false;
+
+  constructor(
+    private readonly context: FetchContext,
+    options: ParallelGetOptions,
+  ) {
+    if (!(options.chunkSize >= 1) || !(options.concurrency >= 1)) throw new RangeError('chunkSize and concurrency must be >= 1');
+    this.start = options.start;
+    this.end = options.end ?? context.source.size - 1;
+    this.chunkSize = options.chunkSize;
+    this.concurrency = Math.floor(options.concurrency);
+    this.count = this.end >= this.start ? Math.ceil((this.end - this.start + 1) / this.chunkSize) : 0;
+    this.stats = context.stats
+      ? Object.assign(context.stats, { bufferedBytes: 0, maxBufferedBytes: 0, fellBack: false })
+      : { requests: 0, retries: 0, bufferedBytes: 0, maxBufferedBytes: 0, fellBack: false };
+    const signal = context.signal ? AbortSignal.any([context.signal, this.controller.signal]) : this.controller.signal;
+    this.taskContext = { ...context, signal, stats: this.stats };
+  }
+
+  /** Starts the first window of requests now, before the consumer asks (e.g. while chunk 0 streams). */
+  prefetch(): void {
+    this.schedule(0);
+  }
+
+  /** Cancels outstanding requests; buffered chunks are dropped. */
+  cancel(): void {
+    this.controller.abort();
+  }
+
+  /** Yields the span's bytes in order. Stops every request when iteration ends, early or not. */
+  async *pieces(): AsyncGenerator<Buffer, void, undefined> {
+    try {
+      for (let index = 0; index < this.count; index++) {
+        this.schedule(index);
+        const task = this.tasks.get(index);
+        let parts: Buffer[] | undefined;
+        if (task) {
+          try {
+            parts = await task.result;
+          } catch (err) {
+            if (!(err instanceof RangeIgnoredError)) throw err;
+          }
+          this.tasks.delete(index);
+        }
+        if (!parts) {
+          yield* this.fallBack(index);
+          return;
+        }
+        this.stats.bufferedBytes -= task!.length;
+        for (const part of parts) yield part;
+      }
+    } finally {
+      this.controller.abort();
+    }
+  }
+
+  /** Streams everything from chunk `index` on from one full response (the server ignores ranges). */
+  private async *fallBack(index: number): AsyncGenerator<Buffer, void, undefined> {
+    this.stats.fellBack = true;
+    this.controller.abort();
+    for (const task of this.tasks.values()) {
+      // Finished-but-unconsumed chunks are dropped; failed ones already uncounted themselves.
+      task.result.then(() => (this.stats.bufferedBytes -= task.length), () => undefined);
+    }
+    this.tasks.clear();
+    const from = this.start + index * this.chunkSize;
+    let remaining = this.end - from + 1;
+    for await (const piece of wholePieces(this.context, from)) {
+      const take = Math.min(remaining, piece.length);
+      remaining -= take;
+      yield take === piece.length ? piece : piece.subarray(0, take);
+      if (remaining === 0) return;
+    }
+  }
+
+  /** Ensures chunks `index .. index + concurrency - 1` are requested. */
+  private schedule(index: number): void {
+    const limit = Math.min(this.count, index + this.concurrency);
+    while (!this.rangesIgnored && this.nextToSchedule < limit) {
+      if (this.controller.signal.aborted) return;
+      const chunk = this.nextToSchedule++;
+      const first = this.start + chunk * this.chunkSize;
+      const last = Math.min(first + this.chunkSize - 1, this.end);
+      const result = this.download(first, last);
+      // The consumer awaits tasks in order; a later task may fail first, so mark it handled now.
+      result.catch(() => undefined);
+      this.tasks.set(chunk, { length: last - first + 1, result });
+    }
+  }
+
+  private async download(first: number, last: number): Promise<Buffer[]> {
+    const parts: Buffer[] = [];
+    try {
+      for await (const piece of rangePieces(this.taskContext, first, last)) {
+        parts.push(piece);
+        this.stats.bufferedBytes += piece.length;
+        this.stats.maxBufferedBytes = Math.max(this.stats.maxBufferedBytes, this.stats.bufferedBytes);
+      }
+    } catch (err) {
+      // Bytes of an abandoned chunk are no longer held by anyone.
+      this.stats.bufferedBytes -= parts.reduce((sum, part) => sum + part.length, 0);
+      if (err instanceof RangeIgnoredError) this.rangesIgnored = true;
+      if (this.taskContext.signal?.aborted && !(err instanceof RangeIgnoredError)) throw abortReason(this.taskContext.signal);
+      throw err;
+    }
+    return parts;
+  }
+}

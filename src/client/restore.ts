@@ -1,0 +1,196 @@
+/**
+ * `cachew git restore` as a library: turn an empty or missing directory into a working clone from the
+ * server's newest snapshot, or leave nothing behind.
+ *
+ * Everything happens in a temporary sibling (`<dir>.cachew-tmp-<random>`, same filesystem) that is
+ * renamed into place only once the archive verified, the delta bundle applied and `git status` came
+ * back clean. On any failure the sibling is removed and `<dir>` is never created. If the immutable
+ * snapshot ages out mid-download, the stable URL is resolved again once.
+ */
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { repoFromUpstreamUrl } from '../protocol/routes.js';
+import { BadRequestError, CachewError } from '../util/errors.js';
+import { applyBundle } from './bundle.js';
+import { downloadSnapshot, type DownloadResult } from './download.js';
+import { SnapshotGoneError } from './errors.js';
+import { runGit } from './git.js';
+import { HttpClient } from './http.js';
+import type { ParallelGetStats } from './parallel-get.js';
+
+export interface RestoreProgress {
+  phase: 'download' | 'bundle' | 'verify';
+  /** Compressed bytes received so far (download phase). */
+  bytes: number;
+  /** Archive size in bytes. */
+  total: number;
+}
+
+export interface RestoreOptions {
+  /** Upstream repository URL, e.g. `https://github.com/org/repo`. */
+  repoUrl: string;
+  /** Target directory: must be missing or empty. */
+  dir: string;
+  /** The cachew server, e.g. `http://127.0.0.1:8080`. */
+  serverUrl: string;
+  /** Concurrent Range requests (default 8). */
+  concurrency?: number;
+  /** Bytes per Range request (default 16 MiB). */
+  chunkSize?: number;
+  /** Apply an advertised delta bundle (default true). */
+  bundle?: boolean;
+  signal?: AbortSignal;
+  onProgress?: (progress: RestoreProgress) => void;
+  /** Failed attempts allowed per request before giving up (default 5). */
+  maxAttempts?: number;
+  /** First retry delay in ms, doubling per failure (default 200). */
+  backoffMs?: number;
+  /** A request waiting this long for its next byte fails and is retried (default 30 s). */
+  idleTimeoutMs?: number;
+}
+
+export interface RestoreResult {
+  /** The checked-out commit (after the bundle, if one was applied). */
+  commit: string;
+  /** sha256 hex of the snapshot archive, verified. */
+  digest: string;
+  /** Size of the snapshot archive in bytes. */
+  bytes: number;
+  seconds: number;
+  bundleApplied: boolean;
+  /** The snapshot's own commit (differs from `commit` when a bundle moved the clone forward). */
+  snapshotCommit: string;
+  /** Download counters; `maxBufferedBytes` is the memory high-water mark of the parallel download. */
+  stats: ParallelGetStats;
+}
+
+export const DEFAULT_CONCURRENCY = 8;
+export const DEFAULT_CHUNK_SIZE = 16 * 1024 * 1024;
+
+/** Restores `repoUrl` into `dir` from the server's snapshot. See the module comment for guarantees. */
+export async function restore(options: RestoreOptions): Promise<RestoreResult> {
+  const started = performance.now();
+  const concurrency = options.concurrency ?? DEFAULT_CONCURRENCY;
+  const chunkSize = options.chunkSize ?? DEFAULT_CHUNK_SIZE;
+  if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 256) throw new BadRequestError(`concurrency must be 1..256`);
+  if (!Number.isInteger(chunkSize) || chunkSize < 1024) throw new BadRequestError(`chunk size must be at least 1 KiB`);
+  let upstream: { host: string; repo: string };
+  let serverUrl: URL;
+  try {
+    upstream = repoFromUpstreamUrl(options.repoUrl);
+    serverUrl = new URL(options.serverUrl);
+  } catch (err) {
+    throw new BadRequestError(err instanceof Error ? err.message : String(err));
+  }
+  const target = path.resolve(options.dir);
+  await assertTargetFree(target, options.dir);
+  await fs.mkdir(path.dirname(target), { recursive: true });
+
+  const http = new HttpClient({ maxSockets: concurrency + 2, idleTimeoutMs: options.idleTimeoutMs });
+  const stats: ParallelGetStats = { requests: 0, retries: 0, bufferedBytes: 0, maxBufferedBytes: 0, fellBack: false };
+  try {
+    for (let round = 0; ; round++) {
+      const temp = await makeTempSibling(target);
+      try {
+        const snapshot = await downloadSnapshot({
+          http,
+          serverUrl,
+          ...upstream,
+          repoUrl: options.repoUrl,
+          dir: temp,
+          concurrency,
+          chunkSize,
+          maxAttempts: options.maxAttempts ?? 5,
+          backoffMs: options.backoffMs ?? 200,
+          signal: options.signal,
+          stats,
+          onBytes: (bytes, total) => options.onProgress?.({ phase: 'download', bytes, total }),
+        });
+        const { commit, snapshotCommit, bundleApplied } = await finishClone(temp, snapshot, http, options);
+        // rename(2) atomically replaces an empty directory and fails on a non-empty one.
+        await fs.rename(temp, target);
+        return {
+          commit,
+          digest: snapshot.digest,
+          bytes: snapshot.size,
+          seconds: (performance.now() - started) / 1000,
+          bundleApplied,
+          snapshotCommit,
+          stats,
+        };
+      } catch (err) {
+        await fs.rm(temp, { recursive: true, force: true, maxRetries: 3 });
+        if (err instanceof SnapshotGoneError && round === 0) continue; // aged out: re-resolve once
+        throw err;
+      }
+    }
+  } finally {
+    http.close();
+  }
+}
+
+/**
+ * Applies the bundle and checks the clone is clean. Archives without `.git` (not a clone) are left
+ * as extracted; the commit then comes from the snapshot header alone.
+ */
+async function finishClone(
+  dir: string,
+  snapshot: DownloadResult,
+  http: HttpClient,
+  options: RestoreOptions,
+): Promise<{ commit: string; snapshotCommit: string; bundleApplied: boolean }> {
+  const isClone = await fs.lstat(path.join(dir, '.git')).then(
+    (stat) => stat.isDirectory(),
+    () => false,
+  );
+  if (!isClone) {
+    const commit = snapshot.commit ?? '';
+    return { commit, snapshotCommit: commit, bundleApplied: false };
+  }
+  const head = await runGit(['rev-parse', 'HEAD'], dir, options.signal);
+  if (snapshot.commit && snapshot.commit !== head) {
+    throw new CachewError('internal', `snapshot claims commit ${snapshot.commit} but contains ${head}`);
+  }
+  let commit = head;
+  let bundleApplied = false;
+  if (snapshot.bundleUrl && options.bundle !== false) {
+    options.onProgress?.({ phase: 'bundle', bytes: snapshot.size, total: snapshot.size });
+    const result = await applyBundle({
+      http,
+      bundleUrl: snapshot.bundleUrl,
+      cloneDir: dir,
+      maxAttempts: options.maxAttempts,
+      backoffMs: options.backoffMs,
+      signal: options.signal,
+    });
+    commit = result.commit;
+    bundleApplied = result.applied;
+  }
+  options.onProgress?.({ phase: 'verify', bytes: snapshot.size, total: snapshot.size });
+  const status = await runGit(['status', '--porcelain'], dir, options.signal);
+  if (status !== '') {
+    throw new CachewError('internal', `restored clone is not clean: ${status.split('\n')[0]}`);
+  }
+  return { commit, snapshotCommit: head, bundleApplied };
+}
+
+/** Refuses, without touching anything, a target that exists and is not an empty directory. */
+async function assertTargetFree(target: string, shown: string): Promise<void> {
+  let stat;
+  try {
+    stat = await fs.lstat(target);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
+  }
+  if (stat.isDirectory() && (await fs.readdir(target)).length === 0) return;
+  throw new CachewError('already_exists', `destination path '${shown}' already exists and is not an empty directory`);
+}
+
+/** Creates `<target>.cachew-tmp-<random>` with the default (umask) permissions a clone would get. */
+async function makeTempSibling(target: string): Promise<string> {
+  const temp = `${target}.cachew-tmp-${randomBytes(6).toString('hex')}`;
+  await fs.mkdir(temp, { mode: 0o777 });
+  return temp;
+}
