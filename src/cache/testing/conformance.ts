@@ -173,7 +173,9 @@ export function runCacheConformance(
       assert.equal(stat.etag, meta.etag);
       assert.equal(stat.etag, sha256('hello'));
       assert.equal(stat.expiresAt, undefined);
-      assert.equal(stat.lastModified.getTime(), meta.lastModified.getTime());
+      // Backends may keep their own clock (S3 has one-second precision, a tiered copy is committed a
+      // moment later), so lastModified only has to agree roughly.
+      assert.ok(Math.abs(stat.lastModified.getTime() - meta.lastModified.getTime()) < 2000);
       await assertAbsent(cache, 'stat/none');
     });
 
@@ -347,7 +349,9 @@ export function runCacheConformance(
         await put(cache, 'ttl/forever', 'stays');
         assert.ok(meta.expiresAt);
         assert.ok(Math.abs(meta.expiresAt.getTime() - meta.lastModified.getTime() - 300) < 50);
-        assert.equal((await cache.stat('ttl/short'))?.expiresAt?.getTime(), meta.expiresAt.getTime());
+        // Roughly: a tiered cache's local copy is committed (and starts its TTL) a moment after the original.
+        const statExpiry = (await cache.stat('ttl/short'))?.expiresAt;
+        assert.ok(statExpiry && Math.abs(statExpiry.getTime() - meta.expiresAt.getTime()) < 250);
         assert.equal((await openFull(cache, 'ttl/short'))?.toString(), 'short-lived');
         await sleep(600);
         await assertAbsent(cache, 'ttl/short');
