@@ -1,0 +1,74 @@
+/**
+ * Periodic work: with a snapshot interval > 0, every known repository is fetched and snapshotted on
+ * that interval (an unchanged head is not regenerated), and retention runs regularly. A tick never
+ * starts while the previous one is still running, so slow upstreams cannot make jobs pile up.
+ */
+import type { Logger } from '../util/logger.js';
+import type { SnapshotService } from './snapshot/service.js';
+
+export interface SchedulerOptions {
+  service: SnapshotService;
+  /** 0 disables periodic snapshots (retention still runs). */
+  snapshotIntervalMs: number;
+  /** How often superseded snapshots are collected. */
+  retentionIntervalMs: number;
+  /** Repositories mirrored on disk at start-up, so they are kept fresh before anyone asks again. */
+  initialRepos?: Array<{ host: string; repo: string }>;
+  logger: Logger;
+}
+
+export class Scheduler {
+  private snapshotTimer?: NodeJS.Timeout;
+  private retentionTimer?: NodeJS.Timeout;
+  private snapshotTick?: Promise<void>;
+  private retentionTick?: Promise<void>;
+  private readonly abort = new AbortController();
+  private readonly log: Logger;
+
+  constructor(private readonly options: SchedulerOptions) {
+    this.log = options.logger.child({ module: 'scheduler' });
+    for (const r of options.initialRepos ?? []) options.service.known.set(`${r.host}/${r.repo}`, r);
+  }
+
+  start(): void {
+    if (this.options.snapshotIntervalMs > 0) {
+      this.snapshotTimer = setInterval(() => this.runSnapshots(), this.options.snapshotIntervalMs);
+      this.snapshotTimer.unref();
+    }
+    this.retentionTimer = setInterval(() => this.runRetention(), this.options.retentionIntervalMs);
+    this.retentionTimer.unref();
+  }
+
+  /** One pass over every known repository (also callable from tests). */
+  runSnapshots(): Promise<void> {
+    this.snapshotTick ??= (async () => {
+      try {
+        for (const { host, repo } of [...this.options.service.known.values()]) {
+          if (this.abort.signal.aborted) return;
+          try {
+            await this.options.service.refresh(host, repo, this.abort.signal);
+          } catch (err) {
+            this.log.warn({ err: (err as Error).message, host, repo }, 'scheduled snapshot failed');
+          }
+        }
+      } finally {
+        this.snapshotTick = undefined;
+      }
+    })();
+    return this.snapshotTick;
+  }
+
+  runRetention(): Promise<void> {
+    this.retentionTick ??= this.options.service.collectGarbage().finally(() => {
+      this.retentionTick = undefined;
+    });
+    return this.retentionTick;
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.snapshotTimer);
+    clearInterval(this.retentionTimer);
+    this.abort.abort(new Error('scheduler stopped'));
+    await Promise.allSettled([this.snapshotTick, this.retentionTick]);
+  }
+}

@@ -1,0 +1,228 @@
+/**
+ * The snapshot service: the one place that ties a repository's mirror to its stored snapshots.
+ * It answers "what is the current snapshot?" (generating one on a miss), keeps snapshots moving
+ * forward as upstream moves, and makes delta bundles. Every expensive step is single-flight per
+ * repository, so a burst of requests to a cold repository causes one generation.
+ */
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { randomUUID } from 'node:crypto';
+import type { Logger } from '../../util/logger.js';
+import type { Metrics } from '../../util/metrics.js';
+import { SingleFlight } from '../../util/single-flight.js';
+import { GitCommandError, NotFoundError, BadRequestError } from '../../util/errors.js';
+import { isCommit } from '../../protocol/routes.js';
+import { runGit } from '../command.js';
+import type { MirrorManager } from '../mirrors.js';
+import type { Mirror } from '../mirror.js';
+import { generateSnapshot } from './archive.js';
+import { snapshotFormatId } from './format.js';
+import type { SnapshotStore } from './store.js';
+import type { BundleRecord, SnapshotRecord } from './records.js';
+import { createBundle, getOrCreateBundle } from '../bundle.js';
+import { collectGarbage } from './retention.js';
+
+export interface SnapshotServiceOptions {
+  store: SnapshotStore;
+  mirrors: MirrorManager;
+  /** Scratch space for archives being generated (same filesystem as the disk tier is best). */
+  workDir: string;
+  graceMs: number;
+  bundleTtlMs: number;
+  logger: Logger;
+  metrics?: Metrics;
+}
+
+/** What the stable URL serves: the current snapshot and, when the mirror is ahead, the head to bundle to. */
+export interface CurrentSnapshot {
+  record: SnapshotRecord;
+  /** The mirror's default-branch head when it is a descendant of `record.commit` (a bundle applies). */
+  aheadHead?: string;
+}
+
+export class SnapshotService {
+  private readonly generations = new SingleFlight<SnapshotRecord>();
+  private readonly refreshes = new SingleFlight<SnapshotRecord | undefined>();
+  private readonly log: Logger;
+  /** Repositories this replica has served, for the scheduler and retention. */
+  readonly known = new Map<string, { host: string; repo: string }>();
+
+  constructor(private readonly options: SnapshotServiceOptions) {
+    this.log = options.logger.child({ module: 'snapshots' });
+  }
+
+  /**
+   * Resolves the current snapshot of a repository for the stable URL: refreshes the mirror (at most
+   * every ref-check interval), generates a first snapshot on a miss, and when upstream has moved on
+   * schedules a new snapshot in the background while the current one keeps being served.
+   */
+  async current(host: string, repo: string, signal?: AbortSignal): Promise<CurrentSnapshot> {
+    const mirror = await this.readyMirror(host, repo, signal);
+    await mirror.ensureFresh({ signal });
+    const head = await mirror.defaultBranch();
+    const existing = await this.options.store.current(host, repo);
+    if (!existing) {
+      const record = await this.generate(host, repo, mirror, head.commit, head.name);
+      return { record };
+    }
+    const record = existing.record;
+    if (record.commit === head.commit) return { record };
+    // Only advertise a bundle (and regenerate) when the mirror is really ahead of the snapshot;
+    // a replica with an older mirror than the shared pointer must not move anything backwards.
+    const ahead = await this.isAncestor(mirror, record.commit, head.commit);
+    if (!ahead) {
+      const forcePushed = !(await this.isAncestor(mirror, head.commit, record.commit));
+      if (forcePushed) this.scheduleGeneration(host, repo, mirror, head.commit, head.name, true);
+      return { record };
+    }
+    this.scheduleGeneration(host, repo, mirror, head.commit, head.name, false);
+    return { record, aheadHead: head.commit };
+  }
+
+  /** The record of one commit's snapshot, or undefined (immutable URL). Never generates. */
+  async record(host: string, repo: string, commit: string): Promise<SnapshotRecord | undefined> {
+    return this.options.store.record(host, repo, commit);
+  }
+
+  /** Fetches upstream now and returns the snapshot of the new head, generating it if needed (API POST). */
+  async snapshotNow(host: string, repo: string, signal?: AbortSignal): Promise<SnapshotRecord> {
+    const mirror = await this.readyMirror(host, repo, signal);
+    await mirror.fetchNow({ signal });
+    const head = await mirror.defaultBranch();
+    const existing = await this.options.store.record(host, repo, head.commit);
+    if (existing) {
+      // Make sure the pointer names it (it may lag if the earlier publish raced).
+      return existing;
+    }
+    return this.generate(host, repo, mirror, head.commit, head.name);
+  }
+
+  /** Scheduler hook: fetch, and snapshot the head if it changed. Single-flight per repository. */
+  async refresh(host: string, repo: string, signal?: AbortSignal): Promise<SnapshotRecord | undefined> {
+    return this.refreshes.run(`${host}/${repo}`, async () => {
+      const mirror = await this.readyMirror(host, repo, signal);
+      await mirror.fetchNow({ signal });
+      const head = await mirror.defaultBranch();
+      const current = await this.options.store.current(host, repo);
+      if (current?.record.commit === head.commit) return current.record;
+      return this.generate(host, repo, mirror, head.commit, head.name);
+    });
+  }
+
+  /**
+   * The delta bundle from `base` to the mirror's current head: undefined when `base` is the head
+   * (204); NotFoundError when the mirror does not know `base`.
+   */
+  async bundle(host: string, repo: string, base: string, signal?: AbortSignal): Promise<BundleRecord | undefined> {
+    if (!isCommit(base)) throw new BadRequestError('base must be a 40- or 64-character lowercase hex commit');
+    const mirror = await this.readyMirror(host, repo, signal);
+    await mirror.ensureFresh({ signal });
+    const head = await mirror.defaultBranch();
+    if (base === head.commit) return undefined;
+    if (!(await mirror.hasCommit(base)) || !(await this.isAncestor(mirror, base, head.commit))) {
+      throw new NotFoundError(`unknown base commit ${base}`);
+    }
+    return getOrCreateBundle({
+      cache: this.options.store.cache,
+      host,
+      repo,
+      base,
+      head: head.commit,
+      ttlMs: this.options.bundleTtlMs,
+      make: async (outPath: string) =>
+        createBundle({ gitDir: mirror.gitDir, base, head: head.commit, headRef: `refs/heads/${head.name}`, outPath }),
+      workDir: this.options.workDir,
+    });
+  }
+
+  /** Deletes superseded snapshots past the grace period for every known repository. */
+  async collectGarbage(): Promise<void> {
+    for (const { host, repo } of this.known.values()) {
+      try {
+        await collectGarbage(this.options.store, { host, repo, graceMs: this.options.graceMs });
+      } catch (err) {
+        this.log.warn({ err, host, repo }, 'retention failed');
+      }
+    }
+  }
+
+  /** Waits for generations in flight (shutdown). */
+  async drain(): Promise<void> {
+    await this.generations.drain();
+    await this.refreshes.drain();
+  }
+
+  private async readyMirror(host: string, repo: string, signal?: AbortSignal): Promise<Mirror> {
+    const mirror = this.options.mirrors.get(host, repo);
+    await mirror.ensureReady({ signal });
+    this.known.set(`${host}/${repo}`, { host, repo });
+    return mirror;
+  }
+
+  private scheduleGeneration(host: string, repo: string, mirror: Mirror, commit: string, branch: string, force: boolean): void {
+    this.generate(host, repo, mirror, commit, branch, force).catch((err: unknown) => {
+      this.log.warn({ err, host, repo, commit }, 'background snapshot generation failed');
+    });
+  }
+
+  /** Generates and publishes the snapshot of `commit`; concurrent calls for one repository share it. */
+  private generate(host: string, repo: string, mirror: Mirror, commit: string, branch: string, force = false): Promise<SnapshotRecord> {
+    return this.generations.run(`${host}/${repo}@${commit}`, async () => {
+      const existing = await this.options.store.record(host, repo, commit);
+      if (existing) {
+        await this.options.store.publish({ host, repo, commit, existing, force, isAncestor: (a, b) => this.isAncestor(mirror, a, b) });
+        return existing;
+      }
+      await mkdir(this.options.workDir, { recursive: true });
+      const file = join(this.options.workDir, `snapshot-${randomUUID()}.tar.zst`);
+      const started = Date.now();
+      try {
+        const result = await generateSnapshot(
+          { gitDir: mirror.gitDir, commit, upstreamUrl: mirror.upstreamUrl, defaultBranch: branch },
+          file,
+          { logger: this.log },
+        );
+        const record = await this.options.store.publish({
+          host,
+          repo,
+          commit,
+          file,
+          sha256: result.sha256,
+          size: result.size,
+          format: await snapshotFormatId(),
+          force,
+          isAncestor: (a, b) => this.isAncestor(mirror, a, b),
+        });
+        this.options.metrics?.snapshotGenerations.inc({ outcome: 'ok' });
+        this.log.info({ host, repo, commit, size: result.size, ms: Date.now() - started }, 'snapshot generated');
+        void this.collectGarbageFor(host, repo);
+        return record;
+      } catch (err) {
+        this.options.metrics?.snapshotGenerations.inc({ outcome: 'error' });
+        throw err;
+      } finally {
+        await rm(file, { force: true });
+      }
+    });
+  }
+
+  private async collectGarbageFor(host: string, repo: string): Promise<void> {
+    try {
+      await collectGarbage(this.options.store, { host, repo, graceMs: this.options.graceMs });
+    } catch (err) {
+      this.log.warn({ err, host, repo }, 'retention failed');
+    }
+  }
+
+  /** `git merge-base --is-ancestor`: exit 0 yes, 1 no; an unknown commit counts as no. */
+  private async isAncestor(mirror: Mirror, older: string, newer: string): Promise<boolean> {
+    if (older === newer) return true;
+    try {
+      await runGit(['merge-base', '--is-ancestor', older, newer], { cwd: mirror.gitDir, timeoutMs: 60_000 });
+      return true;
+    } catch (err) {
+      if (err instanceof GitCommandError && (err.exitCode === 1 || err.exitCode === 128)) return false;
+      throw err;
+    }
+  }
+}

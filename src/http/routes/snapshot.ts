@@ -1,0 +1,136 @@
+/**
+ * Snapshot routes (SPEC §3–4): the stable URL, the immutable commit-addressed URL and the delta
+ * bundle. All three serve content-addressed blobs through the tiered cache, so a Range is answered by
+ * whichever tier holds the bytes, and the conditionals are evaluated by the cache in RFC 9110 order.
+ */
+import type { RepoHandler, RepoTarget, RequestContext } from '../context.js';
+import { sendObject, sendText } from '../reply.js';
+import { BadRequestError, CachewError, NotFoundError } from '../../util/errors.js';
+import { bundlePath, immutableSnapshotPath, isCommit } from '../../protocol/routes.js';
+import { formatEtag, parseEtagList, parseStrongEtag, sha256HexToReprDigest } from '../../protocol/etag.js';
+import { parseRange } from '../../protocol/range.js';
+import {
+  BUNDLE_CONTENT_TYPE,
+  Headers,
+  IMMUTABLE_CACHE_CONTROL,
+  SNAPSHOT_CONTENT_TYPE,
+  STABLE_CACHE_CONTROL,
+} from '../../protocol/headers.js';
+import type { OpenOptions } from '../../cache/cache.js';
+import type { SnapshotService } from '../../git/snapshot/service.js';
+import type { SnapshotStore } from '../../git/snapshot/store.js';
+import type { Metrics } from '../../util/metrics.js';
+
+export interface SnapshotRouteDeps {
+  service: SnapshotService;
+  store: SnapshotStore;
+  metrics?: Metrics;
+}
+
+/** Reads Range and the conditionals off the request into cache open options. */
+export function openOptionsFrom(ctx: RequestContext): OpenOptions {
+  const { headers, method } = ctx.req;
+  const options: OpenOptions = { signal: ctx.signal, headOnly: method === 'HEAD' };
+  options.ifMatch = parseEtagList(headers['if-match']);
+  options.ifNoneMatch = parseEtagList(headers['if-none-match']);
+  if (method === 'GET') options.range = parseRange(headers.range);
+  const ifRange = headers['if-range'] as string | undefined;
+  // A weak tag or an HTTP-date never matches our strong validators: the full body is sent (RFC 9110 §13.1.5).
+  if (ifRange !== undefined) options.ifRange = parseStrongEtag(ifRange) ?? '\0no-match';
+  return options;
+}
+
+function httpDate(iso: string): string {
+  return new Date(iso).toUTCString();
+}
+
+export function createSnapshotRoutes(deps: SnapshotRouteDeps): RepoHandler {
+  return async (ctx, target) => {
+    const method = ctx.req.method ?? 'GET';
+    if (method !== 'GET' && method !== 'HEAD') {
+      sendText(ctx, 405, 'method not allowed', { allow: 'GET, HEAD' });
+      return;
+    }
+    if (target.action === 'snapshot.tar.zst') return serveStable(deps, ctx, target);
+    if (target.action === 'snapshot.bundle') return serveBundle(deps, ctx, target);
+    const match = /^snapshot\/([^/]+)\.tar\.zst$/.exec(target.action);
+    if (!match) throw new NotFoundError('no such route');
+    return serveImmutable(deps, ctx, target, match[1]);
+  };
+}
+
+async function serveStable(deps: SnapshotRouteDeps, ctx: RequestContext, target: RepoTarget): Promise<void> {
+  const { record, aheadHead } = await deps.service.current(target.host, target.canonicalRepo, ctx.signal);
+  const headers: Record<string, string> = {
+    ...snapshotHeaders(record.digest, record.commit, record.created),
+    [Headers.contentLocation]: immutableSnapshotPath(target.host, target.repo, record.commit),
+    'cache-control': STABLE_CACHE_CONTROL,
+  };
+  if (aheadHead) headers[Headers.bundleUrl] = bundlePath(target.host, target.repo, record.commit);
+  await serveBlob(deps, ctx, record.digest, headers, 'snapshot');
+}
+
+async function serveImmutable(deps: SnapshotRouteDeps, ctx: RequestContext, target: RepoTarget, commit: string): Promise<void> {
+  if (!isCommit(commit)) throw new BadRequestError('commit must be 40 or 64 lowercase hex characters');
+  const record = await deps.service.record(target.host, target.canonicalRepo, commit);
+  if (!record) throw new NotFoundError(`no snapshot for commit ${commit}`);
+  const headers = {
+    ...snapshotHeaders(record.digest, record.commit, record.created),
+    'cache-control': IMMUTABLE_CACHE_CONTROL,
+  };
+  await serveBlob(deps, ctx, record.digest, headers, 'snapshot');
+}
+
+async function serveBundle(deps: SnapshotRouteDeps, ctx: RequestContext, target: RepoTarget): Promise<void> {
+  const base = new URLSearchParams((ctx.req.url ?? '').split('?')[1] ?? '').get('base');
+  if (!base || !isCommit(base)) throw new BadRequestError('base must be a 40- or 64-character lowercase hex commit');
+  const bundle = await deps.service.bundle(target.host, target.canonicalRepo, base, ctx.signal);
+  if (!bundle) {
+    ctx.res.writeHead(204, { 'cache-control': STABLE_CACHE_CONTROL });
+    ctx.res.end();
+    return;
+  }
+  const headers = {
+    etag: formatEtag(bundle.digest),
+    [Headers.reprDigest]: sha256HexToReprDigest(bundle.digest),
+    [Headers.snapshotCommit]: bundle.head,
+    'content-type': BUNDLE_CONTENT_TYPE,
+    'last-modified': httpDate(bundle.created),
+    'cache-control': STABLE_CACHE_CONTROL,
+  };
+  await serveBlob(deps, ctx, bundle.digest, headers, 'bundle');
+}
+
+function snapshotHeaders(digest: string, commit: string, created: string): Record<string, string> {
+  return {
+    etag: formatEtag(digest),
+    [Headers.reprDigest]: sha256HexToReprDigest(digest),
+    [Headers.snapshotCommit]: commit,
+    'content-type': SNAPSHOT_CONTENT_TYPE,
+    'last-modified': httpDate(created),
+  };
+}
+
+async function serveBlob(
+  deps: SnapshotRouteDeps,
+  ctx: RequestContext,
+  digest: string,
+  headers: Record<string, string>,
+  kind: 'snapshot' | 'bundle',
+): Promise<void> {
+  let result;
+  try {
+    result = await deps.store.openBlob(digest, openOptionsFrom(ctx));
+  } catch (err) {
+    // 412 and 416 still carry the validators, so a client can tell which object it was.
+    if (err instanceof CachewError && (err.code === 'precondition_failed' || err.code === 'range_not_satisfiable')) {
+      for (const [name, value] of Object.entries(headers)) ctx.res.setHeader(name, value);
+      if (err.code === 'range_not_satisfiable') ctx.res.setHeader('accept-ranges', 'bytes');
+    }
+    throw err;
+  }
+  if (!result) throw new NotFoundError('snapshot bytes are no longer stored');
+  if (result.status !== 304) headers['accept-ranges'] = 'bytes';
+  const bytes = await sendObject(ctx, result, headers);
+  deps.metrics?.bytesServed.inc({ kind }, bytes);
+}

@@ -1,0 +1,167 @@
+/**
+ * The composition root: config → storage tiers → mirrors and snapshots → HTTP. Nothing imports this
+ * module except the cachewd CLI and tests; every other module receives plain options objects.
+ */
+import { mkdir, readdir, stat } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { S3Client } from '@aws-sdk/client-s3';
+import type { CachewConfig } from '../config/types.js';
+import { createLogger, type Logger } from '../util/logger.js';
+import { Metrics } from '../util/metrics.js';
+import type { Cache } from '../cache/cache.js';
+import { MemoryCache } from '../cache/memory.js';
+import { DiskCache } from '../cache/disk.js';
+import { S3Cache } from '../cache/s3.js';
+import { TieredCache } from '../cache/tiered.js';
+import { UpstreamRegistry } from '../git/upstreams.js';
+import { MirrorManager } from '../git/mirrors.js';
+import { SnapshotStore } from '../git/snapshot/store.js';
+import { SnapshotService } from '../git/snapshot/service.js';
+import { Scheduler } from '../git/scheduler.js';
+import { createHttpServer } from '../http/server.js';
+import { createRouter } from '../http/router.js';
+import { createGitRoutes } from '../http/routes/git.js';
+import { createSnapshotRoutes } from '../http/routes/snapshot.js';
+import { createApiRoutes } from '../http/routes/api.js';
+import { liveness, metricsHandler, readiness } from '../http/routes/health.js';
+
+export interface RunningServer {
+  /** `http://host:port` */
+  url: string;
+  config: CachewConfig;
+  metrics: Metrics;
+  service: SnapshotService;
+  scheduler: Scheduler;
+  cache: Cache;
+  /** Graceful stop: not ready, stop accepting, finish in-flight responses (up to the grace), close tiers. */
+  close(): Promise<void>;
+}
+
+const MB = 1024 * 1024;
+
+export async function startServer(config: CachewConfig, options: { logger?: Logger } = {}): Promise<RunningServer> {
+  const logger = options.logger ?? createLogger(config.logLevel);
+  const metrics = new Metrics({ defaultMetrics: true });
+  const stateDir = resolve(config.stateDir);
+  await mkdir(stateDir, { recursive: true });
+
+  const cache = await openCache(config, stateDir, logger, metrics);
+  const upstreams = new UpstreamRegistry(config.upstreams);
+  const mirrors = new MirrorManager({
+    root: join(stateDir, 'mirrors'),
+    refCheckIntervalMs: config.refCheckIntervalMs,
+    waitMs: config.mirrorWaitMs,
+    logger,
+    metrics,
+    upstreams,
+  });
+  const store = new SnapshotStore({ cache, logger, graceMs: config.snapshotGraceMs });
+  const service = new SnapshotService({
+    store,
+    mirrors,
+    workDir: join(stateDir, 'tmp'),
+    graceMs: config.snapshotGraceMs,
+    bundleTtlMs: config.bundleTtlMs,
+    logger,
+    metrics,
+  });
+  const scheduler = new Scheduler({
+    service,
+    snapshotIntervalMs: config.snapshotIntervalMs,
+    retentionIntervalMs: Math.max(1000, Math.min(60_000, Math.floor(config.snapshotGraceMs / 4) || 1000)),
+    initialRepos: await mirroredRepos(join(stateDir, 'mirrors')),
+    logger,
+  });
+
+  let ready = false;
+  const router = createRouter({
+    upstreams: new Map(config.upstreams.map((u) => [u.name, u.baseUrl])),
+    git: createGitRoutes({ mirrors, upstreams, readOnly: config.readOnly, metrics, logger }).handle,
+    snapshots: createSnapshotRoutes({ service, store, metrics }),
+    api: createApiRoutes({ service, store }),
+    liveness,
+    readiness: readiness(() => ready),
+    metrics: metricsHandler(metrics),
+    apiToken: config.apiToken,
+  });
+  const http = createHttpServer(router, { logger, metrics });
+  await http.listen(config.bind.host, config.bind.port);
+  scheduler.start();
+  ready = true;
+  const url = http.url();
+  logger.info({ url, stateDir, s3: config.s3?.bucket, upstreams: config.upstreams.map((u) => u.name) }, 'cachewd listening');
+
+  let closing: Promise<void> | undefined;
+  return {
+    url,
+    config,
+    metrics,
+    service,
+    scheduler,
+    cache,
+    close() {
+      closing ??= (async () => {
+        ready = false;
+        await http.close(config.shutdownGraceMs);
+        await scheduler.stop();
+        await service.drain();
+        await cache.close();
+        logger.info('cachewd stopped');
+      })();
+      return closing;
+    },
+  };
+}
+
+async function openCache(config: CachewConfig, stateDir: string, logger: Logger, metrics: Metrics): Promise<Cache> {
+  const tiers: Cache[] = [];
+  if (config.memoryLimitMb > 0) tiers.push(new MemoryCache({ limitBytes: config.memoryLimitMb * MB, logger }));
+  tiers.push(await DiskCache.open({ root: join(stateDir, 'cache'), limitBytes: config.diskLimitMb * MB, logger }));
+  if (config.s3) {
+    const client = new S3Client({
+      region: config.s3.region,
+      endpoint: config.s3.endpoint,
+      forcePathStyle: config.s3.endpoint !== undefined,
+    });
+    tiers.push(new S3Cache({ client, bucket: config.s3.bucket, prefix: config.s3.prefix || undefined, logger }));
+  }
+  return new TieredCache(tiers, {
+    logger,
+    observer: {
+      hit: (tier: string, bytes: number) => {
+        metrics.cacheHits.inc({ tier });
+        metrics.cacheBytes.inc({ tier }, bytes);
+      },
+      miss: (tier: string) => metrics.cacheMisses.inc({ tier }),
+    },
+  });
+}
+
+/** `<root>/<host>/<repo>.git` directories left by an earlier run. */
+async function mirroredRepos(root: string): Promise<Array<{ host: string; repo: string }>> {
+  const found: Array<{ host: string; repo: string }> = [];
+  const walk = async (host: string, dir: string, rel: string[], depth: number): Promise<void> => {
+    if (depth > 8) return;
+    let names: string[];
+    try {
+      names = await readdir(dir);
+    } catch {
+      return;
+    }
+    for (const name of names) {
+      if (name.startsWith('.')) continue;
+      const path = join(dir, name);
+      if (!(await stat(path)).isDirectory()) continue;
+      if (name.endsWith('.git')) found.push({ host, repo: [...rel, name.slice(0, -4)].join('/') });
+      else await walk(host, path, [...rel, name], depth + 1);
+    }
+  };
+  let hosts: string[] = [];
+  try {
+    hosts = await readdir(root);
+  } catch {
+    return found;
+  }
+  for (const host of hosts) if (!host.startsWith('.')) await walk(host, join(root, host), [], 0);
+  return found;
+}

@@ -1,0 +1,50 @@
+/**
+ * Starts an in-process cachewd on a free loopback port with its own temp state dir, for end-to-end
+ * tests. Everything it creates is removed by `stop()`.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DEFAULT_CONFIG, type CachewConfig } from '../../src/config/types.js';
+import { startServer, type RunningServer } from '../../src/server/server.js';
+import { silentLogger } from '../../src/util/logger.js';
+import type { Upstream } from './upstream.js';
+
+export interface TestCachew {
+  url: string;
+  server: RunningServer;
+  stateDir: string;
+  stop(): Promise<void>;
+}
+
+/** Builds a test config: loopback, free port, short intervals, the given upstreams. */
+export function testConfig(stateDir: string, upstreams: Upstream[], overrides: Partial<CachewConfig> = {}): CachewConfig {
+  return {
+    ...DEFAULT_CONFIG,
+    bind: { host: '127.0.0.1', port: 0 },
+    stateDir,
+    logLevel: 'silent',
+    upstreams: upstreams.map((u) => ({ name: u.hostName, baseUrl: u.url })),
+    snapshotIntervalMs: 0,
+    refCheckIntervalMs: 1000,
+    mirrorWaitMs: 60_000,
+    shutdownGraceMs: 5000,
+    memoryLimitMb: 64,
+    diskLimitMb: 2048,
+    ...overrides,
+  };
+}
+
+export async function startCachew(upstreams: Upstream[], overrides: Partial<CachewConfig> = {}, options: { stateDir?: string } = {}): Promise<TestCachew> {
+  const stateDir = options.stateDir ?? (await mkdtemp(join(tmpdir(), 'cachew-state-')));
+  const server = await startServer(testConfig(stateDir, upstreams, overrides), { logger: silentLogger });
+  return {
+    url: server.url,
+    server,
+    stateDir,
+    async stop() {
+      await server.close();
+      if (!options.stateDir) await rm(stateDir, { recursive: true, force: true });
+    },
+  };
+}
