@@ -16,7 +16,7 @@ import { Headers } from '../protocol/headers.js';
 import { isCommit, stableSnapshotPath } from '../protocol/routes.js';
 import { CachewError, DigestMismatchError, abortReason } from '../util/errors.js';
 import { extractTar } from './archive.js';
-import { NoSnapshotError, ProtocolError } from './errors.js';
+import { DownloadFailedError, NoSnapshotError, ProtocolError } from './errors.js';
 import { discard, header, type HttpClient, type HttpResponse } from './http.js';
 import { ParallelGet, type ParallelGetStats } from './parallel-get.js';
 import { isRetryable, parseContentRange, rangePieces, wholePieces, type FetchContext, type SnapshotSource } from './range-fetch.js';
@@ -165,7 +165,8 @@ async function openStable(options: DownloadOptions, stableUrl: URL): Promise<Htt
       throw new ProtocolError(`HTTP ${response.status} from ${stableUrl.href}`, response.status);
     } catch (err) {
       if (options.signal?.aborted) throw abortReason(options.signal);
-      if (!isRetryable(err) || failures + 1 >= options.maxAttempts) throw err;
+      if (!isRetryable(err)) throw err;
+      if (failures + 1 >= options.maxAttempts) throw new DownloadFailedError(stableUrl.href, failures + 1, err);
       await sleep(delay, undefined, { signal: options.signal }).catch(() => undefined);
     }
   }

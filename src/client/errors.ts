@@ -41,3 +41,16 @@ export class ProtocolError extends CachewError {
     super('upstream', message);
   }
 }
+
+/** A request kept failing (dropped, stalled, 5xx) until its retry budget ran out. */
+export class DownloadFailedError extends CachewError {
+  constructor(url: string, attempts: number, cause: unknown) {
+    super('upstream', `download from ${url} failed after ${attempts} attempts: ${describe(cause)}`, { cause });
+  }
+}
+
+function describe(cause: unknown): string {
+  if (!(cause instanceof Error)) return String(cause);
+  const code = (cause as NodeJS.ErrnoException).code;
+  return code && !cause.message.includes(code) ? `${cause.message} (${code})` : cause.message;
+}

@@ -22,7 +22,9 @@ function clientGitEnv(): NodeJS.ProcessEnv {
 export function runGit(args: readonly string[], cwd: string, signal?: AbortSignal): Promise<string> {
   if (signal?.aborted) return Promise.reject(abortReason(signal));
   return new Promise<string>((resolve, reject) => {
-    const child = spawn('git', args, { cwd, env: clientGitEnv(), stdio: ['ignore', 'pipe', 'pipe'], signal });
+    // The clone's .git/config came from the server: never let it make our git run programs.
+    const safeArgs = ['-c', 'core.fsmonitor=false', '-c', 'core.hooksPath=/dev/null', ...args];
+    const child = spawn('git', safeArgs, { cwd, env: clientGitEnv(), stdio: ['ignore', 'pipe', 'pipe'], signal });
     const stdout: Buffer[] = [];
     let stderr = '';
     child.stdout.on('data', (chunk: Buffer) => stdout.push(chunk));

@@ -9,7 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { formatEtag, parseStrongEtag } from '../protocol/etag.js';
 import { Headers } from '../protocol/headers.js';
 import { CachewError, TimeoutError, abortReason } from '../util/errors.js';
-import { ProtocolError, RangeIgnoredError, SnapshotGoneError } from './errors.js';
+import { DownloadFailedError, ProtocolError, RangeIgnoredError, SnapshotGoneError } from './errors.js';
 import { discard, header, readBody, type HttpClient, type HttpResponse } from './http.js';
 
 /** The immutable archive being downloaded. */
@@ -174,7 +174,8 @@ export function isRetryable(err: unknown): boolean {
 async function backoffOrThrow(ctx: FetchContext, err: unknown, failures: number): Promise<number> {
   if (ctx.signal?.aborted) throw abortReason(ctx.signal);
   const maxAttempts = ctx.maxAttempts ?? DEFAULT_ATTEMPTS;
-  if (!isRetryable(err) || failures + 1 >= maxAttempts) throw err;
+  if (!isRetryable(err)) throw err;
+  if (failures + 1 >= maxAttempts) throw new DownloadFailedError(ctx.source.url.href, failures + 1, err);
   if (ctx.stats) ctx.stats.retries++;
   const delay = (ctx.backoffMs ?? DEFAULT_BACKOFF_MS) * 2 ** failures;
   try {

@@ -1,0 +1,142 @@
+import assert from 'node:assert/strict';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { after, before, describe, it } from 'node:test';
+import { pack as tarPack } from 'tar-stream';
+import { entryPathSegments, extractTar, resolveInside } from './archive.js';
+import { UnsafeArchiveError } from './errors.js';
+
+interface Spec {
+  name: string;
+  type?: 'file' | 'directory' | 'symlink' | 'link' | 'character-device' | 'fifo';
+  body?: string;
+  linkname?: string;
+  mode?: number;
+  mtime?: Date;
+}
+
+/** A tar archive as a Node Readable, built in memory with tar-stream. */
+async function tarOf(entries: Spec[]): Promise<Readable> {
+  const pack = tarPack();
+  for (const entry of entries) {
+    const header = { name: entry.name, type: entry.type ?? 'file', linkname: entry.linkname, mode: entry.mode ?? 0o644, mtime: entry.mtime ?? new Date(1_000_000_000_000) };
+    if (header.type === 'file') pack.entry(header, entry.body ?? '');
+    else pack.entry(header).end(undefined);
+  }
+  pack.finalize();
+  const chunks: Buffer[] = [];
+  for await (const chunk of pack as unknown as AsyncIterable<Buffer>) chunks.push(chunk);
+  return Readable.from([Buffer.concat(chunks)]);
+}
+
+let root: string;
+let serial = 0;
+before(async () => {
+  root = await fs.mkdtemp(path.join(os.tmpdir(), 'cachew-archive-'));
+});
+after(async () => {
+  await fs.rm(root, { recursive: true, force: true });
+});
+
+async function freshDir(): Promise<string> {
+  const dir = path.join(root, `x${serial++}`, 'target');
+  await fs.mkdir(dir, { recursive: true });
+  return dir;
+}
+
+void describe('entryPathSegments', () => {
+  void it('normalises ./, empty and . components', () => {
+    assert.deepEqual(entryPathSegments('./a//b/'), ['a', 'b']);
+    assert.deepEqual(entryPathSegments('./'), []);
+    assert.deepEqual(entryPathSegments('a/./b'), ['a', 'b']);
+    assert.deepEqual(entryPathSegments('..foo/b..'), ['..foo', 'b..']);
+    assert.deepEqual(entryPathSegments('.git/HEAD'), ['.git', 'HEAD']);
+  });
+
+  void it('rejects absolute names, .. components and NUL bytes', () => {
+    for (const bad of ['/etc/passwd', '../x', 'a/../../x', 'a/..', 'C:/x', 'c:x', 'a\0b']) {
+      assert.throws(() => entryPathSegments(bad), UnsafeArchiveError, bad);
+    }
+  });
+
+  void it('resolveInside refuses anything that lands outside the root', () => {
+    assert.equal(resolveInside('/r', ['a', 'b']), '/r/a/b');
+    assert.throws(() => resolveInside('/r', ['..', 'x']), UnsafeArchiveError);
+    assert.throws(() => resolveInside('/r', ['/abs']), UnsafeArchiveError);
+  });
+});
+
+void describe('extractTar', () => {
+  void it('creates files, dirs and symlinks with modes and mtimes from the headers', async () => {
+    const dir = await freshDir();
+    const fileTime = new Date('2020-01-02T03:04:05Z');
+    const dirTime = new Date('2019-05-06T07:08:09Z');
+    const stats = await extractTar(
+      await tarOf([
+        { name: './', type: 'directory', mode: 0o755 },
+        { name: './bin/', type: 'directory', mode: 0o750, mtime: dirTime },
+        { name: './bin/run', body: '#!/bin/sh\n', mode: 0o755, mtime: fileTime },
+        { name: './implicit/parent/file.txt', body: 'hello' },
+        { name: './abs-link', type: 'symlink', linkname: '/etc/passwd' },
+        { name: './rel-link', type: 'symlink', linkname: 'bin/run' },
+      ]),
+      dir,
+    );
+    assert.equal(stats.files, 2);
+    assert.equal(stats.bytes, '#!/bin/sh\n'.length + 5);
+    const run = await fs.stat(path.join(dir, 'bin/run'));
+    assert.equal(run.mode & 0o777, 0o755);
+    assert.equal(run.mtime.getTime(), fileTime.getTime());
+    const bin = await fs.stat(path.join(dir, 'bin'));
+    assert.equal(bin.mode & 0o777, 0o750);
+    assert.equal(bin.mtime.getTime(), dirTime.getTime(), 'directory mtime set after its children');
+    assert.equal(await fs.readFile(path.join(dir, 'implicit/parent/file.txt'), 'utf8'), 'hello');
+    // Symlink targets are written verbatim, never followed.
+    assert.equal(await fs.readlink(path.join(dir, 'abs-link')), '/etc/passwd');
+    assert.equal(await fs.readlink(path.join(dir, 'rel-link')), 'bin/run');
+  });
+
+  const rejected: Array<[string, Spec[], RegExp]> = [
+    ['a file through a symlink', [{ name: 'l', type: 'symlink', linkname: '..' }, { name: 'l/evil', body: 'x' }], /through symlink "l"/],
+    ['a directory through a symlink', [{ name: 'l', type: 'symlink', linkname: '/tmp' }, { name: 'l/sub/', type: 'directory' }], /through symlink/],
+    ['a deep path through a symlink', [{ name: 'a/', type: 'directory' }, { name: 'a/l', type: 'symlink', linkname: '/' }, { name: 'a/l/b/c', body: 'x' }], /through symlink "a\/l"/],
+    ['a file replacing a symlink', [{ name: 'l', type: 'symlink', linkname: '/tmp/x' }, { name: 'l', body: 'x' }], /duplicate/],
+    ['a path through a regular file', [{ name: 'f', body: 'x' }, { name: 'f/g', body: 'y' }], /through file/],
+    ['a duplicate file', [{ name: 'f', body: 'x' }, { name: './f', body: 'y' }], /duplicate/],
+    ['a hardlink', [{ name: 'f', body: 'x' }, { name: 'g', type: 'link', linkname: 'f' }], /hardlink/],
+    ['a character device', [{ name: 'null', type: 'character-device' }], /character-device/],
+    ['a fifo', [{ name: 'p', type: 'fifo' }], /fifo/],
+    ['a ../ name', [{ name: '../up', body: 'x' }], /\.\./],
+    ['an absolute name', [{ name: '/tmp/abs', body: 'x' }], /absolute/],
+  ];
+  for (const [name, entries, message] of rejected) {
+    void it(`rejects ${name}`, async () => {
+      const dir = await freshDir();
+      await assert.rejects(extractTar(await tarOf(entries), dir), (err: unknown) => {
+        assert.ok(err instanceof UnsafeArchiveError, String(err));
+        assert.match(err.message, message);
+        return true;
+      });
+      // Nothing was written next to the target.
+      assert.deepEqual(await fs.readdir(path.dirname(dir)), ['target']);
+    });
+  }
+
+  void it('fails on a truncated archive', async () => {
+    const dir = await freshDir();
+    const whole = await tarOf([{ name: 'big', body: 'y'.repeat(10_000) }]);
+    const bytes: Buffer[] = [];
+    for await (const chunk of whole) bytes.push(chunk as Buffer);
+    const truncated = Buffer.concat(bytes).subarray(0, 5_000);
+    await assert.rejects(extractTar(Readable.from([truncated]), dir));
+  });
+
+  void it('stops when aborted', async () => {
+    const dir = await freshDir();
+    const controller = new AbortController();
+    controller.abort();
+    await assert.rejects(extractTar(await tarOf([{ name: 'f', body: 'x' }]), dir, { signal: controller.signal }), /abort/i);
+  });
+});

@@ -1,0 +1,134 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { after, before, describe, it } from 'node:test';
+import { startSnapshotServer, type Fault, type RequestInfo, type SnapshotServer } from '../../test/harness/snapshot-server.js';
+import { immutableSnapshotPath } from '../protocol/routes.js';
+import { SnapshotGoneError } from './errors.js';
+import { HttpClient } from './http.js';
+import { ParallelGet } from './parallel-get.js';
+import type { FetchContext } from './range-fetch.js';
+
+const COMMIT = 'a'.repeat(40);
+const SIZE = 300_000 + 123; // deliberately not a multiple of any chunk size below
+
+let root: string;
+let file: string;
+let data: Buffer;
+
+before(async () => {
+  root = await fs.mkdtemp(path.join(os.tmpdir(), 'cachew-pget-'));
+  file = path.join(root, 'blob');
+  data = randomBytes(SIZE);
+  await fs.writeFile(file, data);
+});
+after(async () => {
+  await fs.rm(root, { recursive: true, force: true });
+});
+
+async function withGetter(
+  fault: ((request: RequestInfo) => Fault | undefined) | undefined,
+  body: (context: FetchContext, server: SnapshotServer) => Promise<void>,
+): Promise<void> {
+  const server = await startSnapshotServer({ archive: file, commit: COMMIT, fault });
+  const http = new HttpClient({ idleTimeoutMs: 500 });
+  try {
+    const url = new URL(immutableSnapshotPath('127.0.0.1:9', 'org/repo', COMMIT), server.url);
+    await body({ http, source: { url, etag: server.digest, size: server.size }, backoffMs: 5, stats: { requests: 0, retries: 0 } }, server);
+  } finally {
+    http.close();
+    await server.close();
+  }
+}
+
+async function collect(getter: ParallelGet, onPiece?: (piece: Buffer) => Promise<void>): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const piece of getter.pieces()) {
+    parts.push(piece);
+    await onPiece?.(piece);
+  }
+  return Buffer.concat(parts);
+}
+
+void describe('ParallelGet', () => {
+  for (const [chunkSize, concurrency, start] of [
+    [4096, 1, 0],
+    [10_000, 4, 0],
+    [65_536, 8, 1234],
+    [1_000_000, 3, 0],
+  ] as const) {
+    void it(`delivers bytes ${start}.. in order (chunk ${chunkSize}, concurrency ${concurrency})`, async () => {
+      await withGetter(undefined, async (context, server) => {
+        const getter = new ParallelGet(context, { start, chunkSize, concurrency });
+        const got = await collect(getter);
+        assert.ok(got.equals(data.subarray(start)));
+        assert.equal(server.requests.length, Math.ceil((SIZE - start) / chunkSize));
+        assert.equal(getter.stats.fellBack, false);
+      });
+    });
+  }
+
+  void it('keeps at most `concurrency` chunks buffered and requested ahead of a slow consumer', async () => {
+    await withGetter(undefined, async (context, server) => {
+      const chunkSize = 8192;
+      const concurrency = 3;
+      const getter = new ParallelGet(context, { start: 0, chunkSize, concurrency });
+      let consumed = 0;
+      let maxAhead = 0;
+      const got = await collect(getter, async (piece) => {
+        consumed += piece.length;
+        await sleep(1);
+        // Requests issued so far minus chunks fully handed over: never more than the window.
+        maxAhead = Math.max(maxAhead, server.requests.length - Math.floor(consumed / chunkSize));
+      });
+      assert.ok(got.equals(data));
+      assert.ok(getter.stats.maxBufferedBytes <= concurrency * chunkSize, `buffered ${getter.stats.maxBufferedBytes}`);
+      assert.ok(getter.stats.maxBufferedBytes >= chunkSize, 'the bound is not vacuous');
+      assert.ok(maxAhead <= concurrency + 1, `requested ${maxAhead} chunks ahead`);
+    });
+  });
+
+  void it('resumes dropped and stalled chunks', async () => {
+    const fault = (request: RequestInfo): Fault | undefined => (request.index % 4 === 1 ? 'drop' : request.index === 6 ? 'stall' : undefined);
+    await withGetter(fault, async (context) => {
+      const getter = new ParallelGet(context, { start: 0, chunkSize: 20_000, concurrency: 4 });
+      assert.ok((await collect(getter)).equals(data));
+      assert.ok(getter.stats.retries >= 3, `retries ${getter.stats.retries}`);
+    });
+  });
+
+  void it('falls back to one full response when the server ignores Range', async () => {
+    const fault = (request: RequestInfo): Fault | undefined => (request.index >= 2 ? 'ignore-range' : undefined);
+    await withGetter(fault, async (context) => {
+      const getter = new ParallelGet(context, { start: 100, chunkSize: 16_384, concurrency: 2 });
+      assert.ok((await collect(getter)).equals(data.subarray(100)));
+      assert.equal(getter.stats.fellBack, true);
+    });
+  });
+
+  void it('reports a vanished snapshot as SnapshotGoneError without retrying', async () => {
+    await withGetter((request) => (request.index === 3 ? 'not-found' : undefined), async (context, server) => {
+      const getter = new ParallelGet(context, { start: 0, chunkSize: 16_384, concurrency: 2 });
+      await assert.rejects(collect(getter), SnapshotGoneError);
+      assert.ok(server.requests.length <= 6);
+    });
+  });
+
+  void it('stops outstanding requests when the consumer stops early', async () => {
+    await withGetter((request) => (request.index === 1 ? 'stall' : undefined), async (context) => {
+      const getter = new ParallelGet(context, { start: 0, chunkSize: 16_384, concurrency: 4 });
+      getter.prefetch();
+      for await (const piece of getter.pieces()) {
+        assert.ok(piece.length > 0);
+        break;
+      }
+      // Longer than the idle timeout: a stalled request that was not cancelled would time out and retry.
+      await sleep(700);
+      assert.equal(getter.stats.requests, 4);
+      assert.equal(getter.stats.retries, 0);
+    });
+  });
+});
