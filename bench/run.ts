@@ -1,0 +1,165 @@
+/**
+ * `npm run bench`: measures cachew against baselines run in the same process on the same machine and
+ * prints ratios (nothing here asserts a timing; it is not a test).
+ *
+ *   BENCH_SIZE_MB  working-tree size of the synthetic repository (default 120; cached in .bench/)
+ *   BENCH_RUNS     runs per measurement; medians are reported (default 3)
+ *   BENCH_ONLY     comma-separated sections to run (generation,serving,memory,restore; default all)
+ *
+ * Sections: 1 generation (generateSnapshot vs clone + tar | zstd), 2 serving (cachewd vs nginx,
+ * 4-way ranged), 3 memory (cachewd RSS under 8 concurrent downloads), 4 restore (restore() vs git
+ * clone through cachewd vs curl | zstd | tar). A section that cannot run becomes a "skipped" row with
+ * the reason. The table also goes to .bench/last-run.md for docs/benchmarks.md.
+ */
+import { symlink, writeFile, mkdir } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { snapshotsApiPath } from '../src/protocol/routes.js';
+import { startUpstream } from '../test/harness/upstream.js';
+import { startCachewd } from './cachewd.js';
+import { benchGeneration } from './generation.js';
+import { fetchText } from './http-get.js';
+import { benchMemory } from './memory.js';
+import { findNginx } from './nginx.js';
+import { ensureBenchRepo, type BenchRepo } from './repo.js';
+import { benchRestore } from './restore.js';
+import { benchServing, type ServedSnapshot } from './serving.js';
+import { markdownTable, skippedRow, textTable, type Row } from './table.js';
+import { Cleanup, envInt, fmtBytes, fmtSeconds, log, run, tempDir, timed } from './util.js';
+
+const ROOT = path.resolve(import.meta.dirname, '..');
+const CACHE = path.join(ROOT, '.bench');
+const REPO = 'bench.git';
+
+async function version(command: string, args: string[]): Promise<string> {
+  try {
+    const out = await run(command, args, { timeoutMs: 10_000 });
+    return out.trim().split('\n')[0];
+  } catch (err) {
+    // nginx -v prints to stderr; run() only returns stdout, so its message carries the version.
+    const message = (err as Error).message;
+    return /version[: ]+\S+/i.exec(message)?.[0] ?? 'unavailable';
+  }
+}
+
+async function machineInfo(): Promise<string[]> {
+  const nginx = await findNginx();
+  return [
+    `date: ${new Date().toISOString()}`,
+    `cpu: ${os.cpus()[0]?.model ?? 'unknown'}; nproc ${os.availableParallelism()}; load average at start ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`,
+    `memory: ${fmtBytes(os.totalmem())}; node ${process.version}; ${await version('git', ['--version'])}; zstd ${await version('zstd', ['-q', '-V'])}`,
+    `nginx: ${nginx === undefined ? 'not installed' : (await run('bash', ['-c', `${nginx} -v 2>&1`], { timeoutMs: 10_000 })).trim()}`,
+  ];
+}
+
+async function main(cleanup: Cleanup): Promise<void> {
+  const sizeMb = envInt('BENCH_SIZE_MB', 120);
+  const runs = envInt('BENCH_RUNS', 3);
+  const only = (process.env.BENCH_ONLY ?? '').split(',').map((s) => s.trim()).filter((s) => s !== '');
+  const info = await machineInfo();
+  for (const line of info) log(line);
+  await mkdir(CACHE, { recursive: true });
+  const repo = await ensureBenchRepo(sizeMb, CACHE);
+  const repoLine = `repository: ${repo.files} files, ${fmtBytes(repo.treeBytes)} working tree, ${repo.commits} commits, ${fmtBytes(repo.packBytes)} packed; ${runs} runs per measurement (medians)`;
+  log(repoLine);
+
+  const rows: Row[] = [];
+  const section: Section = async (name, fn) => {
+    if (only.length > 0 && name !== 'snapshot' && !only.includes(name)) return;
+    log(`section ${name}`);
+    try {
+      rows.push(...(await fn()));
+    } catch (err) {
+      log(`section ${name} failed: ${(err as Error).stack ?? String(err)}`);
+      rows.push(skippedRow(name, 'all', `failed: ${(err as Error).message}`));
+    }
+  };
+
+  await section('generation', () => benchGeneration(repo, runs, cleanup));
+  if (only.length === 0 || only.some((name) => name !== 'generation')) await serverSections(repo, runs, rows, section, cleanup);
+
+  const table = textTable(rows);
+  process.stdout.write(`\n${info.join('\n')}\n${repoLine}\n\n${table}\n`);
+  const notes = rows.filter((r) => r.note !== undefined).map((r) => `- ${r.section} / ${r.metric}: ${r.note}`);
+  const markdown = [...info.map((l) => `- ${l}`), `- ${repoLine}`, '', markdownTable(rows), '', ...notes, ''].join('\n');
+  await writeFile(path.join(CACHE, 'last-run.md'), markdown);
+  log(`table written to ${path.join(CACHE, 'last-run.md')}`);
+}
+
+type Section = (name: string, fn: () => Promise<Row[]>) => Promise<void>;
+
+/** Everything that needs an upstream and a running cachewd: snapshot, serving, memory, restore. */
+async function serverSections(repo: BenchRepo, runs: number, rows: Row[], section: Section, cleanup: Cleanup): Promise<void> {
+  const upstream = await startUpstream();
+  cleanup.add('upstream', () => upstream.stop());
+  // The harness serves <root>/<name>.git; point it at the cached repository instead of copying it.
+  await symlink(repo.gitDir, path.join(upstream.root, REPO));
+  const state = await tempDir(cleanup, 'state');
+  const serverArgs = ['--state', state, '--upstream', `${upstream.hostName}=${upstream.url}`, '--snapshot-interval', '0', '--log-level', 'info'];
+  let cachewd = await startCachewd(serverArgs, cleanup);
+  log(`cachewd (pid ${cachewd.pid}) at ${cachewd.url}`);
+
+  let snapshot: ServedSnapshot | undefined;
+  await section('snapshot', async () => {
+    const api = `${cachewd.url}${snapshotsApiPath(upstream.hostName, REPO)}`;
+    const { ms, value } = await timed(() => fetchText(api, 'POST', 3_600_000));
+    if (value.status !== 200) throw new Error(`POST ${api}: ${value.status} ${value.body.slice(0, 200)}`);
+    const made = JSON.parse(value.body) as { commit: string; digest: string; size: number; url: string };
+    if (made.commit !== repo.head) throw new Error(`snapshot of ${made.commit}, expected ${repo.head}`);
+    snapshot = { url: new URL(made.url, cachewd.url).toString(), size: made.size, digest: made.digest };
+    return [
+      {
+        section: 'snapshot',
+        metric: 'first snapshot via POST API (mirror clone + generate)',
+        ours: fmtSeconds(ms),
+        baseline: '',
+        ratio: '',
+        aim: '',
+        note: `${fmtBytes(made.size)}; one run (the second call returns the existing snapshot)`,
+      },
+    ];
+  });
+  if (snapshot === undefined) {
+    for (const name of ['serving', 'memory', 'restore']) rows.push(skippedRow(name, 'all', 'no snapshot (see the snapshot row)'));
+    await cachewd.stop();
+    return;
+  }
+
+  const served = snapshot;
+  await section('serving', () => benchServing(served, runs, cleanup));
+  await section('memory', () => benchMemory(cachewd.pid, served, runs, 'default tiers'));
+  const target = {
+    serverUrl: cachewd.url,
+    repoUrl: `${upstream.url}/${REPO}`,
+    proxyCloneUrl: `${cachewd.url}/git/${upstream.hostName}/${REPO}`,
+    head: repo.head,
+    snapshot: served,
+  };
+  await section('restore', () => benchRestore(target, runs, cleanup));
+  // Again with the memory tier off (same state dir, so the snapshot is on disk): streaming alone.
+  await section('memory', async () => {
+    await cachewd.stop();
+    cachewd = await startCachewd([...serverArgs, '--memory-limit-mb', '0'], cleanup);
+    const url = new URL(new URL(served.url).pathname, cachewd.url).toString();
+    return benchMemory(cachewd.pid, { ...served, url }, runs, 'memory tier off');
+  });
+  await cachewd.stop();
+}
+
+const cleanup = new Cleanup();
+let exiting = false;
+const finish = (code: number): void => {
+  if (exiting) return;
+  exiting = true;
+  // Exit explicitly: keep-alive sockets or a stuck child must not keep the benchmark alive.
+  void cleanup.runAll().finally(() => process.exit(code));
+};
+process.on('SIGINT', () => finish(130));
+process.on('SIGTERM', () => finish(143));
+main(cleanup).then(
+  () => finish(0),
+  (err: unknown) => {
+    process.stderr.write(`bench: ${(err as Error).stack ?? String(err)}\n`);
+    finish(1);
+  },
+);
