@@ -5,7 +5,9 @@ import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, readlink, rm, stat, access, readdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import { promisify } from 'node:util';
+import { pino } from 'pino';
 import { runGit } from '../command.js';
 import { AbortedError, BadRequestError, NotFoundError } from '../../util/errors.js';
 import { generateSnapshot } from './archive.js';
@@ -153,6 +155,29 @@ void describe('generateSnapshot', { timeout: 120_000 }, () => {
     );
     setImmediate(() => controller.abort());
     await assert.rejects(pending, AbortedError);
+    assert.equal(await exists(out), false);
+    assert.deepEqual((await readdir(root)).filter((n) => n.startsWith('.cachew-pack-')), []);
+  });
+
+  void it('stops on abort once streaming has begun, and cleans up', async () => {
+    const out = join(root, 'aborted-late.tar.zst');
+    const controller = new AbortController();
+    // The debug line "snapshot pack ready" is written just before the tar stream starts.
+    const sink = new Writable({
+      write(chunk: Buffer, _encoding, callback) {
+        if (chunk.toString().includes('snapshot pack ready')) controller.abort();
+        callback();
+      },
+    });
+    const logger = pino({ level: 'debug' }, sink);
+    await assert.rejects(
+      generateSnapshot({ gitDir: mirror, commit: head, upstreamUrl: UPSTREAM_URL, defaultBranch: 'main' }, out, {
+        signal: controller.signal,
+        logger,
+      }),
+      AbortedError,
+    );
+    assert.ok(controller.signal.aborted, 'the abort came from the pack-ready log line');
     assert.equal(await exists(out), false);
     assert.deepEqual((await readdir(root)).filter((n) => n.startsWith('.cachew-pack-')), []);
   });
