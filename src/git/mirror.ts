@@ -32,6 +32,8 @@ export interface MirrorOptions {
   tmpRoot: string;
   upstream: Upstream;
   refCheckIntervalMs: number;
+  /** How often a fetch also re-reads upstream's HEAD (a full ref listing); it is also re-read whenever HEAD dangles. */
+  headCheckIntervalMs: number;
   waitMs: number;
   logger: Logger;
   metrics?: Metrics;
@@ -77,6 +79,8 @@ export class Mirror {
   #queuedFetch: FetchRun | undefined;
   /** When the last check against upstream started (successful or not); 0 = never. */
   #lastCheck = 0;
+  /** When upstream's HEAD was last read (the clone reads it too). */
+  #lastHeadCheck = 0;
   readonly #opts: MirrorOptions;
   readonly #log: Logger;
 
@@ -87,6 +91,8 @@ export class Mirror {
     this.gitDir = options.gitDir;
     this.upstreamUrl = options.upstream.repoUrl(options.repo);
     this.#state = options.ready ? 'ready' : 'empty';
+    // A mirror found on disk had its HEAD set when it was cloned; the periodic check takes over from here.
+    if (options.ready) this.#lastHeadCheck = Date.now();
     this.#log = options.logger.child({ mirror: `${options.host}/${options.repo}` });
   }
 
@@ -107,6 +113,7 @@ export class Mirror {
         () => {
           this.#state = 'ready';
           this.#lastCheck = Date.now();
+          this.#lastHeadCheck = this.#lastCheck;
           this.#clone = undefined;
         },
         (err: unknown) => {
@@ -284,15 +291,18 @@ export class Mirror {
   }
 
   /**
-   * Keeps HEAD on upstream's default branch. Asking upstream costs a full ref listing, so it is done
-   * only when HEAD no longer resolves (the branch was renamed or deleted upstream and pruned here).
+   * Keeps HEAD on upstream's default branch. git 2.39's fetch does not update HEAD, and asking upstream
+   * costs a full ref listing (ls-remote sends no ref prefix for HEAD), so it is done only every
+   * `headCheckIntervalMs`, or at once when HEAD no longer resolves (its branch was deleted upstream and
+   * pruned here).
    */
   async #followHead(): Promise<void> {
     const resolves = await runGit(['rev-parse', '--verify', '--quiet', 'HEAD^{commit}'], { cwd: this.gitDir, timeoutMs: 30_000 }).then(
       () => true,
       () => false,
     );
-    if (resolves) return;
+    if (resolves && Date.now() - this.#lastHeadCheck < this.#opts.headCheckIntervalMs) return;
+    this.#lastHeadCheck = Date.now();
     this.#opts.metrics?.upstreamRequests.inc({ kind: 'ls-remote' });
     const out = await runGit(['ls-remote', '--symref', 'origin', 'HEAD'], {
       cwd: this.gitDir,
@@ -301,7 +311,11 @@ export class Mirror {
       timeoutMs: 120_000,
     });
     const match = /^ref: (refs\/heads\/\S+)\tHEAD$/m.exec(out);
-    if (match) await runGit(['symbolic-ref', 'HEAD', match[1]], { cwd: this.gitDir, timeoutMs: 30_000 });
+    if (match && match[1] !== (await this.#currentHead())) await runGit(['symbolic-ref', 'HEAD', match[1]], { cwd: this.gitDir, timeoutMs: 30_000 });
+  }
+
+  async #currentHead(): Promise<string> {
+    return (await runGit(['symbolic-ref', '-q', 'HEAD'], { cwd: this.gitDir, timeoutMs: 30_000 }).catch(() => '')).trim();
   }
 
   #record(op: string, outcome: string, started: number): void {

@@ -14,7 +14,7 @@ import { Metrics } from '../util/metrics.js';
 interface Fixture {
   up: Upstream;
   root: string;
-  manager(options?: { refCheckIntervalMs?: number; waitMs?: number }): { mirrors: MirrorManager; metrics: Metrics };
+  manager(options?: { refCheckIntervalMs?: number; waitMs?: number; headCheckIntervalMs?: number }): { mirrors: MirrorManager; metrics: Metrics };
 }
 
 async function fixture(t: { after(fn: () => Promise<void>): void }): Promise<Fixture> {
@@ -35,6 +35,7 @@ async function fixture(t: { after(fn: () => Promise<void>): void }): Promise<Fix
         root,
         refCheckIntervalMs: options.refCheckIntervalMs ?? 60_000,
         waitMs: options.waitMs ?? 60_000,
+        headCheckIntervalMs: options.headCheckIntervalMs,
         logger: silentLogger,
         metrics,
         upstreams: new UpstreamRegistry([{ name: up.hostName, baseUrl: up.url }]),
@@ -159,4 +160,29 @@ void test('missing repository → NotFoundError; slow clone → UnavailableError
   assert.throws(() => mirrors.get('unknown.example', 'org/x'), NotFoundError);
   assert.throws(() => mirrors.get(f.up.hostName, 'a.git/b'));
   assert.throws(() => mirrors.get(f.up.hostName, '../escape'));
+});
+
+void test('HEAD follows upstream default-branch changes (periodically, or at once when it dangles)', { timeout: 120_000 }, async (t) => {
+  const f = await fixture(t);
+  await f.up.createRepo('org/branchy');
+  const bare = path.join(f.up.root, 'org/branchy.git');
+  const { mirrors } = f.manager({ headCheckIntervalMs: 0 });
+  const mirror = mirrors.get(f.up.hostName, 'org/branchy');
+  await mirror.ensureReady();
+  assert.equal((await mirror.defaultBranch()).name, 'main');
+
+  await runGit(['branch', 'trunk', 'main'], { cwd: bare });
+  await runGit(['symbolic-ref', 'HEAD', 'refs/heads/trunk'], { cwd: bare });
+  await mirror.fetchNow();
+  assert.deepEqual(await mirror.defaultBranch(), { name: 'trunk', commit: await f.up.head('org/branchy') });
+
+  // With a long head-check interval, HEAD is still re-read once its branch is pruned away.
+  const { mirrors: lazy } = f.manager({ headCheckIntervalMs: 3_600_000 });
+  const other = lazy.get(f.up.hostName, 'org/branchy');
+  assert.equal(other.state, 'ready');
+  await runGit(['branch', 'stable', 'main'], { cwd: bare });
+  await runGit(['symbolic-ref', 'HEAD', 'refs/heads/stable'], { cwd: bare });
+  await runGit(['branch', '-D', 'trunk'], { cwd: bare });
+  await other.fetchNow();
+  assert.equal((await other.defaultBranch()).name, 'stable');
 });

@@ -18,6 +18,8 @@ export interface MirrorManagerOptions {
   refCheckIntervalMs: number;
   /** How long a request waits for a first clone before 503. */
   waitMs: number;
+  /** How often upstream's default branch (HEAD) is re-read during fetches; default 5 minutes. */
+  headCheckIntervalMs?: number;
   logger: Logger;
   metrics?: Metrics;
   upstreams: UpstreamRegistry;
@@ -65,6 +67,7 @@ export class MirrorManager {
       tmpRoot: this.#tmpRoot,
       upstream,
       refCheckIntervalMs: this.#opts.refCheckIntervalMs,
+      headCheckIntervalMs: this.#opts.headCheckIntervalMs ?? 5 * 60_000,
       waitMs: this.#opts.waitMs,
       logger: this.#log,
       metrics: this.#opts.metrics,
