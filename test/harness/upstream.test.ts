@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { runGit } from '../../src/git/command.js';
 import { startUpstream } from './upstream.js';
 
@@ -48,6 +49,16 @@ void test('upstream harness serves clone (v0, v2), fetch, push and reports reque
 
   const rewritten = await up.forcePush('org/demo', { 'new.txt': 'new\n' });
   assert.equal(await up.head('org/demo'), rewritten);
+
+  // A gzip request body (git clients compress large negotiations), protocol v2 via Git-Protocol.
+  const lsRefs = Buffer.from('0014command=ls-refs\n0001000csymrefs0000');
+  const res = await fetch(`${repoUrl}/git-upload-pack`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-git-upload-pack-request', 'content-encoding': 'gzip', 'git-protocol': 'version=2' },
+    body: gzipSync(lsRefs),
+  });
+  assert.equal(res.status, 200);
+  assert.match(await res.text(), new RegExp(`${rewritten} HEAD symref-target:refs/heads/main`));
 
   up.setDown(true);
   await assert.rejects(git(['ls-remote', repoUrl]));
