@@ -51,7 +51,7 @@ void test('upstream harness serves clone (v0, v2), fetch, push and reports reque
   assert.equal(await up.head('org/demo'), rewritten);
 
   // A gzip request body (git clients compress large negotiations), protocol v2 via Git-Protocol.
-  const lsRefs = Buffer.from('0014command=ls-refs\n0001000csymrefs0000');
+  const lsRefs = Buffer.from('0014command=ls-refs\n0001000bsymrefs0000');
   const res = await fetch(`${repoUrl}/git-upload-pack`, {
     method: 'POST',
     headers: { 'content-type': 'application/x-git-upload-pack-request', 'content-encoding': 'gzip', 'git-protocol': 'version=2' },
