@@ -14,15 +14,7 @@ import { runGit } from '../src/git/command.js';
 import { GitCommandError } from '../src/util/errors.js';
 import { pktLine } from '../src/git/pkt-line.js';
 import { startUpstream, type Upstream } from './harness/upstream.js';
-import { createHttpServer } from '../src/http/server.js';
-import { createRouter } from '../src/http/router.js';
-import type { RepoHandler } from '../src/http/context.js';
-import { createGitRoutes } from '../src/http/routes/git.js';
-import { MirrorManager } from '../src/git/mirrors.js';
-import { UpstreamRegistry } from '../src/git/upstreams.js';
-import { NotFoundError } from '../src/util/errors.js';
-import { silentLogger } from '../src/util/logger.js';
-import { Metrics } from '../src/util/metrics.js';
+import { startCachew } from './harness/cachew.js';
 
 interface Proxy {
   url: string;
@@ -30,45 +22,9 @@ interface Proxy {
   stop(): Promise<void>;
 }
 
-/**
- * cachew's HTTP stack (server, router with path validation, git routes) over a temp state dir, with
- * the snapshot routes left out: this file tests the git proxy only.
- */
-async function startProxy(up: Upstream, options: { readOnly?: boolean; refCheckIntervalMs?: number }): Promise<Proxy> {
-  const stateDir = await fs.mkdtemp(path.join(os.tmpdir(), 'cachew-proxy-state-'));
-  const metrics = new Metrics();
-  const upstreams = new UpstreamRegistry([{ name: up.hostName, baseUrl: up.url }]);
-  const mirrors = new MirrorManager({
-    root: path.join(stateDir, 'mirrors'),
-    refCheckIntervalMs: options.refCheckIntervalMs ?? 1000,
-    waitMs: 60_000,
-    logger: silentLogger,
-    metrics,
-    upstreams,
-  });
-  const notHere: RepoHandler = async () => {
-    throw new NotFoundError('not part of this test');
-  };
-  const router = createRouter({
-    upstreams: new Map([[up.hostName, up.url]]),
-    git: createGitRoutes({ mirrors, upstreams, readOnly: options.readOnly ?? false, metrics, logger: silentLogger }).handle,
-    snapshots: notHere,
-    api: notHere,
-    liveness: (ctx) => notHere(ctx, undefined as never),
-    readiness: (ctx) => notHere(ctx, undefined as never),
-    metrics: (ctx) => notHere(ctx, undefined as never),
-  });
-  const server = createHttpServer(router, { logger: silentLogger, metrics });
-  await server.listen('127.0.0.1', 0);
-  return {
-    url: server.url(),
-    stateDir,
-    async stop() {
-      await server.close(2000);
-      mirrors.close();
-      await fs.rm(stateDir, { recursive: true, force: true });
-    },
-  };
+/** The whole cachewd (startServer) on a free loopback port with its own temp state dir. */
+function startProxy(up: Upstream, options: { readOnly?: boolean; refCheckIntervalMs?: number }): Promise<Proxy> {
+  return startCachew([up], { readOnly: options.readOnly ?? false, refCheckIntervalMs: options.refCheckIntervalMs ?? 1000 });
 }
 
 interface World {
