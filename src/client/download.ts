@@ -9,7 +9,7 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { once } from 'node:events';
+import { once, setMaxListeners } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isSha256Hex, parseStrongEtag } from '../protocol/etag.js';
 import { Headers } from '../protocol/headers.js';
@@ -87,6 +87,8 @@ export async function downloadSnapshot(options: DownloadOptions): Promise<Downlo
 
   const controller = new AbortController();
   const signal = options.signal ? AbortSignal.any([options.signal, controller.signal]) : controller.signal;
+  // Every in-flight request, backoff sleep and drain wait listens on it: N + a few at once is normal.
+  setMaxListeners(Math.max(50, options.concurrency * 4), controller.signal, signal);
   const context: FetchContext = {
     http: options.http,
     source,

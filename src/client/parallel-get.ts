@@ -7,6 +7,7 @@
  * ≈ concurrency × chunkSize however large the snapshot is. If the server answers a Range with the whole
  * body, the remaining span is streamed from one full response instead.
  */
+import { setMaxListeners } from 'node:events';
 import { abortReason } from '../util/errors.js';
 import { RangeIgnoredError } from './errors.js';
 import { rangePieces, wholePieces, type FetchContext, type FetchStats } from './range-fetch.js';
@@ -62,6 +63,7 @@ export class ParallelGet {
       ? Object.assign(context.stats, { bufferedBytes: 0, maxBufferedBytes: 0, fellBack: false })
       : { requests: 0, retries: 0, bufferedBytes: 0, maxBufferedBytes: 0, fellBack: false };
     const signal = context.signal ? AbortSignal.any([context.signal, this.controller.signal]) : this.controller.signal;
+    setMaxListeners(Math.max(50, this.concurrency * 4), this.controller.signal, signal);
     this.taskContext = { ...context, signal, stats: this.stats };
   }
 
