@@ -22,7 +22,7 @@ import { silentLogger, type Logger } from '../util/logger.js';
 
 /** Receives per-tier read outcomes (for metrics). */
 export interface TierObserver {
-  /** `tier` answered open(); `bytes` is the length of the body it returns (0 for 304 / HEAD). */
+  /** `tier` answered open() (stat() is not reported); `bytes` is the body length it returns (0 for 304 / HEAD). */
   hit(tier: string, bytes: number): void;
   /** `tier` did not have the object. */
   miss(tier: string): void;

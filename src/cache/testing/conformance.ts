@@ -3,7 +3,6 @@
  * backend (memory, disk, S3, tiered). A backend test file calls {@link runCacheConformance} once.
  */
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -16,6 +15,9 @@ import {
   PreconditionFailedError,
   RangeNotSatisfiableError,
 } from '../../util/errors.js';
+import { generatedStream, hashStream, pseudoRandomBytes, put, readAll, sha256 } from './data.js';
+
+export { generatedStream, hashStream, pseudoRandomBytes, put, readAll, sha256 };
 
 /** A fresh cache to test, and how to dispose of it (close it, remove its files or bucket). */
 export interface ConformanceTarget {
@@ -30,84 +32,6 @@ export interface ConformanceOptions {
 
 const TEST_TIMEOUT_MS = 60_000;
 const LARGE_TIMEOUT_MS = 170_000;
-
-/** Lowercase sha256 hex of `data`. */
-export function sha256(data: Buffer | string): string {
-  return createHash('sha256').update(data).digest('hex');
-}
-
-/** Deterministic pseudo-random bytes (xorshift32), so tests can produce distinct, incompressible data. */
-export function pseudoRandomBytes(length: number, seed: number): Buffer {
-  const out = Buffer.allocUnsafe(length);
-  let x = seed >>> 0 || 0x9e3779b9;
-  let i = 0;
-  for (; i + 4 <= length; i += 4) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    out.writeUInt32LE(x, i);
-  }
-  for (; i < length; i++) out[i] = (x >>> (8 * (i % 4))) & 0xff;
-  return out;
-}
-
-/**
- * A stream of `totalBytes` pseudo-random bytes generated on the fly in `chunkBytes` pieces; `digest()`
- * gives the sha256 of what was produced once it ended. Never holds more than one chunk.
- */
-export function generatedStream(totalBytes: number, seed: number, chunkBytes = 1024 * 1024): Readable & { digest(): string } {
-  const hash = createHash('sha256');
-  let produced = 0;
-  let index = 0;
-  const stream = new Readable({
-    read() {
-      if (produced >= totalBytes) {
-        this.push(null);
-        return;
-      }
-      const length = Math.min(chunkBytes, totalBytes - produced);
-      const chunk = pseudoRandomBytes(length, seed + index++ * 7919);
-      produced += length;
-      hash.update(chunk);
-      this.push(chunk);
-    },
-  });
-  let digest: string | undefined;
-  return Object.assign(stream, {
-    digest(): string {
-      digest ??= hash.digest('hex');
-      return digest;
-    },
-  });
-}
-
-/** Reads a stream whole (only for small test objects). */
-export async function readAll(body: Readable | undefined): Promise<Buffer> {
-  assert.ok(body, 'expected a body');
-  const chunks: Buffer[] = [];
-  for await (const chunk of body) chunks.push(Buffer.from(chunk as Uint8Array));
-  return Buffer.concat(chunks);
-}
-
-/** Hashes a stream without holding it; returns digest and length. */
-export async function hashStream(body: Readable | undefined): Promise<{ sha256: string; size: number }> {
-  assert.ok(body, 'expected a body');
-  const hash = createHash('sha256');
-  let size = 0;
-  for await (const chunk of body) {
-    const bytes = chunk as Uint8Array;
-    hash.update(bytes);
-    size += bytes.length;
-  }
-  return { sha256: hash.digest('hex'), size };
-}
-
-/** Writes `data` under `key` with writeStream. */
-export function put(cache: Cache, key: string, data: Buffer | string, options: Parameters<typeof writeStream>[3] = {}): Promise<ObjectMeta> {
-  return writeStream(cache, key, [Buffer.from(data)], options);
-}
 
 async function openFull(cache: Cache, key: string): Promise<Buffer | undefined> {
   const result = await cache.open(key);
