@@ -105,6 +105,7 @@ export async function startServer(config: CachewConfig, options: { logger?: Logg
         await http.close(config.shutdownGraceMs);
         await scheduler.stop();
         await service.drain();
+        await mirrors.close();
         await cache.close();
         logger.info('cachewd stopped');
       })();
