@@ -82,4 +82,14 @@ test('replicas sharing S3: concurrent snapshot requests agree on one record', { 
   const p2 = await get(url(r2), { range: 'bytes=100-1099' });
   assert.equal(p1.status, 206);
   assert.deepEqual(p1.body, p2.body);
+
+  // Replica 2 moves the shared pointer forward; replica 1 (which cached the old pointer locally when it
+  // wrote it) must see the new snapshot at once, not its stale local copy.
+  const next = await upstream.commit('org/det', { 'later.txt': 'later\n' });
+  const z = await post(r2);
+  assert.equal(z.commit, next);
+  await new Promise((r) => setTimeout(r, 1200)); // past replica 1's ref-check interval
+  const seen = await get(`${r1.url}/git/${upstream.hostName}/org/det/snapshot.tar.zst`, {}, 'HEAD');
+  assert.equal(seen.headers.get('x-cachew-snapshot-commit'), next);
+  assert.equal(seen.headers.get('etag'), `"${z.digest}"`);
 });

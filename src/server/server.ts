@@ -13,6 +13,7 @@ import { MemoryCache } from '../cache/memory.js';
 import { DiskCache } from '../cache/disk.js';
 import { S3Cache } from '../cache/s3.js';
 import { TieredCache } from '../cache/tiered.js';
+import { AuthoritativeReadView } from '../cache/authoritative-view.js';
 import { UpstreamRegistry } from '../git/upstreams.js';
 import { MirrorManager } from '../git/mirrors.js';
 import { SnapshotStore } from '../git/snapshot/store.js';
@@ -55,7 +56,12 @@ export async function startServer(config: CachewConfig, options: { logger?: Logg
     metrics,
     upstreams,
   });
-  const store = new SnapshotStore({ cache, logger, graceMs: config.snapshotGraceMs });
+  const store = new SnapshotStore({
+    cache,
+    metadataCache: new AuthoritativeReadView(cache),
+    logger,
+    graceMs: config.snapshotGraceMs,
+  });
   const service = new SnapshotService({
     store,
     mirrors,
@@ -114,7 +120,7 @@ export async function startServer(config: CachewConfig, options: { logger?: Logg
   };
 }
 
-async function openCache(config: CachewConfig, stateDir: string, logger: Logger, metrics: Metrics): Promise<Cache> {
+async function openCache(config: CachewConfig, stateDir: string, logger: Logger, metrics: Metrics): Promise<TieredCache> {
   const tiers: Cache[] = [];
   if (config.memoryLimitMb > 0) tiers.push(new MemoryCache({ limitBytes: config.memoryLimitMb * MB, logger }));
   tiers.push(await DiskCache.open({ root: join(stateDir, 'cache'), limitBytes: config.diskLimitMb * MB, logger }));

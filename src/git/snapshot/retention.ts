@@ -42,6 +42,8 @@ const MAX_PRUNE_ATTEMPTS = 4;
 /** What retention needs of a SnapshotStore (kept structural to avoid an import cycle). */
 export interface StoreLike {
   readonly cache: Cache;
+  /** Records and pointers are read here (the authoritative tier); deletes go through it too. */
+  readonly metadataCache?: Cache;
   clock(): number;
 }
 
@@ -54,7 +56,7 @@ export interface StoreLike {
  * current (a stale replica's publish, or one whose entry was pruned) counts from its `created` time.
  */
 export async function collectGarbage(target: Cache | StoreLike, options: GarbageOptions): Promise<GarbageReport> {
-  const cache = 'clock' in target ? target.cache : target;
+  const cache = 'clock' in target ? (target.metadataCache ?? target.cache) : target;
   const now = options.now ?? ('clock' in target ? target.clock() : Date.now());
   const { host, repo, graceMs, signal } = options;
   const logger = options.logger ?? silentLogger;

@@ -28,7 +28,13 @@ import { advancePointer, readPointer, type AncestryCheck, type SnapshotPointer }
 import { collectGarbage, type GarbageReport } from './retention.js';
 
 export interface SnapshotStoreOptions {
+  /** Where blobs (immutable, content-addressed) are read and written: the tiered cache. */
   cache: Cache;
+  /**
+   * Where records and pointers (small, mutable or deletable by other replicas) are read: the
+   * authoritative tier (see cache/authoritative-view.ts). Defaults to `cache`.
+   */
+  metadataCache?: Cache;
   logger?: Logger;
   /** How long a superseded snapshot stays servable (SPEC §6 default 1 h). */
   graceMs: number;
@@ -111,12 +117,14 @@ export async function putFileBlob(
 /** Snapshot records, blobs and the per-repository pointer on one Cache. */
 export class SnapshotStore {
   readonly cache: Cache;
+  readonly metadataCache: Cache;
   readonly graceMs: number;
   private readonly logger: Logger;
   private readonly now: () => number;
 
   constructor(options: SnapshotStoreOptions) {
     this.cache = options.cache;
+    this.metadataCache = options.metadataCache ?? options.cache;
     this.graceMs = options.graceMs;
     this.logger = (options.logger ?? silentLogger).child({ module: 'snapshot-store' });
     this.now = options.now ?? Date.now;
@@ -151,17 +159,17 @@ export class SnapshotStore {
       if (input.format !== undefined) ours.format = input.format;
       let record: SnapshotRecord;
       try {
-        await writeJson(this.cache, key, ours, { ifNoneMatch: '*', signal });
+        await writeJson(this.metadataCache, key, ours, { ifNoneMatch: '*', signal });
         record = ours;
       } catch (err) {
         if (!(err instanceof AlreadyExistsError)) throw err;
-        const winner = (await readJson(this.cache, key, parseSnapshotRecord, signal))?.value;
+        const winner = (await readJson(this.metadataCache, key, parseSnapshotRecord, signal))?.value;
         if (!winner) continue; // deleted by retention meanwhile: write ours again
         if (winner.digest !== sha256) {
           if (!(await this.cache.stat(blobKey(winner.digest), signal))) {
             // The winner's bytes are gone, so its record can never be served: replace it with ours.
             this.logger.warn({ host, repo, commit, digest: winner.digest }, 'record without blob replaced');
-            await this.cache.delete(key, signal);
+            await this.metadataCache.delete(key, signal);
             continue;
           }
           if (blob.created) await this.deleteBlobUnlessReferenced(host, repo, sha256, signal);
@@ -172,7 +180,7 @@ export class SnapshotStore {
       // Retention on another replica may have deleted an identical blob it considered unreferenced
       // between our put and our record; the record must never point at nothing.
       if (record.digest === sha256 && !(await this.cache.stat(blobKey(sha256), signal))) continue;
-      const outcome = await advancePointer(this.cache, host, repo, record, {
+      const outcome = await advancePointer(this.metadataCache, host, repo, record, {
         isAncestor: input.isAncestor,
         force: input.force,
         now: this.now,
@@ -186,11 +194,11 @@ export class SnapshotStore {
 
   private async republish(input: PublishExisting): Promise<SnapshotRecord> {
     const { host, repo, commit, signal } = input;
-    const record = await readSnapshotRecord(this.cache, host, repo, commit, signal);
+    const record = await readSnapshotRecord(this.metadataCache, host, repo, commit, signal);
     if (!record || !(await this.cache.stat(blobKey(record.digest), signal))) {
       throw new NotFoundError(`snapshot of ${commit} is no longer stored`);
     }
-    const outcome = await advancePointer(this.cache, host, repo, record, {
+    const outcome = await advancePointer(this.metadataCache, host, repo, record, {
       isAncestor: input.isAncestor,
       force: input.force,
       now: this.now,
@@ -202,9 +210,9 @@ export class SnapshotStore {
 
   /** The snapshot the pointer names; undefined when there is none or its record or blob vanished. */
   async current(host: string, repo: string, signal?: AbortSignal): Promise<CurrentSnapshot | undefined> {
-    const pointer = await readPointer(this.cache, host, repo, signal);
+    const pointer = await readPointer(this.metadataCache, host, repo, signal);
     if (!pointer) return undefined;
-    const record = await readSnapshotRecord(this.cache, host, repo, pointer.value.commit, signal);
+    const record = await readSnapshotRecord(this.metadataCache, host, repo, pointer.value.commit, signal);
     if (!record) return undefined;
     if (!(await this.cache.stat(blobKey(record.digest), signal))) return undefined;
     return { record, pointer: pointer.value };
@@ -212,14 +220,14 @@ export class SnapshotStore {
 
   /** The record of one commit (the blob may still have aged out; opening it then misses). */
   async record(host: string, repo: string, commit: string, signal?: AbortSignal): Promise<SnapshotRecord | undefined> {
-    return readSnapshotRecord(this.cache, host, repo, commit, signal);
+    return readSnapshotRecord(this.metadataCache, host, repo, commit, signal);
   }
 
   /** Every retained snapshot of a repository, newest first, flagging the current one. */
   async list(host: string, repo: string, signal?: AbortSignal): Promise<Array<SnapshotRecord & { current: boolean }>> {
     const [records, pointer] = await Promise.all([
-      listSnapshotRecords(this.cache, host, repo, signal),
-      readPointer(this.cache, host, repo, signal),
+      listSnapshotRecords(this.metadataCache, host, repo, signal),
+      readPointer(this.metadataCache, host, repo, signal),
     ]);
     const currentCommit = pointer?.value.commit;
     return records
@@ -257,8 +265,8 @@ export class SnapshotStore {
 
   private async deleteBlobUnlessReferenced(host: string, repo: string, digest: string, signal?: AbortSignal): Promise<void> {
     const [records, bundles] = await Promise.all([
-      listSnapshotRecords(this.cache, host, repo, signal),
-      listBundleRecords(this.cache, host, repo, signal),
+      listSnapshotRecords(this.metadataCache, host, repo, signal),
+      listBundleRecords(this.metadataCache, host, repo, signal),
     ]);
     if (records.some((r) => r.digest === digest) || bundles.some((b) => b.digest === digest)) return;
     await this.cache.delete(blobKey(digest), signal);
