@@ -61,10 +61,13 @@ async function waitReady(endpoint: string, child: ChildProcess): Promise<boolean
 async function launch(): Promise<MotoServer | undefined> {
   const port = await freePort();
   const endpoint = `http://127.0.0.1:${port}`;
-  // Own process group, so stop() can kill the shim and the python process together.
-  const child = spawn('moto_server', ['-H', '127.0.0.1', '-p', String(port)], {
+  // A shell watchdog: moto_server dies when our stdin pipe closes, i.e. when this process exits for any
+  // reason (even SIGKILL or a test-runner timeout), so no server outlives its test file. Its own process
+  // group lets stop() kill the shell, the pyenv shim and python together.
+  const script = 'moto_server -H 127.0.0.1 -p "$1" & pid=$!; read -r _ignored; kill "$pid" 2>/dev/null; wait "$pid"';
+  const child = spawn('sh', ['-c', script, 'sh', String(port)], {
     detached: true,
-    stdio: ['ignore', 'ignore', 'pipe'],
+    stdio: ['pipe', 'ignore', 'pipe'],
     env: { ...process.env, AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test', AWS_DEFAULT_REGION: REGION },
   });
   let stderrTail = '';
@@ -72,6 +75,8 @@ async function launch(): Promise<MotoServer | undefined> {
     stderrTail = (stderrTail + chunk.toString('utf8')).slice(-2_000);
   });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  // Writing is never needed; an EPIPE after the shell is gone must not throw.
+  child.stdin?.on('error', () => undefined);
   child.once('error', () => undefined);
   // If the test process exits without calling stop(), do not leave moto_server behind.
   const onExit = (): void => killGroup(child, 'SIGKILL');
