@@ -11,6 +11,12 @@
  *   (UploadPartCopy) to the final key with the now-known digest, completed with the condition.
  * CompleteMultipartUpload and PutObject are atomic in S3, so readers never see a partial object; a crash
  * leaves at most an incomplete upload or a `.tmp/` object, which S3Cache.sweep() removes.
+ *
+ * Compare-and-swap re-checks the stored sha256 with a HEAD at commit and sends S3 `If-Match` with the
+ * S3 ETag it saw. AWS enforces If-Match on PutObject and CompleteMultipartUpload; moto_server only on
+ * PutObject, so in tests CAS is atomic for single-part objects (pointers and records, the objects that
+ * use it). A blob uploaded straight to its key takes its creation time (and TTL start) from the start of
+ * the upload, because S3 fixes metadata when the upload begins.
  */
 import { createHash } from 'node:crypto';
 import { Writable } from 'node:stream';
@@ -62,6 +68,9 @@ export interface WriterTarget {
 }
 
 type Condition = { IfNoneMatch?: string; IfMatch?: string };
+
+const PARTS_PER_DOUBLING = 2000;
+const MAX_PART_BYTES = 5 * 1024 * 1024 * 1024;
 type State = 'open' | 'committing' | 'done' | 'aborted';
 
 /** A bounded-memory streaming upload; see the module comment for how it publishes. */
@@ -115,10 +124,19 @@ export class S3Writer implements CacheWriter {
     this.size += chunk.length;
     this.buffered.push(chunk);
     this.bufferedBytes += chunk.length;
-    if (this.bufferedBytes < this.target.partSizeBytes) return callback();
+    if (this.bufferedBytes < this.partSize()) return callback();
     // Back-pressure: the callback waits until the previous part is uploaded, so at most two parts are
     // held at once (one uploading, one just filled).
     this.startPart(this.takeBuffered()).then(() => callback(), (err: Error) => callback(err));
+  }
+
+  /**
+   * S3 allows 10,000 parts per upload: the part size doubles every 2,000 parts, so an object of any
+   * realistic size fits while small objects keep small parts (and memory stays ~2 parts).
+   */
+  private partSize(): number {
+    const doublings = Math.min(10, Math.floor((this.nextPartNumber - 1) / PARTS_PER_DOUBLING));
+    return Math.min(MAX_PART_BYTES, this.target.partSizeBytes * 2 ** doublings);
   }
 
   private takeBuffered(): Buffer {

@@ -14,7 +14,7 @@ import { S3Cache, type S3CacheOptions } from './s3.js';
 import { runCacheConformance } from './testing/conformance.js';
 import { generatedStream, hashStream, pseudoRandomBytes, readAll, sha256 } from './testing/data.js';
 import { putBlob, writeStream } from './write.js';
-import { AlreadyExistsError, DigestMismatchError, UnavailableError } from '../util/errors.js';
+import { AlreadyExistsError, BadRequestError, DigestMismatchError, UnavailableError } from '../util/errors.js';
 
 const MiB = 1024 * 1024;
 const BUCKET = 'cachew-test';
@@ -141,6 +141,7 @@ void describe('s3 specifics', () => {
       assert.deepEqual(listed, ['records/github.com/org/repo/abc.json']);
       await crashed.abort();
       await assert.rejects(cache.stat('../escape'), /invalid cache key/);
+      await assert.rejects(cache.create('too/much', { metadata: { big: 'x'.repeat(3000) } }), BadRequestError);
     } finally {
       await removeAll(prefix);
     }

@@ -15,10 +15,10 @@ import {
 } from '@aws-sdk/client-s3';
 import type { Cache, CacheWriter, CreateOptions, ObjectMeta, OpenOptions, OpenResult } from './cache.js';
 import { evaluateConditionals } from './conditional.js';
-import { AlreadyExistsError, PreconditionFailedError, abortReason } from '../util/errors.js';
+import { AlreadyExistsError, BadRequestError, PreconditionFailedError, abortReason } from '../util/errors.js';
 import { assertValidKey } from './keys.js';
 import { silentLogger, type Logger } from '../util/logger.js';
-import { decodeMetadata, isExpired } from './s3-meta.js';
+import { decodeMetadata, encodeMetadata, isExpired } from './s3-meta.js';
 import { isNotFound, toCachewError } from './s3-errors.js';
 import { readRange } from './s3-range.js';
 import { S3Writer, type HeadResult } from './s3-writer.js';
@@ -29,6 +29,8 @@ const MIN_PART = 5 * MiB;
 /** S3's maximum size of one (copy) part. */
 const MAX_PART = 5 * 1024 * MiB;
 const TMP_DIR = '.tmp';
+/** S3's limit on user-defined metadata per object (names and values). */
+const MAX_METADATA_BYTES = 2048;
 /** HEAD+GET attempts of one open() while the key is being replaced concurrently. */
 const OPEN_ATTEMPTS = 4;
 /** HEADs issued concurrently while listing. */
@@ -57,6 +59,21 @@ export interface S3CacheOptions {
 export interface SweepResult {
   abortedUploads: number;
   deletedTempObjects: number;
+}
+
+/**
+ * S3 refuses more than 2 KiB of user metadata; say so up front as a caller error instead of failing the
+ * upload at its end as an outage.
+ */
+function assertMetadataFits(options: CreateOptions): void {
+  const sample = encodeMetadata({
+    sha256: '0'.repeat(64),
+    created: new Date(),
+    expiresAt: options.ttlMs === undefined ? undefined : new Date(),
+    metadata: options.metadata ?? {},
+  });
+  const bytes = Object.entries(sample).reduce((sum, [name, value]) => sum + Buffer.byteLength(name) + Buffer.byteLength(value), 0);
+  if (bytes > MAX_METADATA_BYTES) throw new BadRequestError(`metadata too large for S3 (${bytes} bytes)`);
 }
 
 function clamp(value: number, min: number, max: number): number {
@@ -156,6 +173,7 @@ export class S3Cache implements Cache {
   async create(key: string, options: CreateOptions = {}): Promise<CacheWriter> {
     const objectKey = this.objectKey(key);
     if (options.signal?.aborted) throw abortReason(options.signal);
+    assertMetadataFits(options);
     if (options.ifNoneMatch === '*' || options.ifMatch !== undefined) {
       // Fail fast so a large upload is not wasted; the condition is enforced again by S3 at commit.
       const head = await this.headObject(key, objectKey, options.signal);
