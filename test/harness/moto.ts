@@ -4,7 +4,10 @@
  * Credentials are fake and passed explicitly, so a developer's AWS environment is never read or used.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { delimiter, join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { S3Client, CreateBucketCommand } from '@aws-sdk/client-s3';
 
@@ -58,8 +61,46 @@ async function waitReady(endpoint: string, child: ChildProcess): Promise<boolean
   return false;
 }
 
+/**
+ * moto_server handles requests on threads without locking, so its conditional writes are
+ * check-then-act (two `If-None-Match: *` CompleteMultipartUploads can both succeed) and concurrent puts
+ * of one key can fail with 500 (it closes the old object's buffer while another thread reads it). Real
+ * S3 does neither. This `sitecustomize` (loaded by Python at startup via PYTHONPATH, before moto imports
+ * werkzeug's `run_simple`) serializes request handling and buffers each response inside the lock, so
+ * every S3 call is atomic, while slow clients still only hold the lock for as long as moto computes.
+ */
+const SITECUSTOMIZE = `
+import threading
+try:
+    import werkzeug.serving as _serving
+except Exception:
+    _serving = None
+if _serving is not None:
+    _original_run_simple = _serving.run_simple
+    _lock = threading.Lock()
+
+    def _run_simple(hostname, port, application, *args, **kwargs):
+        def serialized(environ, start_response):
+            with _lock:
+                result = application(environ, start_response)
+                try:
+                    body = [bytes(chunk) for chunk in result]
+                finally:
+                    close = getattr(result, "close", None)
+                    if close is not None:
+                        close()
+            return body
+
+        return _original_run_simple(hostname, port, serialized, *args, **kwargs)
+
+    _serving.run_simple = _run_simple
+`;
+
 async function launch(): Promise<MotoServer | undefined> {
   const port = await freePort();
+  const siteDir = await mkdtemp(join(tmpdir(), 'cachew-moto-'));
+  await writeFile(join(siteDir, 'sitecustomize.py'), SITECUSTOMIZE);
+  const pythonPath = [siteDir, process.env.PYTHONPATH].filter(Boolean).join(delimiter);
   const endpoint = `http://127.0.0.1:${port}`;
   // A shell watchdog: moto_server dies when our stdin pipe closes, i.e. when this process exits for any
   // reason (even SIGKILL or a test-runner timeout), so no server outlives its test file. Its own process
@@ -68,7 +109,13 @@ async function launch(): Promise<MotoServer | undefined> {
   const child = spawn('sh', ['-c', script, 'sh', String(port)], {
     detached: true,
     stdio: ['pipe', 'ignore', 'pipe'],
-    env: { ...process.env, AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test', AWS_DEFAULT_REGION: REGION },
+    env: {
+      ...process.env,
+      PYTHONPATH: pythonPath,
+      AWS_ACCESS_KEY_ID: 'test',
+      AWS_SECRET_ACCESS_KEY: 'test',
+      AWS_DEFAULT_REGION: REGION,
+    },
   });
   let stderrTail = '';
   child.stderr?.on('data', (chunk: Buffer) => {
@@ -88,6 +135,7 @@ async function launch(): Promise<MotoServer | undefined> {
     const timer = setTimeout(() => killGroup(child, 'SIGKILL'), 3_000);
     await exited;
     clearTimeout(timer);
+    await rm(siteDir, { recursive: true, force: true });
   };
 
   if (await waitReady(endpoint, child)) {
