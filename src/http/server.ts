@@ -4,6 +4,7 @@
  */
 import { createServer, type Server, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { setMaxListeners } from 'node:events';
 import type { Handler, RequestContext } from './context.js';
 import { withErrors } from './router.js';
 import type { Logger } from '../util/logger.js';
@@ -25,6 +26,8 @@ export function createHttpServer(handler: Handler, options: { logger: Logger; me
   let inFlight = 0;
   let drained: (() => void) | undefined;
   const hardStop = new AbortController();
+  // Every in-flight request listens on this signal: many listeners are expected, not a leak.
+  setMaxListeners(0, hardStop.signal);
 
   const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
     inFlight++;
