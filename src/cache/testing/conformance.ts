@@ -273,11 +273,12 @@ export function runCacheConformance(
         await put(cache, 'ttl/forever', 'stays');
         assert.ok(meta.expiresAt);
         assert.ok(Math.abs(meta.expiresAt.getTime() - meta.lastModified.getTime() - 300) < 50);
-        // Roughly: a tiered cache's local copy is committed (and starts its TTL) a moment after the original.
+        // Roughly: a tiered cache's local copy is committed (and starts its TTL) a moment after the
+        // original — on a loaded 2-core CI machine that moment has been seen to exceed 250 ms.
         const statExpiry = (await cache.stat('ttl/short'))?.expiresAt;
-        assert.ok(statExpiry && Math.abs(statExpiry.getTime() - meta.expiresAt.getTime()) < 250);
+        assert.ok(statExpiry && Math.abs(statExpiry.getTime() - meta.expiresAt.getTime()) < 1000);
         assert.equal((await openFull(cache, 'ttl/short'))?.toString(), 'short-lived');
-        await sleep(600);
+        await sleep(1500);
         await assertAbsent(cache, 'ttl/short');
         const listed: string[] = [];
         for await (const m of cache.list('ttl/')) listed.push(m.key);
