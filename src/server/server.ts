@@ -47,6 +47,7 @@ export async function startServer(config: CachewConfig, options: { logger?: Logg
   await mkdir(stateDir, { recursive: true });
 
   const cache = await openCache(config, stateDir, logger, metrics);
+  const stopS3Sweeper = startS3Sweeper(cache, logger);
   const upstreams = new UpstreamRegistry(config.upstreams);
   const mirrors = new MirrorManager({
     root: join(stateDir, 'mirrors'),
@@ -109,6 +110,7 @@ export async function startServer(config: CachewConfig, options: { logger?: Logg
       closing ??= (async () => {
         ready = false;
         await http.close(config.shutdownGraceMs);
+        stopS3Sweeper();
         await scheduler.stop();
         await service.drain();
         await mirrors.close();
@@ -142,6 +144,30 @@ async function openCache(config: CachewConfig, stateDir: string, logger: Logger,
       miss: (tier: string) => metrics.cacheMisses.inc({ tier }),
     },
   });
+}
+
+/** Uploads and temp objects older than this are leftovers of a crashed writer (no write takes an hour). */
+const S3_LEFTOVER_AGE_MS = 60 * 60_000;
+
+/**
+ * Periodically aborts multipart uploads and deletes temp objects that a crashed replica left in S3
+ * (a bucket lifecycle rule does the same; see docs/config.md). Returns a stop function.
+ */
+function startS3Sweeper(cache: TieredCache, logger: Logger): () => void {
+  const s3 = cache.authoritative;
+  if (!(s3 instanceof S3Cache)) return () => {};
+  const sweep = (): void => {
+    s3.sweep(S3_LEFTOVER_AGE_MS).then(
+      (report) => logger.debug({ ...report }, 's3 sweep'),
+      (err: unknown) => logger.warn({ err }, 's3 sweep failed'),
+    );
+  };
+  const first = setTimeout(sweep, 10_000).unref();
+  const timer = setInterval(sweep, S3_LEFTOVER_AGE_MS).unref();
+  return () => {
+    clearTimeout(first);
+    clearInterval(timer);
+  };
 }
 
 /** `<root>/<host>/<repo>.git` directories left by an earlier run. */
