@@ -5,9 +5,12 @@
  * Phases are split inside the same run, from generateSnapshot's own debug log ("snapshot pack ready"
  * comes after the tree listing and the deterministic pack; the rest is tar + blob reads + zstd).
  * Separately, the pack-objects call is timed with one thread and with all threads, back to back (all
- * threads is not deterministic, so not an option as is, but it bounds what threading could buy). The baseline's
- * `git clone` of a local path hardlinks the mirror's objects: that is what a naive implementation gets
- * for free, so it is the strongest baseline, not a strawman.
+ * threads is not deterministic, so not an option as is, but it bounds what threading could buy), and
+ * with one thread but reusing the mirror's deltas (bytes then follow how the mirror happens to be
+ * packed, so not deterministic across replicas either: it shows what the delta search costs).
+ *
+ * The baseline's `git clone` of a local path hardlinks the mirror's objects: that is what a naive
+ * implementation gets for free, so it is the strongest baseline, not a strawman.
  */
 import { mkdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
@@ -22,13 +25,14 @@ import { Cleanup, fmtBytes, fmtSeconds, log, median, run, shell, sq, tempDir, ti
 const SECTION = 'generation';
 const HOUR = 3_600_000;
 
-/** pack-objects with our flags but a chosen thread count; returns ms. */
-async function packWithThreads(gitDir: string, commit: string, outDir: string, threads: string): Promise<number> {
+/** pack-objects with our flags but a chosen thread count (and optionally reuse); returns ms. */
+async function packWithThreads(gitDir: string, commit: string, outDir: string, threads: string, reuse = false): Promise<number> {
   await mkdir(outDir, { recursive: true });
+  const noReuse = reuse ? [] : ['--no-reuse-delta', '--no-reuse-object'];
   const { ms } = await timed(() =>
     run(
       'git',
-      ['-c', 'pack.useBitmaps=false', 'pack-objects', '--revs', `--threads=${threads}`, '--no-reuse-delta', '--no-reuse-object', '--window=10', '--depth=50', '--delta-base-offset', '-q', path.join(outDir, 'pack')],
+      ['-c', 'pack.useBitmaps=false', 'pack-objects', '--revs', `--threads=${threads}`, ...noReuse, '--window=10', '--depth=50', '--delta-base-offset', '-q', path.join(outDir, 'pack')],
       { cwd: gitDir, env: cleanGitEnv(), timeoutMs: HOUR, input: `${commit}\n` },
     ),
   );
@@ -59,6 +63,7 @@ export async function benchGeneration(repo: BenchRepo, runs: number, cleanup: Cl
   const ourPack: number[] = [];
   const oneThreadPack: number[] = [];
   const allThreadsPack: number[] = [];
+  const reusePack: number[] = [];
   const naive: number[] = [];
   const naiveClone: number[] = [];
   const naiveTar: number[] = [];
@@ -84,6 +89,7 @@ export async function benchGeneration(repo: BenchRepo, runs: number, cleanup: Cl
         const pairs: Array<() => Promise<void>> = [
           async () => void oneThreadPack.push(await packWithThreads(mirror, repo.head, path.join(work, 'pack-1'), '1')),
           async () => void allThreadsPack.push(await packWithThreads(mirror, repo.head, path.join(work, 'pack-all'), '0')),
+          async () => void reusePack.push(await packWithThreads(mirror, repo.head, path.join(work, 'pack-reuse'), '1', true)),
         ];
         if (i % 2 === 0) pairs.reverse();
         for (const pack of pairs) await pack();
@@ -105,7 +111,7 @@ export async function benchGeneration(repo: BenchRepo, runs: number, cleanup: Cl
     for (const step of steps) await step();
     log(
       `generation run ${i}/${runs}: ours ${fmtSeconds(ours[i - 1])} (pack phase ${fmtSeconds(ourPack[i - 1] ?? Number.NaN)}), ` +
-        `naive ${fmtSeconds(naive[i - 1])}; pack-objects 1 thread ${fmtSeconds(oneThreadPack[i - 1])}, all ${fmtSeconds(allThreadsPack[i - 1])}`,
+        `naive ${fmtSeconds(naive[i - 1])}; pack-objects 1 thread ${fmtSeconds(oneThreadPack[i - 1])}, all ${fmtSeconds(allThreadsPack[i - 1])}, reuse ${fmtSeconds(reusePack[i - 1])}`,
     );
   }
 
@@ -158,6 +164,14 @@ export async function benchGeneration(repo: BenchRepo, runs: number, cleanup: Cl
       ours: fmtSeconds(median(oneThreadPack)),
       baseline: `${fmtSeconds(median(allThreadsPack))} (--threads=0, not deterministic)`,
       ratio: ratio(median(oneThreadPack) / median(allThreadsPack)),
+      aim: '',
+    },
+    {
+      section: SECTION,
+      metric: 'pack-objects alone: no reuse vs reusing the mirror\'s deltas (1 thread)',
+      ours: fmtSeconds(median(oneThreadPack)),
+      baseline: `${fmtSeconds(median(reusePack))} (reuse; bytes follow the mirror's packs)`,
+      ratio: ratio(median(oneThreadPack) / median(reusePack)),
       aim: '',
     },
   ];

@@ -4,8 +4,10 @@
  * the bare pipeline `curl | zstd -d | tar -x` on the immutable URL (the floor for any restore: it
  * does no hashing, no verification and no `git status`).
  */
-import { rm } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
+import { extractTar } from '../src/client/archive.js';
 import { restore } from '../src/client/restore.js';
 import { cleanGitEnv } from '../src/git/command.js';
 import type { ServedSnapshot } from './serving.js';
@@ -27,13 +29,33 @@ export interface RestoreTarget {
   snapshot: ServedSnapshot;
 }
 
+/** `zstd -d` of a local file piped into the client's own tar extractor (no network, no hashing). */
+async function clientExtract(file: string, dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  const zstd = spawn('zstd', ['-d', '-q', '-c', file], { stdio: ['ignore', 'pipe', 'ignore'] });
+  const exited = new Promise<number | null>((resolve, reject) => {
+    zstd.on('error', reject);
+    zstd.on('close', resolve);
+  });
+  try {
+    await extractTar(zstd.stdout, dir);
+  } finally {
+    zstd.kill('SIGKILL');
+  }
+  const code = await exited;
+  if (code !== 0 && code !== null) throw new Error(`zstd -d exited ${code}`);
+}
+
 async function headOf(dir: string): Promise<string> {
   return (await run('git', ['rev-parse', 'HEAD'], { cwd: dir, env: cleanGitEnv(), timeoutMs: 60_000 })).trim();
 }
 
 export async function benchRestore(target: RestoreTarget, runs: number, cleanup: Cleanup): Promise<Row[]> {
   const work = await tempDir(cleanup, 'restore');
-  const times = { ours: [] as number[], clone: [] as number[], curl: [] as number[] };
+  const times = { ours: [] as number[], clone: [] as number[], curl: [] as number[], jsTar: [] as number[], gnuTar: [] as number[] };
+  // A local copy for the extraction-only comparison below.
+  const local = path.join(work, 'snapshot.tar.zst');
+  await shell(`curl -sfS -o ${sq(local)} ${sq(target.snapshot.url)}`, { timeoutMs: HOUR });
   const fetchExtract: number[] = [];
   const finishing: number[] = [];
 
@@ -70,6 +92,14 @@ export async function benchRestore(target: RestoreTarget, runs: number, cleanup:
         await shell(`mkdir -p ${sq(dir)} && curl -sfS ${sq(target.snapshot.url)} | zstd -d -q | tar -x -C ${sq(dir)}`, { timeoutMs: HOUR });
       },
     },
+    // Extraction alone, from the local file: where restore's time goes if it is not the network.
+    { name: 'jsTar', go: (dir) => clientExtract(local, dir) },
+    {
+      name: 'gnuTar',
+      go: async (dir) => {
+        await shell(`mkdir -p ${sq(dir)} && zstd -d -q -c ${sq(local)} | tar -x -C ${sq(dir)}`, { timeoutMs: HOUR });
+      },
+    },
   ];
 
   // One unmeasured round: JIT, page cache and connection setup are not what we compare.
@@ -93,7 +123,10 @@ export async function benchRestore(target: RestoreTarget, runs: number, cleanup:
       times[method.name].push(ms);
       await rm(dir, { recursive: true, force: true });
     }
-    log(`restore run ${i}/${runs}: ours ${fmtSeconds(times.ours[i - 1])}, git clone ${fmtSeconds(times.clone[i - 1])}, curl|zstd|tar ${fmtSeconds(times.curl[i - 1])}`);
+    log(
+      `restore run ${i}/${runs}: ours ${fmtSeconds(times.ours[i - 1])}, git clone ${fmtSeconds(times.clone[i - 1])}, ` +
+        `curl|zstd|tar ${fmtSeconds(times.curl[i - 1])}; local extract: client ${fmtSeconds(times.jsTar[i - 1])}, tar ${fmtSeconds(times.gnuTar[i - 1])}`,
+    );
   }
 
   const ours = median(times.ours);
@@ -119,6 +152,15 @@ export async function benchRestore(target: RestoreTarget, runs: number, cleanup:
       aim: '≤ 1.2×',
       met: ours / curl <= 1.2,
       note: 'restore also verifies the sha256 and runs git status; the pipeline does neither',
+    },
+    {
+      section: SECTION,
+      metric: 'extraction only, local file: client extractTar vs GNU tar',
+      ours: fmtSeconds(median(times.jsTar)),
+      baseline: `${fmtSeconds(median(times.gnuTar))} (zstd -d | tar -x)`,
+      ratio: ratio(median(times.jsTar) / median(times.gnuTar)),
+      aim: '',
+      note: 'both decompress with the zstd CLI; the difference is the extractor',
     },
   ];
 }
