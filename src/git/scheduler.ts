@@ -12,8 +12,11 @@ export interface SchedulerOptions {
   snapshotIntervalMs: number;
   /** How often superseded snapshots are collected. */
   retentionIntervalMs: number;
-  /** Repositories mirrored on disk at start-up, so they are kept fresh before anyone asks again. */
-  initialRepos?: Array<{ host: string; repo: string }>;
+  /**
+   * Every repository mirrored on this replica (including ones only ever cloned through the git
+   * routes), re-read on each tick so new mirrors get snapshots too.
+   */
+  listRepos?: () => Promise<Array<{ host: string; repo: string }>>;
   logger: Logger;
 }
 
@@ -27,7 +30,6 @@ export class Scheduler {
 
   constructor(private readonly options: SchedulerOptions) {
     this.log = options.logger.child({ module: 'scheduler' });
-    for (const r of options.initialRepos ?? []) options.service.known.set(`${r.host}/${r.repo}`, r);
   }
 
   start(): void {
@@ -43,7 +45,13 @@ export class Scheduler {
   runSnapshots(): Promise<void> {
     this.snapshotTick ??= (async () => {
       try {
-        for (const { host, repo } of [...this.options.service.known.values()]) {
+        const known = this.options.service.known;
+        try {
+          for (const r of (await this.options.listRepos?.()) ?? []) known.set(`${r.host}/${r.repo}`, r);
+        } catch (err) {
+          this.log.warn({ err: (err as Error).message }, 'listing mirrors failed');
+        }
+        for (const { host, repo } of [...known.values()]) {
           if (this.abort.signal.aborted) return;
           try {
             await this.options.service.refresh(host, repo, this.abort.signal);

@@ -76,7 +76,7 @@ export async function startServer(config: CachewConfig, options: { logger?: Logg
     service,
     snapshotIntervalMs: config.snapshotIntervalMs,
     retentionIntervalMs: Math.max(1000, Math.min(60_000, Math.floor(config.snapshotGraceMs / 4) || 1000)),
-    initialRepos: await mirroredRepos(join(stateDir, 'mirrors')),
+    listRepos: () => mirroredRepos(join(stateDir, 'mirrors')),
     logger,
   });
 

@@ -89,11 +89,7 @@ export class SnapshotService {
     const mirror = await this.readyMirror(host, repo, signal);
     await mirror.fetchNow({ signal });
     const head = await mirror.defaultBranch();
-    const existing = await this.options.store.record(host, repo, head.commit);
-    if (existing) {
-      // Make sure the pointer names it (it may lag if the earlier publish raced).
-      return existing;
-    }
+    // generate() returns an existing record as is (moving the pointer to it if it lags).
     return this.generate(host, repo, mirror, head.commit, head.name);
   }
 
