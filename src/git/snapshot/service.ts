@@ -43,8 +43,8 @@ export interface CurrentSnapshot {
 export class SnapshotService {
   private readonly generations = new SingleFlight<SnapshotRecord>();
   private readonly refreshes = new SingleFlight<SnapshotRecord | undefined>();
-  /** Repositories with a generation in flight (any commit). */
-  private readonly generatingRepos = new Set<string>();
+  /** Generations in flight per repository (any commit). */
+  private readonly generatingRepos = new Map<string, number>();
   private readonly log: Logger;
   /** Repositories this replica has served, for the scheduler and retention. */
   readonly known = new Map<string, { host: string; repo: string }>();
@@ -160,7 +160,7 @@ export class SnapshotService {
   private scheduleGeneration(host: string, repo: string, mirror: Mirror, commit: string, branch: string, force: boolean): void {
     // Background work never piles up: while any generation of this repository runs, later requests
     // keep serving the current snapshot and the next request or tick schedules again.
-    if (this.generatingRepos.has(`${host}/${repo}`)) return;
+    if ((this.generatingRepos.get(`${host}/${repo}`) ?? 0) > 0) return;
     this.generate(host, repo, mirror, commit, branch, force).catch((err: unknown) => {
       this.log.warn({ err, host, repo, commit }, 'background snapshot generation failed');
     });
@@ -177,7 +177,8 @@ export class SnapshotService {
       await mkdir(this.options.workDir, { recursive: true });
       const file = join(this.options.workDir, `snapshot-${randomUUID()}.tar.zst`);
       const started = Date.now();
-      this.generatingRepos.add(`${host}/${repo}`);
+      const repoKey = `${host}/${repo}`;
+      this.generatingRepos.set(repoKey, (this.generatingRepos.get(repoKey) ?? 0) + 1);
       try {
         const result = await generateSnapshot(
           { gitDir: mirror.gitDir, commit, upstreamUrl: mirror.upstreamUrl, defaultBranch: branch },
@@ -203,7 +204,9 @@ export class SnapshotService {
         this.options.metrics?.snapshotGenerations.inc({ outcome: 'error' });
         throw err;
       } finally {
-        this.generatingRepos.delete(`${host}/${repo}`);
+        const left = (this.generatingRepos.get(repoKey) ?? 1) - 1;
+        if (left > 0) this.generatingRepos.set(repoKey, left);
+        else this.generatingRepos.delete(repoKey);
         await rm(file, { force: true });
       }
     });
