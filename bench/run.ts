@@ -25,7 +25,7 @@ import { ensureBenchRepo, type BenchRepo } from './repo.js';
 import { benchRestore } from './restore.js';
 import { benchServing, type ServedSnapshot } from './serving.js';
 import { markdownTable, skippedRow, textTable, type Row } from './table.js';
-import { Cleanup, envInt, fmtBytes, fmtSeconds, log, run, tempDir, timed } from './util.js';
+import { Cleanup, envInt, fmtBytes, fmtSeconds, killRunning, log, run, tempDir, timed } from './util.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const CACHE = path.join(ROOT, '.bench');
@@ -65,7 +65,7 @@ async function main(cleanup: Cleanup): Promise<void> {
 
   const rows: Row[] = [];
   const section: Section = async (name, fn) => {
-    if (only.length > 0 && name !== 'snapshot' && !only.includes(name)) return;
+    if (exiting || (only.length > 0 && name !== 'snapshot' && !only.includes(name))) return;
     log(`section ${name}`);
     try {
       rows.push(...(await fn()));
@@ -82,6 +82,8 @@ async function main(cleanup: Cleanup): Promise<void> {
   process.stdout.write(`\n${info.join('\n')}\n${repoLine}\n\n${table}\n`);
   const notes = rows.filter((r) => r.note !== undefined).map((r) => `- ${r.section} / ${r.metric}: ${r.note}`);
   const markdown = [...info.map((l) => `- ${l}`), `- ${repoLine}`, '', markdownTable(rows), '', ...notes, ''].join('\n');
+  // An interrupted run's rows are partly failures caused by the interrupt: keep the last real table.
+  if (exiting) return;
   await writeFile(path.join(CACHE, 'last-run.md'), markdown);
   log(`table written to ${path.join(CACHE, 'last-run.md')}`);
 }
@@ -147,10 +149,12 @@ async function serverSections(repo: BenchRepo, runs: number, rows: Row[], sectio
 }
 
 const cleanup = new Cleanup();
+/** Set once the run is ending (normally or by a signal). */
 let exiting = false;
 const finish = (code: number): void => {
   if (exiting) return;
   exiting = true;
+  killRunning();
   // Exit explicitly: keep-alive sockets or a stuck child must not keep the benchmark alive.
   void cleanup.runAll().finally(() => process.exit(code));
 };

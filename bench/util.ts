@@ -57,6 +57,15 @@ export function killGroup(child: ChildProcess, signal: NodeJS.Signals = 'SIGKILL
   }
 }
 
+/** Children of run()/shell() still running, so an interrupted benchmark can kill them on the way out. */
+const running = new Set<ChildProcess>();
+
+/** Kills every still-running run()/shell() child's process group. */
+export function killRunning(): void {
+  for (const child of running) killGroup(child);
+  running.clear();
+}
+
 export interface RunOptions {
   cwd?: string;
   env?: NodeJS.ProcessEnv;
@@ -78,6 +87,7 @@ export function run(command: string, args: string[], options: RunOptions): Promi
   };
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, spawnOptions);
+    running.add(child);
     const out: Buffer[] = [];
     let errTail = '';
     child.stdout?.on('data', (chunk: Buffer) => out.push(chunk));
@@ -97,6 +107,7 @@ export function run(command: string, args: string[], options: RunOptions): Promi
       reject(err);
     });
     child.on('close', (code, signal) => {
+      running.delete(child);
       clearTimeout(timer);
       if (code === 0) resolve(Buffer.concat(out).toString('utf8'));
       else reject(new Error(`${command} ${args.join(' ').slice(0, 200)} failed (${code ?? signal}): ${errTail.trim()}`));
