@@ -31,6 +31,18 @@ export interface ExtractStats {
 }
 
 type Kind = 'dir' | 'file' | 'symlink';
+
+/**
+ * Files up to this size are read into memory and written in the background, up to
+ * MAX_PARALLEL_WRITES at a time, while parsing continues: a snapshot is thousands of small files,
+ * and writing them one after the other spends most of the time waiting on open/write/close round
+ * trips. Memory stays bounded by SMALL_FILE_BYTES × MAX_PARALLEL_WRITES (16 MiB). Larger files are
+ * streamed in order.
+ */
+const SMALL_FILE_BYTES = 512 * 1024;
+const MAX_PARALLEL_WRITES = 32;
+const WRITE_BATCH_BYTES = 1024 * 1024;
+const CREATE_FLAGS = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW;
 /** tar-stream's entry: a streamx Readable of the entry's content with its parsed header. */
 type Entry = Extract extends AsyncIterable<infer T> ? T : never;
 
@@ -84,6 +96,8 @@ export async function extractTar(input: Readable, root: string, options: Extract
     input.destroy();
     tarStream.destroy();
     await feeding.catch(() => undefined);
+    // Settle only once no background write can still touch the tree the caller is about to delete.
+    await extractor.drain().catch(() => undefined);
     throw options.signal?.aborted ? abortReason(options.signal) : err;
   } finally {
     options.signal?.removeEventListener('abort', onAbort);
@@ -124,6 +138,9 @@ class SafeExtractor {
   /** What this archive created, by relative path: the authority for "is a parent a symlink". */
   private readonly kinds = new Map<string, Kind>();
   private readonly directories: Array<{ full: string; depth: number; mode: number; mtime?: Date }> = [];
+  /** Background writes in flight; the first failure is kept and rethrown. */
+  private readonly pending = new Set<Promise<void>>();
+  private failure: { error: unknown } | undefined;
 
   constructor(
     private readonly root: string,
@@ -168,8 +185,27 @@ class SafeExtractor {
     }
   }
 
+  /** Waits for every background write; rethrows the first failure. */
+  async drain(): Promise<void> {
+    while (this.pending.size > 0) await Promise.all([...this.pending]);
+    if (this.failure) throw this.failure.error;
+  }
+
+  /** Runs `task` in the background once fewer than MAX_PARALLEL_WRITES are in flight. */
+  private async background(task: () => Promise<void>): Promise<void> {
+    while (this.pending.size >= MAX_PARALLEL_WRITES) await Promise.race(this.pending);
+    if (this.failure) throw this.failure.error;
+    const running: Promise<void> = task()
+      .catch((error: unknown) => {
+        this.failure ??= { error };
+      })
+      .finally(() => this.pending.delete(running));
+    this.pending.add(running);
+  }
+
   /** Applies directory modes and mtimes last: creating children changes a directory's mtime. */
   async finish(): Promise<void> {
+    await this.drain();
     const deepestFirst = [...this.directories].sort((a, b) => b.depth - a.depth);
     for (const dir of deepestFirst) {
       // Keep the owner's rwx so the caller can still rename and, on failure, delete the tree.
@@ -208,29 +244,67 @@ class SafeExtractor {
   private async writeFile(entry: Entry, full: string, relative: string, header: TarHeader): Promise<void> {
     if (this.kinds.has(relative)) throw new UnsafeArchiveError(`duplicate entry "${header.name}"`);
     this.kinds.set(relative, 'file');
+    const mode = (header.mode ?? 0o644) & 0o777;
+    const size = header.size ?? 0;
+    this.stats.files++;
+    this.stats.bytes += size;
+    if (size <= SMALL_FILE_BYTES) {
+      const pieces: Buffer[] = [];
+      for await (const piece of entry as AsyncIterable<Buffer>) pieces.push(piece);
+      const content = pieces.length === 1 ? pieces[0] : Buffer.concat(pieces);
+      await this.background(() => writeWhole(full, content, mode, header.mtime));
+      return;
+    }
     // O_EXCL: fails rather than following a symlink or truncating something that exists.
-    const handle = await fs.open(full, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, 0o600);
+    const handle = await fs.open(full, CREATE_FLAGS, 0o600);
     try {
+      // tar-stream hands out small pieces; one write per ~1 MiB saves thousands of round trips.
+      let batch: Buffer[] = [];
+      let batched = 0;
       for await (const piece of entry as AsyncIterable<Buffer>) {
-        let written = 0;
-        while (written < piece.length) {
-          written += (await handle.write(piece, written, piece.length - written)).bytesWritten;
+        batch.push(piece);
+        batched += piece.length;
+        if (batched >= WRITE_BATCH_BYTES) {
+          await writeAll(handle, Buffer.concat(batch, batched));
+          batch = [];
+          batched = 0;
         }
       }
-      await handle.chmod((header.mode ?? 0o644) & 0o777);
+      if (batched > 0) await writeAll(handle, Buffer.concat(batch, batched));
+      await handle.chmod(mode);
       if (header.mtime) await handle.utimes(header.mtime, header.mtime);
     } finally {
       await handle.close();
     }
-    this.stats.files++;
-    this.stats.bytes += header.size ?? 0;
   }
 
   private async makeSymlink(full: string, relative: string, header: TarHeader): Promise<void> {
     if (this.kinds.has(relative)) throw new UnsafeArchiveError(`duplicate entry "${header.name}"`);
     if (!header.linkname) throw new UnsafeArchiveError(`symlink "${header.name}" without a target`);
     this.kinds.set(relative, 'symlink');
-    await fs.symlink(header.linkname, full);
-    if (header.mtime) await fs.lutimes(full, header.mtime, header.mtime);
+    const { linkname, mtime } = header;
+    await this.background(async () => {
+      await fs.symlink(linkname, full);
+      if (mtime) await fs.lutimes(full, mtime, mtime);
+    });
+  }
+}
+
+/** Creates a new file (never through a symlink, never over anything) with its content, mode and mtime. */
+async function writeWhole(full: string, content: Buffer, mode: number, mtime: Date | undefined): Promise<void> {
+  const handle = await fs.open(full, CREATE_FLAGS, 0o600);
+  try {
+    await writeAll(handle, content);
+    await handle.chmod(mode);
+    if (mtime) await handle.utimes(mtime, mtime);
+  } finally {
+    await handle.close();
+  }
+}
+
+async function writeAll(handle: fs.FileHandle, data: Buffer): Promise<void> {
+  let written = 0;
+  while (written < data.length) {
+    written += (await handle.write(data, written, data.length - written)).bytesWritten;
   }
 }
