@@ -67,6 +67,7 @@ export async function startServer(config: CachewConfig, options: { logger?: Logg
     store,
     mirrors,
     workDir: join(stateDir, 'tmp'),
+    packDir: join(stateDir, 'packs'),
     graceMs: config.snapshotGraceMs,
     bundleTtlMs: config.bundleTtlMs,
     logger,

@@ -184,7 +184,7 @@ void describe('generateSnapshot', { timeout: 120_000 }, () => {
 
   void it('names its format with the tool versions', async () => {
     const id = await snapshotFormatId();
-    assert.match(id, /^cachew-snapshot-v1;zstd-\d+\.\d+\.\d+;git-\d+\.\d+/);
+    assert.match(id, /^cachew-snapshot-v2;zstd-\d+\.\d+\.\d+;git-\d+\.\d+/);
     assert.equal(await snapshotFormatId(), id);
   });
 });

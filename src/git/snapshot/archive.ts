@@ -4,7 +4,10 @@
  * The archive is assembled rather than copied from a checkout, so that every byte is a function of
  * (upstream URL, commit, format version, zstd and git versions):
  *   1. `.git/` metadata with fixed text (git-dir-files.ts);
- *   2. `.git/objects/pack/pack-<hash>.{idx,pack}`: a single-threaded, no-reuse pack (deterministic-pack.ts);
+ *   2. `.git/objects/pack/pack-<hash>.{idx,pack}`: one or two single-threaded, no-reuse packs, in name
+ *      order: the full pack of the commit, or (first-parent depth > K) the full pack of its checkpoint
+ *      ancestor plus the commit's increment over it; the checkpoint pack may come from a local cache
+ *      (checkpoint.ts, deterministic-pack.ts);
  *   3. `.git/index` written by us with synthetic stat data (git-index.ts);
  *   4. the work tree in index order, blobs streamed from one `git cat-file --batch` (blob-reader.ts);
  * all as tar entries with fixed headers (tar-writer.ts): mtime = the commit's committer time, owner
@@ -28,7 +31,8 @@ import { runGit } from '../command.js';
 import { BadRequestError, CachewError, GitCommandError, NotFoundError, abortReason } from '../../util/errors.js';
 import { silentLogger, type Logger } from '../../util/logger.js';
 import { BlobReader } from './blob-reader.js';
-import { writeDeterministicPack, type PackFiles } from './deterministic-pack.js';
+import { writeSnapshotPacks } from './checkpoint.js';
+import type { PackFiles } from './deterministic-pack.js';
 import { gitDirEntries, type GitDirEntry } from './git-dir-files.js';
 import { gitIndexChunks, gitIndexSize, sortIndexEntries } from './git-index.js';
 import { TAR_END, encodeTarHeader, tarPadding } from './tar-writer.js';
@@ -58,6 +62,12 @@ export interface GenerateSnapshotOptions {
   logger?: Logger;
   /** Where the temporary pack goes (default: the directory of `outPath`, same filesystem). */
   tmpDir?: string;
+  /**
+   * This repository's checkpoint-pack cache directory (checkpoint.ts): the checkpoint's pack is taken
+   * from `<packCacheDir>/<checkpoint>/` when valid, else computed and stored there (other checkpoints
+   * in it are deleted). Same bytes either way; without it the checkpoint is packed in scratch.
+   */
+  packCacheDir?: string;
 }
 
 /** Symlink targets are read whole to build the tar header; real ones are at most PATH_MAX. */
@@ -89,9 +99,10 @@ export async function generateSnapshot(
     const commitTime = await committerTime(gitDir, commit, signal);
     const tree = sortIndexEntries(await listTree(gitDir, commit, signal));
     for (const entry of tree) assertSafePath(entry.path);
-    const pack = await writeDeterministicPack(gitDir, commit, scratch, signal);
-    log.debug({ commit, paths: tree.length, packBytes: pack.packSize, ms: Date.now() - started }, 'snapshot pack ready');
-    const tar = tarEntries({ gitDir, tree, metadata, pack, commitTime, signal });
+    const packs = await writeSnapshotPacks(gitDir, commit, scratch, { signal, logger: options.logger, packCacheDir: options.packCacheDir });
+    const packBytes = packs.reduce((sum, p) => sum + p.packSize, 0);
+    log.debug({ commit, paths: tree.length, packs: packs.length, packBytes, ms: Date.now() - started }, 'snapshot pack ready');
+    const tar = tarEntries({ gitDir, tree, metadata, packs, commitTime, signal });
     const { sha256, size } = await compressToFile(tar, outPath, signal);
     log.debug({ commit, size, ms: Date.now() - started }, 'snapshot archive written');
     return { sha256, size, commit };
@@ -134,7 +145,8 @@ interface TarInput {
   gitDir: string;
   tree: TreeEntry[];
   metadata: GitDirEntry[];
-  pack: PackFiles;
+  /** In name order (writeSnapshotPacks sorts them). */
+  packs: PackFiles[];
   commitTime: number;
   signal?: AbortSignal;
 }
@@ -151,9 +163,10 @@ async function* tarEntries(input: TarInput): AsyncGenerator<Buffer> {
       yield tarPadding(entry.content.length);
     }
   }
-  const { pack } = input;
-  yield* fileFromDisk(`.git/objects/pack/pack-${pack.hash}.idx`, pack.idxPath, pack.idxSize, mtime);
-  yield* fileFromDisk(`.git/objects/pack/pack-${pack.hash}.pack`, pack.packPath, pack.packSize, mtime);
+  for (const pack of input.packs) {
+    yield* fileFromDisk(`.git/objects/pack/pack-${pack.hash}.idx`, pack.idxPath, pack.idxSize, mtime);
+    yield* fileFromDisk(`.git/objects/pack/pack-${pack.hash}.pack`, pack.packPath, pack.packSize, mtime);
+  }
 
   const indexSize = gitIndexSize(input.tree);
   yield encodeTarHeader({ path: '.git/index', type: 'file', mode: 0o644, size: indexSize, mtime: mtime + 1 });

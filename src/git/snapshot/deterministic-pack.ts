@@ -1,5 +1,6 @@
 /**
- * Builds a byte-stable pack (+ .idx) of every object reachable from one commit.
+ * Builds a byte-stable pack (+ .idx) of every object reachable from one commit, or (with `exclude`)
+ * of the objects reachable from it but not from an ancestor: a checkpoint's increment (checkpoint.ts).
  *
  * Measured here with git 2.39: `pack-objects` with one thread and no reuse of the mirror's existing
  * deltas/objects produces identical bytes from independently cloned, differently repacked mirrors; with
@@ -37,13 +38,26 @@ const PINNED_CONFIG = [
   'pack.indexVersion=2',
 ];
 
-/** Writes `pack-<hash>.pack` and `.idx` for `commit` into the (empty, private) directory `outDir`. */
+export interface DeterministicPackOptions {
+  signal?: AbortSignal;
+  /**
+   * Leave out what is reachable from this commit (an ancestor of `commit`). The pack is still
+   * self-contained (never `--thin`): a pack inside a repository must not depend on other packs.
+   */
+  exclude?: string;
+}
+
+/**
+ * Writes `pack-<hash>.pack` and `.idx` for `commit` (minus `options.exclude`) into the (empty,
+ * private) directory `outDir`.
+ */
 export async function writeDeterministicPack(
   gitDir: string,
   commit: string,
   outDir: string,
-  signal?: AbortSignal,
+  options: DeterministicPackOptions = {},
 ): Promise<PackFiles> {
+  const { signal, exclude } = options;
   const args = [
     ...PINNED_CONFIG.flatMap((kv) => ['-c', kv]),
     'pack-objects',
@@ -58,7 +72,7 @@ export async function writeDeterministicPack(
     '-q',
     join(outDir, 'pack'),
   ];
-  const out = await runGit(args, { cwd: gitDir, env: PURE_OBJECT_ENV, signal, input: `${commit}\n` });
+  const out = await runGit(args, { cwd: gitDir, env: PURE_OBJECT_ENV, signal, input: revisions(commit, exclude) });
   const hash = out.trim();
   if (!/^[0-9a-f]{40}$/.test(hash)) throw new Error(`unexpected pack-objects output: ${hash.slice(0, 100)}`);
   const names = await readdir(outDir);
@@ -70,4 +84,9 @@ export async function writeDeterministicPack(
   const idxPath = join(outDir, `pack-${hash}.idx`);
   const [packStat, idxStat] = await Promise.all([stat(packPath), stat(idxPath)]);
   return { hash, packPath, packSize: packStat.size, idxPath, idxSize: idxStat.size };
+}
+
+/** pack-objects `--revs` input: the commit, and the excluded ancestor as a negative revision. */
+function revisions(commit: string, exclude: string | undefined): string {
+  return exclude === undefined ? `${commit}\n` : `${commit}\n^${exclude}\n`;
 }

@@ -27,6 +27,11 @@ export interface SnapshotServiceOptions {
   mirrors: MirrorManager;
   /** Scratch space for archives being generated (same filesystem as the disk tier is best). */
   workDir: string;
+  /**
+   * Root of the per-repository checkpoint-pack caches (`<packDir>/<host>/<repo>/`, ':' in the host
+   * replaced by '_'), which make regeneration after a new commit cheap; unset: no cache.
+   */
+  packDir?: string;
   graceMs: number;
   bundleTtlMs: number;
   logger: Logger;
@@ -183,7 +188,7 @@ export class SnapshotService {
         const result = await generateSnapshot(
           { gitDir: mirror.gitDir, commit, upstreamUrl: mirror.upstreamUrl, defaultBranch: branch },
           file,
-          { logger: this.log },
+          { logger: this.log, packCacheDir: this.packCacheDir(host, repo) },
         );
         const record = await this.options.store.publish({
           host,
@@ -210,6 +215,11 @@ export class SnapshotService {
         await rm(file, { force: true });
       }
     });
+  }
+
+  private packCacheDir(host: string, repo: string): string | undefined {
+    const root = this.options.packDir;
+    return root === undefined ? undefined : join(root, host.replace(/:/g, '_'), repo);
   }
 
   private async collectGarbageFor(host: string, repo: string): Promise<void> {
