@@ -9,15 +9,17 @@
  * with one thread but reusing the mirror's deltas (bytes then follow how the mirror happens to be
  * packed, so not deterministic across replicas either: it shows what the delta search costs).
  *
+ * Then regeneration after one new commit with the checkpoint pack cached (regeneration.ts).
+ *
  * The baseline's `git clone` of a local path hardlinks the mirror's objects: that is what a naive
  * implementation gets for free, so it is the strongest baseline, not a strawman.
  */
 import { mkdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { cleanGitEnv } from '../src/git/command.js';
-import { pino } from 'pino';
 import { generateSnapshot } from '../src/git/snapshot/archive.js';
-import type { Logger } from '../src/util/logger.js';
+import { phaseLogger } from './phase-logger.js';
+import { benchRegeneration } from './regeneration.js';
 import type { BenchRepo } from './repo.js';
 import { ratio, type Row } from './table.js';
 import { Cleanup, fmtBytes, fmtSeconds, log, median, run, shell, sq, tempDir, timed } from './util.js';
@@ -40,18 +42,6 @@ async function packWithThreads(gitDir: string, commit: string, outDir: string, t
   return ms;
 }
 
-/** A debug-level logger that hands each record's `msg` and `ms` to `onRecord`, for phase timing. */
-function phaseLogger(onRecord: (msg: string, ms: number) => void): Logger {
-  return pino(
-    { level: 'debug', base: undefined },
-    {
-      write(line: string) {
-        const record = JSON.parse(line) as { msg?: string; ms?: number };
-        if (typeof record.msg === 'string' && typeof record.ms === 'number') onRecord(record.msg, record.ms);
-      },
-    },
-  );
-}
 
 export async function benchGeneration(repo: BenchRepo, runs: number, cleanup: Cleanup): Promise<Row[]> {
   const work = await tempDir(cleanup, 'generation');
@@ -123,6 +113,8 @@ export async function benchGeneration(repo: BenchRepo, runs: number, cleanup: Cl
   const timeRatio = oursMs / naiveMs;
   // Cross-check the archive is deterministic across runs while we are at it.
   const deterministic = digests.size === 1;
+  // Last: it moves the mirror's main to a new commit.
+  const regeneration = await benchRegeneration({ mirror, head: repo.head, work, runs });
   return [
     {
       section: SECTION,
@@ -174,5 +166,6 @@ export async function benchGeneration(repo: BenchRepo, runs: number, cleanup: Cl
       ratio: ratio(median(oneThreadPack) / median(reusePack)),
       aim: '',
     },
+    ...regeneration,
   ];
 }

@@ -4,8 +4,9 @@
  *
  * Shape (for the default 120 MB): about 75% of the working tree is a few thousand source-like text
  * files of mixed sizes, 25% binary-ish files of 1–4 MiB (half incompressible, half 2:1 compressible),
- * a few executable scripts and symlinks; then five more commits that each edit ~6% of the text files,
- * add and delete some, and replace one binary. Objects are streamed into `git fast-import` (nothing
+ * a few executable scripts and symlinks; then 130 small commits (a few text files edited, one added),
+ * so the history is deeper than a snapshot checkpoint interval (64 first-parent commits), and five
+ * more commits that each edit ~6% of the text files, add and delete some, and replace one binary. Objects are streamed into `git fast-import` (nothing
  * touches a work tree), then `git repack -adf` gives the well-deltified pack a real host would serve.
  * Fixed seeds and dates make the commit ids a pure function of the size.
  */
@@ -18,7 +19,10 @@ import { Rng, binaryContent, editText, textContent } from './content.js';
 import { MiB, log, run } from './util.js';
 
 /** Bump when the generator changes, so stale caches are not reused. */
-const GENERATOR_VERSION = 1;
+const GENERATOR_VERSION = 2;
+/** Small commits after the initial import: the history must reach past two snapshot checkpoints. */
+const SMALL_COMMITS = 130;
+/** The big edit commits that end the history. */
 const EXTRA_COMMITS = 5;
 const EPOCH = 1_700_000_000;
 
@@ -70,7 +74,7 @@ export async function ensureBenchRepo(sizeMb: number, cacheRoot: string): Promis
     sizeMb,
     files: files.size,
     treeBytes: [...files.values()].reduce((sum, f) => sum + f.content.length, 0),
-    commits: 1 + EXTRA_COMMITS,
+    commits: 1 + SMALL_COMMITS + EXTRA_COMMITS,
     head,
     packBytes,
   };
@@ -111,7 +115,11 @@ async function fastImport(gitDir: string, sizeMb: number): Promise<Map<string, F
     const budget = sizeMb * 1_000_000;
     initialTree(rng, budget, files);
     await writeCommit(write, 1, 'initial import', [...files.entries()].map(([p, f]) => ({ path: p, file: f })), []);
-    for (let n = 2; n <= 1 + EXTRA_COMMITS; n++) {
+    for (let n = 2; n <= 1 + SMALL_COMMITS; n++) {
+      const changed = smallChange(rng, files, n);
+      await writeCommit(write, n, `small change ${n}: ${changed.length} files`, changed, []);
+    }
+    for (let n = 2 + SMALL_COMMITS; n <= 1 + SMALL_COMMITS + EXTRA_COMMITS; n++) {
       const { changed, deleted } = evolve(rng, files, n);
       await writeCommit(write, n, `change set ${n}: ${changed.length} files changed, ${deleted.length} removed`, changed, deleted);
     }
@@ -160,6 +168,20 @@ function textPath(rng: Rng, i: number): string {
   const pkg = Math.floor(i / 60);
   const ext = rng.pick(['ts', 'ts', 'ts', 'tsx', 'js', 'md']);
   return `packages/pkg-${pkg}/src/${rng.pick(['core', 'util', 'api', 'model', 'io'])}/file-${i}.${ext}`;
+}
+
+/** A small everyday commit: edits 1–3 text files and adds one (`files` is mutated in place). */
+function smallChange(rng: Rng, files: Map<string, FileState>, n: number): Array<{ path: string; file: FileState }> {
+  const textPaths = [...files.keys()].filter((p) => p.startsWith('packages/'));
+  const changed = new Map<string, FileState>();
+  for (let i = rng.int(1, 3); i > 0; i--) {
+    const p = rng.pick(textPaths);
+    const old = changed.get(p) ?? files.get(p);
+    if (old !== undefined) changed.set(p, { mode: old.mode, content: editText(rng, old.content) });
+  }
+  changed.set(textPath(rng, 2_000_000 + n), { mode: '100644', content: textContent(rng, rng.int(300, 4000)) });
+  for (const [p, f] of changed) files.set(p, f);
+  return [...changed.entries()].map(([p, f]) => ({ path: p, file: f }));
 }
 
 /** One commit's worth of change to `files` (mutated in place). */

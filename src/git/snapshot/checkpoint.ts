@@ -94,6 +94,9 @@ export async function writeSnapshotPacks(gitDir: string, commit: string, scratch
     }
   }
   const pack2 = await writeDeterministicPack(gitDir, commit, await subdir('increment'), { signal, exclude: checkpoint });
-  log.debug({ commit, depth: plan.depth, checkpoint, checkpointDepth: plan.checkpoint.depth, cached }, 'checkpoint packs ready');
+  log.debug(
+    { commit, depth: plan.depth, checkpoint, checkpointDepth: plan.checkpoint.depth, cached, checkpointBytes: pack1.packSize, incrementBytes: pack2.packSize },
+    'checkpoint packs ready',
+  );
   return [pack1, pack2].sort((a, b) => (a.hash < b.hash ? -1 : a.hash > b.hash ? 1 : 0));
 }
