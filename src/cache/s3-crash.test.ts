@@ -8,10 +8,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { HeadObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
-import { createBucket, s3ClientFor, startMoto, type MotoServer } from '../../test/harness/moto.js';
+import { useMotoBucket, type MotoServer } from '../../test/harness/moto.js';
 import { S3Cache, type SweepResult } from './s3.js';
 import { hashStream, pseudoRandomBytes, sha256 } from './testing/data.js';
 
@@ -57,15 +57,9 @@ let moto: MotoServer;
 let client: S3Client;
 let counter = 0;
 
-before(async () => {
-  moto = await startMoto();
-  client = s3ClientFor(moto);
-  await createBucket(moto, BUCKET);
-});
-
-after(async () => {
-  client?.destroy();
-  await moto?.stop();
+useMotoBucket(BUCKET, (m, c) => {
+  moto = m;
+  client = c;
 });
 
 function startChild(prefix: string, mode: Mode): ChildProcess {

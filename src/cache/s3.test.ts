@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import {
   DeleteObjectsCommand,
   HeadObjectCommand,
@@ -9,7 +9,7 @@ import {
   ListObjectsV2Command,
   S3Client,
 } from '@aws-sdk/client-s3';
-import { createBucket, s3ClientFor, startMoto, type MotoServer } from '../../test/harness/moto.js';
+import { s3ClientFor, useMotoBucket, type MotoServer } from '../../test/harness/moto.js';
 import { S3Cache, type S3CacheOptions } from './s3.js';
 import { runCacheConformance } from './testing/conformance.js';
 import { generatedStream, hashStream, pseudoRandomBytes, readAll, sha256 } from './testing/data.js';
@@ -22,15 +22,9 @@ let moto: MotoServer;
 let client: S3Client;
 let counter = 0;
 
-before(async () => {
-  moto = await startMoto();
-  client = s3ClientFor(moto);
-  await createBucket(moto, BUCKET);
-});
-
-after(async () => {
-  client?.destroy();
-  await moto?.stop();
+useMotoBucket(BUCKET, (m, c) => {
+  moto = m;
+  client = c;
 });
 
 /** Everything under `prefix/` (including temp objects), as full object keys. */

@@ -4,9 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { DeleteObjectsCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
-import { createBucket, s3ClientFor, startMoto, type MotoServer } from '../../test/harness/moto.js';
+import { s3ClientFor, useMotoBucket, type MotoServer } from '../../test/harness/moto.js';
 import { DiskCache } from './disk.js';
 import { MemoryCache } from './memory.js';
 import { S3Cache } from './s3.js';
@@ -22,15 +22,9 @@ let moto: MotoServer;
 let client: S3Client;
 let counter = 0;
 
-before(async () => {
-  moto = await startMoto();
-  client = s3ClientFor(moto);
-  await createBucket(moto, BUCKET);
-});
-
-after(async () => {
-  client?.destroy();
-  await moto?.stop();
+useMotoBucket(BUCKET, (m, c) => {
+  moto = m;
+  client = c;
 });
 
 async function removeAll(prefix: string): Promise<void> {

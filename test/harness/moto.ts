@@ -3,6 +3,7 @@
  *
  * Credentials are fake and passed explicitly, so a developer's AWS environment is never read or used.
  */
+import { after, before } from 'node:test';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
@@ -173,4 +174,23 @@ export async function createBucket(moto: MotoServer, bucket: string): Promise<vo
   } finally {
     client.destroy();
   }
+}
+
+/**
+ * For a test file: starts moto with one bucket before its tests and stops it after them, handing the
+ * server and a client to `onReady` (the file keeps them in its own variables).
+ */
+export function useMotoBucket(bucket: string, onReady: (moto: MotoServer, client: S3Client) => void): void {
+  let moto: MotoServer | undefined;
+  let client: S3Client | undefined;
+  before(async () => {
+    moto = await startMoto();
+    client = s3ClientFor(moto);
+    await createBucket(moto, bucket);
+    onReady(moto, client);
+  });
+  after(async () => {
+    client?.destroy();
+    await moto?.stop();
+  });
 }
