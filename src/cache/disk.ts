@@ -26,6 +26,7 @@ import { Readable } from 'node:stream';
 import type { Cache, CacheWriter, CreateOptions, ObjectMeta, OpenOptions, OpenResult } from './cache.js';
 import { evaluateConditionals } from './conditional.js';
 import { encodeTrailer, readTrailer } from './disk-format.js';
+import { LruIndex, isExpired } from './lru-index.js';
 import { StreamingWriter, type WriteTarget, type WrittenBytes } from './hashing-sink.js';
 import { KeyedMutex } from './key-lock.js';
 import { assertValidKey, isValidKey } from './keys.js';
@@ -55,9 +56,8 @@ interface IndexEntry {
 export class DiskCache implements Cache {
   readonly name = 'disk';
   /** Map order is the LRU order: the first entry is the least recently used. */
-  private readonly index = new Map<string, IndexEntry>();
+  private readonly index = new LruIndex<IndexEntry>((entry) => entry.fileBytes);
   private readonly locks = new KeyedMutex();
-  private totalBytes = 0;
   private evicting = false;
   private sweepTimer?: NodeJS.Timeout;
   private readonly tmpDir: string;
@@ -90,7 +90,7 @@ export class DiskCache implements Cache {
 
   /** Bytes of object files currently indexed. */
   get usedBytes(): number {
-    return this.totalBytes;
+    return this.index.totalBytes;
   }
 
   /** The file that holds `key` (whether or not it exists). */
@@ -157,7 +157,7 @@ export class DiskCache implements Cache {
     if (signal?.aborted) throw abortReason(signal);
     this.assertKey(key);
     return this.locks.run(key, async () => {
-      const entry = this.index.get(key);
+      const entry = this.index.peek(key);
       if (!entry) return false;
       await unlinkIfPresent(this.pathOf(key));
       this.dropFromIndex(key);
@@ -166,7 +166,7 @@ export class DiskCache implements Cache {
   }
 
   async *list(prefix: string, signal?: AbortSignal): AsyncIterable<ObjectMeta> {
-    for (const [key, entry] of [...this.index]) {
+    for (const [key, entry] of this.index.snapshot()) {
       if (signal?.aborted) throw abortReason(signal);
       if (key.startsWith(prefix) && !isExpired(entry.meta)) yield entry.meta;
     }
@@ -219,16 +219,14 @@ export class DiskCache implements Cache {
       }
       // Past the point of no return: nothing below may throw.
       await fsyncDirectory(dirname(path)).catch((err: unknown) => this.logger.warn({ err, key }, 'fsync of directory failed'));
-      this.dropFromIndex(key);
       this.index.set(key, entry);
-      this.totalBytes += entry.fileBytes;
     });
     await this.evictToLimit();
   }
 
   /** The unexpired entry for `key`; an expired one is removed in the background. */
   private live(key: string): IndexEntry | undefined {
-    const entry = this.index.get(key);
+    const entry = this.index.peek(key);
     if (!entry) return undefined;
     if (isExpired(entry.meta)) {
       void this.forget(key, entry);
@@ -239,10 +237,7 @@ export class DiskCache implements Cache {
 
   private touch(key: string): IndexEntry | undefined {
     const entry = this.live(key);
-    if (entry) {
-      this.index.delete(key);
-      this.index.set(key, entry);
-    }
+    if (entry) this.index.touch(key);
     return entry;
   }
 
@@ -250,7 +245,7 @@ export class DiskCache implements Cache {
   private async forget(key: string, entry: IndexEntry): Promise<void> {
     try {
       await this.locks.run(key, async () => {
-        if (this.index.get(key) !== entry) return;
+        if (this.index.peek(key) !== entry) return;
         await unlinkIfPresent(this.pathOf(key));
         this.dropFromIndex(key);
       });
@@ -260,10 +255,7 @@ export class DiskCache implements Cache {
   }
 
   private dropFromIndex(key: string): void {
-    const entry = this.index.get(key);
-    if (!entry) return;
     this.index.delete(key);
-    this.totalBytes -= entry.fileBytes;
   }
 
   /** Evicts least recently used objects until the files fit in `limitBytes`. Never throws. */
@@ -271,14 +263,14 @@ export class DiskCache implements Cache {
     if (this.evicting) return;
     this.evicting = true;
     try {
-      while (this.totalBytes > this.limitBytes) {
-        const first = this.index.entries().next();
-        if (first.done) break;
-        const [key, entry] = first.value;
+      while (this.index.totalBytes > this.limitBytes) {
+        const oldest = this.index.oldest();
+        if (!oldest) break;
+        const [key, entry] = oldest;
         this.logger.debug({ key, size: entry.fileBytes }, 'evicting');
         await this.forget(key, entry);
         // forget() may have skipped a concurrently replaced entry; make sure the loop progresses.
-        if (this.index.get(key) === entry) this.dropFromIndex(key);
+        if (this.index.peek(key) === entry) this.dropFromIndex(key);
       }
     } finally {
       this.evicting = false;
@@ -286,7 +278,7 @@ export class DiskCache implements Cache {
   }
 
   private async sweepExpired(): Promise<void> {
-    for (const [key, entry] of [...this.index]) {
+    for (const [key, entry] of this.index.snapshot()) {
       if (isExpired(entry.meta)) await this.forget(key, entry);
     }
   }
@@ -309,11 +301,8 @@ export class DiskCache implements Cache {
     };
     await walk(this.root);
     found.sort((a, b) => a.atimeMs - b.atimeMs);
-    for (const { key, entry } of found) {
-      this.index.set(key, entry);
-      this.totalBytes += entry.fileBytes;
-    }
-    this.logger.info({ objects: this.index.size, bytes: this.totalBytes }, 'disk cache index rebuilt');
+    for (const { key, entry } of found) this.index.set(key, entry);
+    this.logger.info({ objects: this.index.size, bytes: this.index.totalBytes }, 'disk cache index rebuilt');
   }
 
   private async load(key: string, path: string): Promise<{ entry: IndexEntry; atimeMs: number } | undefined> {
@@ -393,10 +382,6 @@ class DiskWriteTarget implements WriteTarget {
     }
     await unlinkIfPresent(this.tmpPath).catch(() => undefined);
   }
-}
-
-function isExpired(meta: ObjectMeta): boolean {
-  return meta.expiresAt !== undefined && meta.expiresAt.getTime() <= Date.now();
 }
 
 function isErrno(err: unknown, code: string): boolean {

@@ -17,6 +17,7 @@
 import { Readable } from 'node:stream';
 import type { Cache, CacheWriter, CreateOptions, ObjectMeta, OpenOptions, OpenResult } from './cache.js';
 import { evaluateConditionals } from './conditional.js';
+import { LruIndex, isExpired } from './lru-index.js';
 import { StreamingWriter, type WriteTarget, type WrittenBytes } from './hashing-sink.js';
 import { assertValidKey } from './keys.js';
 import { AlreadyExistsError, PreconditionFailedError, abortReason } from '../util/errors.js';
@@ -39,8 +40,7 @@ interface Entry {
 /** An in-process, LRU-by-bytes cache with TTL. See the module comment for the oversized-object rule. */
 export class MemoryCache implements Cache {
   readonly name = 'memory';
-  private readonly entries = new Map<string, Entry>();
-  private totalBytes = 0;
+  private readonly entries = new LruIndex<Entry>((entry) => entry.meta.size);
   /** Upper bound on the bytes of committed objects held. */
   readonly limitBytes: number;
   private readonly logger: Logger;
@@ -52,7 +52,7 @@ export class MemoryCache implements Cache {
 
   /** Bytes currently held by committed objects. */
   get usedBytes(): number {
-    return this.totalBytes;
+    return this.entries.totalBytes;
   }
 
   async stat(key: string, signal?: AbortSignal): Promise<ObjectMeta | undefined> {
@@ -104,7 +104,7 @@ export class MemoryCache implements Cache {
 
   async *list(prefix: string, signal?: AbortSignal): AsyncIterable<ObjectMeta> {
     // Snapshot the keys so concurrent writes cannot disturb the iteration.
-    for (const key of [...this.entries.keys()]) {
+    for (const [key] of this.entries.snapshot()) {
       if (signal?.aborted) throw abortReason(signal);
       if (!key.startsWith(prefix)) continue;
       const entry = this.live(key);
@@ -114,7 +114,6 @@ export class MemoryCache implements Cache {
 
   close(): Promise<void> {
     this.entries.clear();
-    this.totalBytes = 0;
     return Promise.resolve();
   }
 
@@ -135,18 +134,18 @@ export class MemoryCache implements Cache {
       return;
     }
     this.entries.set(key, { meta, blocks });
-    this.totalBytes += meta.size;
-    for (const [victim] of this.entries) {
-      if (this.totalBytes <= this.limitBytes) break;
-      this.remove(victim);
+    while (this.entries.totalBytes > this.limitBytes) {
+      const victim = this.entries.oldest();
+      if (!victim) break;
+      this.remove(victim[0]);
     }
   }
 
   /** The unexpired entry for `key`; expired entries are dropped on sight. */
   private live(key: string): Entry | undefined {
-    const entry = this.entries.get(key);
+    const entry = this.entries.peek(key);
     if (!entry) return undefined;
-    if (entry.meta.expiresAt && entry.meta.expiresAt.getTime() <= Date.now()) {
+    if (isExpired(entry.meta)) {
       this.remove(key);
       return undefined;
     }
@@ -156,18 +155,12 @@ export class MemoryCache implements Cache {
   /** Like live(), and marks the entry most recently used (Map order is the LRU order). */
   private touch(key: string): Entry | undefined {
     const entry = this.live(key);
-    if (entry) {
-      this.entries.delete(key);
-      this.entries.set(key, entry);
-    }
+    if (entry) this.entries.touch(key);
     return entry;
   }
 
   private remove(key: string): void {
-    const entry = this.entries.get(key);
-    if (!entry) return;
     this.entries.delete(key);
-    this.totalBytes -= entry.meta.size;
   }
 }
 

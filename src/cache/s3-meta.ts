@@ -72,7 +72,4 @@ export function decodeMetadata(
   return meta;
 }
 
-/** True when `meta` has passed its TTL at `now`. */
-export function isExpired(meta: ObjectMeta, now = Date.now()): boolean {
-  return meta.expiresAt !== undefined && meta.expiresAt.getTime() <= now;
-}
+export { isExpired } from './lru-index.js';

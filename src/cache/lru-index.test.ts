@@ -1,0 +1,32 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { LruIndex, isExpired } from './lru-index.js';
+import type { ObjectMeta } from './cache.js';
+
+test('keeps recency order and a byte total through set, touch, replace and delete', () => {
+  const index = new LruIndex<{ size: number }>((e) => e.size);
+  index.set('a', { size: 10 });
+  index.set('b', { size: 20 });
+  index.set('c', { size: 30 });
+  assert.equal(index.totalBytes, 60);
+  assert.equal(index.oldest()?.[0], 'a');
+  index.touch('a');
+  assert.equal(index.oldest()?.[0], 'b');
+  index.set('b', { size: 5 }); // replace: new size, most recent
+  assert.equal(index.totalBytes, 45);
+  assert.deepEqual(index.snapshot().map(([k]) => k), ['c', 'a', 'b']);
+  assert.equal(index.delete('c')?.size, 30);
+  assert.equal(index.delete('c'), undefined);
+  assert.equal(index.totalBytes, 15);
+  assert.equal(index.size, 2);
+  index.clear();
+  assert.equal(index.totalBytes, 0);
+  assert.equal(index.oldest(), undefined);
+});
+
+test('isExpired compares expiresAt with now', () => {
+  const meta = (expiresAt?: Date): ObjectMeta => ({ key: 'k', size: 0, etag: 'e', lastModified: new Date(0), expiresAt, metadata: {} });
+  assert.equal(isExpired(meta()), false);
+  assert.equal(isExpired(meta(new Date(1000)), 999), false);
+  assert.equal(isExpired(meta(new Date(1000)), 1000), true);
+});

@@ -1,0 +1,71 @@
+/**
+ * The bookkeeping the memory and disk tiers share: objects by key in least-recently-used order
+ * (a Map's insertion order, refreshed on use) with a running byte total, plus the TTL test every
+ * backend applies.
+ */
+import type { ObjectMeta } from './cache.js';
+
+/** True when `meta` has passed its TTL at `now`. */
+export function isExpired(meta: ObjectMeta, now = Date.now()): boolean {
+  return meta.expiresAt !== undefined && meta.expiresAt.getTime() <= now;
+}
+
+export class LruIndex<E> {
+  private readonly map = new Map<string, E>();
+  private bytes = 0;
+
+  /** `sizeOf` says how many bytes an entry counts against the limit. */
+  constructor(private readonly sizeOf: (entry: E) => number) {}
+
+  get totalBytes(): number {
+    return this.bytes;
+  }
+
+  get size(): number {
+    return this.map.size;
+  }
+
+  /** The entry, without changing its recency. */
+  peek(key: string): E | undefined {
+    return this.map.get(key);
+  }
+
+  /** Marks the entry most recently used. */
+  touch(key: string): void {
+    const entry = this.map.get(key);
+    if (entry === undefined) return;
+    this.map.delete(key);
+    this.map.set(key, entry);
+  }
+
+  /** Inserts or replaces, as the most recently used entry. */
+  set(key: string, entry: E): void {
+    this.delete(key);
+    this.map.set(key, entry);
+    this.bytes += this.sizeOf(entry);
+  }
+
+  delete(key: string): E | undefined {
+    const entry = this.map.get(key);
+    if (entry === undefined) return undefined;
+    this.map.delete(key);
+    this.bytes -= this.sizeOf(entry);
+    return entry;
+  }
+
+  /** The least recently used entry. */
+  oldest(): [string, E] | undefined {
+    const first = this.map.entries().next();
+    return first.done ? undefined : first.value;
+  }
+
+  /** A copy of the entries, oldest first, safe to iterate while the index changes. */
+  snapshot(): Array<[string, E]> {
+    return [...this.map];
+  }
+
+  clear(): void {
+    this.map.clear();
+    this.bytes = 0;
+  }
+}
