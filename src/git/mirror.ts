@@ -75,6 +75,8 @@ export class Mirror {
   readonly upstreamUrl: string;
   #state: MirrorState;
   #clone: Promise<void> | undefined;
+  /** Upstream's recent "no such repository", remembered for the ref-check interval. */
+  #notFound: { error: NotFoundError; until: number } | undefined;
   #fetch: FetchRun | undefined;
   #queuedFetch: FetchRun | undefined;
   /** When the last check against upstream started (successful or not); 0 = never. */
@@ -107,6 +109,9 @@ export class Mirror {
    */
   async ensureReady(options: OpOptions = {}): Promise<void> {
     if (this.#state === 'ready') return;
+    // A repository upstream just said does not exist is not asked for again within the ref-check
+    // interval: a CI fleet retrying a typo must not turn into a stream of upstream clones.
+    if (this.#notFound && this.#notFound.until > Date.now()) throw this.#notFound.error;
     if (!this.#clone) {
       this.#state = 'cloning';
       this.#clone = this.#doClone().then(
@@ -119,6 +124,7 @@ export class Mirror {
         (err: unknown) => {
           this.#state = 'empty';
           this.#clone = undefined;
+          if (err instanceof NotFoundError) this.#notFound = { error: err, until: Date.now() + this.#opts.refCheckIntervalMs };
           throw err;
         },
       );

@@ -147,6 +147,9 @@ void test('missing repository → NotFoundError; slow clone → UnavailableError
   const missing = mirrors.get(f.up.hostName, 'org/missing');
   await assert.rejects(missing.ensureReady(), NotFoundError);
   assert.equal(existsSync(path.join(f.root, f.up.hostName, 'org')), false, 'nothing created for a missing repo');
+  const asked = f.up.requests.length;
+  await assert.rejects(missing.ensureReady(), NotFoundError);
+  assert.equal(f.up.requests.length, asked, 'a repeated miss within the ref-check interval does not go upstream');
 
   const { mirrors: impatient } = f.manager({ waitMs: 0 });
   const slow = impatient.get(f.up.hostName, 'org/slow');
