@@ -44,7 +44,7 @@ export async function startFaultProxy(target: string, decide: (req: ProxiedReque
       res.end('gone\n');
       return;
     }
-    const headers = { ...req.headers, host: targetUrl.host };
+    const headers: http.OutgoingHttpHeaders = { ...req.headers, host: targetUrl.host };
     if (fault === 'ignore-range') {
       delete headers.range;
       delete headers['if-range'];
