@@ -19,6 +19,8 @@ import { MirrorManager } from '../git/mirrors.js';
 import { SnapshotStore } from '../git/snapshot/store.js';
 import { SnapshotService } from '../git/snapshot/service.js';
 import { Scheduler } from '../git/scheduler.js';
+import { snapshotFormatId } from '../git/snapshot/format.js';
+import { CachewError } from '../util/errors.js';
 import { createHttpServer } from '../http/server.js';
 import { createRouter } from '../http/router.js';
 import { createGitRoutes } from '../http/routes/git.js';
@@ -45,6 +47,10 @@ export async function startServer(config: CachewConfig, options: { logger?: Logg
   const metrics = new Metrics({ defaultMetrics: true });
   const stateDir = resolve(config.stateDir);
   await mkdir(stateDir, { recursive: true });
+  // Fail at start-up, not on the first snapshot request, when git or zstd is missing.
+  const formatId = await snapshotFormatId().catch((err: unknown) => {
+    throw new CachewError('internal', `git and zstd must be on PATH (${(err as Error).message.split('\n')[0]})`);
+  });
 
   const cache = await openCache(config, stateDir, logger, metrics);
   const stopS3Sweeper = startS3Sweeper(cache, logger);
@@ -97,7 +103,7 @@ export async function startServer(config: CachewConfig, options: { logger?: Logg
   scheduler.start();
   ready = true;
   const url = http.url();
-  logger.info({ url, stateDir, s3: config.s3?.bucket, upstreams: config.upstreams.map((u) => u.name) }, 'cachewd listening');
+  logger.info({ url, stateDir, s3: config.s3?.bucket, upstreams: config.upstreams.map((u) => u.name), snapshotFormat: formatId }, 'cachewd listening');
 
   let closing: Promise<void> | undefined;
   return {
