@@ -4,9 +4,9 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execSync, spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'node:http';
@@ -67,6 +67,19 @@ test('bad flags and config print one line and exit 2', { timeout: 60_000 }, asyn
     assert.equal(result.code, 2, `${args.join(' ')} exits 2`);
     assert.equal(result.stderr.trim().split('\n').length, 1, `one line: ${result.stderr}`);
     assert.match(result.stderr, /^cachewd: /);
+  }
+});
+
+test('refuses to start without zstd on PATH, with one line and exit 1', { timeout: 60_000 }, async () => {
+  const bin = await mkdtemp(join(tmpdir(), 'cachewd-path-'));
+  try {
+    await symlink(execSync('command -v git', { shell: '/bin/sh' }).toString().trim(), join(bin, 'git'));
+    const result = await exited(run(['--bind', '127.0.0.1:0', '--state', join(bin, 'state')], { PATH: bin }));
+    assert.equal(result.code, 1);
+    assert.match(result.stderr, /^cachewd: cannot start: git and zstd must be on PATH/);
+    assert.equal(result.stderr.trim().split('\n').length, 1);
+  } finally {
+    await rm(bin, { recursive: true, force: true });
   }
 });
 
