@@ -7,7 +7,7 @@
  *   2. `.git/objects/pack/pack-<hash>.{idx,pack}`: one or two single-threaded, no-reuse packs, in name
  *      order: the full pack of the commit, or (first-parent depth > K) the full pack of its checkpoint
  *      ancestor plus the commit's increment over it; the checkpoint pack may come from a local cache
- *      (checkpoint.ts, deterministic-pack.ts);
+ *      or from another replica through the shared cache (checkpoint.ts, deterministic-pack.ts);
  *   3. `.git/index` written by us with synthetic stat data (git-index.ts);
  *   4. the work tree in index order, blobs streamed from one `git cat-file --batch` (blob-reader.ts);
  * all as tar entries with fixed headers (tar-writer.ts): mtime = the commit's committer time, owner
@@ -31,7 +31,7 @@ import { runGit } from '../command.js';
 import { BadRequestError, CachewError, GitCommandError, NotFoundError, abortReason } from '../../util/errors.js';
 import { silentLogger, type Logger } from '../../util/logger.js';
 import { BlobReader } from './blob-reader.js';
-import { writeSnapshotPacks } from './checkpoint.js';
+import { writeSnapshotPacks, type CheckpointShare } from './checkpoint.js';
 import type { PackFiles } from './deterministic-pack.js';
 import { gitDirEntries, type GitDirEntry } from './git-dir-files.js';
 import { gitIndexChunks, gitIndexSize, sortIndexEntries } from './git-index.js';
@@ -68,6 +68,11 @@ export interface GenerateSnapshotOptions {
    * in it are deleted). Same bytes either way; without it the checkpoint is packed in scratch.
    */
   packCacheDir?: string;
+  /**
+   * Checkpoint packs shared between replicas for this repository (shared-checkpoints.ts): asked when
+   * the local pack cache misses, and given every checkpoint pack computed here. Same bytes either way.
+   */
+  sharedCheckpoints?: CheckpointShare;
 }
 
 /** Symlink targets are read whole to build the tar header; real ones are at most PATH_MAX. */
@@ -99,7 +104,12 @@ export async function generateSnapshot(
     const commitTime = await committerTime(gitDir, commit, signal);
     const tree = sortIndexEntries(await listTree(gitDir, commit, signal));
     for (const entry of tree) assertSafePath(entry.path);
-    const packs = await writeSnapshotPacks(gitDir, commit, scratch, { signal, logger: options.logger, packCacheDir: options.packCacheDir });
+    const packs = await writeSnapshotPacks(gitDir, commit, scratch, {
+      signal,
+      logger: options.logger,
+      packCacheDir: options.packCacheDir,
+      sharedCheckpoints: options.sharedCheckpoints,
+    });
     const packBytes = packs.reduce((sum, p) => sum + p.packSize, 0);
     log.debug({ commit, paths: tree.length, packs: packs.length, packBytes, ms: Date.now() - started }, 'snapshot pack ready');
     const tar = tarEntries({ gitDir, tree, metadata, packs, commitTime, signal });

@@ -16,13 +16,16 @@
  * Pack 1 is the same for K consecutive commits of the default branch; with a pack cache directory it
  * is computed once per replica per checkpoint and reused (pack-cache.ts), and regeneration after a new
  * commit only packs what was added since the checkpoint. A cached pack and a recomputed one are
- * byte-identical (they are the same deterministic function of the checkpoint commit).
+ * byte-identical (they are the same deterministic function of the checkpoint commit). With
+ * `sharedCheckpoints` (shared-checkpoints.ts) a replica whose local cache misses first asks the shared
+ * cache for the pack, and publishes the packs it had to compute, so one replica computes each
+ * checkpoint.
  */
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { runGit } from '../command.js';
 import { silentLogger, type Logger } from '../../util/logger.js';
-import { CachewError } from '../../util/errors.js';
+import { CachewError, abortReason } from '../../util/errors.js';
 import { writeDeterministicPack, type PackFiles } from './deterministic-pack.js';
 import { SNAPSHOT_CHECKPOINT_INTERVAL, snapshotFormatId } from './format.js';
 import { storeCheckpoint, takeCachedCheckpoint } from './pack-cache.js';
@@ -36,12 +39,26 @@ export interface PackPlan {
   checkpoint?: { commit: string; depth: number };
 }
 
+/**
+ * Checkpoint packs shared between replicas, bound to one repository (SharedCheckpoints does this for
+ * the service). `fetch` resolves undefined on any miss or cache problem, and leaves `outDir` as it was.
+ */
+export interface CheckpointShare {
+  fetch(commit: string, format: string, outDir: string, signal?: AbortSignal): Promise<PackFiles | undefined>;
+  publish(commit: string, format: string, pack: PackFiles, signal?: AbortSignal): Promise<void>;
+}
+
 export interface SnapshotPacksOptions {
   signal?: AbortSignal;
   logger?: Logger;
   /** Per-repository directory for the checkpoint's pack; without it the checkpoint is packed in scratch. */
   packCacheDir?: string;
+  /** Asked after the local pack cache misses; given every checkpoint pack computed here. */
+  sharedCheckpoints?: CheckpointShare;
 }
+
+/** Where a snapshot's checkpoint pack came from (logged, and asserted on by tests). */
+export type CheckpointSource = 'local' | 'shared' | 'computed';
 
 /** The checkpoint depth for first-parent depth `n`, or undefined when `n <= K` (one full pack). */
 export function checkpointDepth(n: number, k: number = SNAPSHOT_CHECKPOINT_INTERVAL): number | undefined {
@@ -67,7 +84,7 @@ export async function planPacks(gitDir: string, commit: string, signal?: AbortSi
  * store into the cache is logged and does not fail the snapshot.
  */
 export async function writeSnapshotPacks(gitDir: string, commit: string, scratch: string, options: SnapshotPacksOptions = {}): Promise<PackFiles[]> {
-  const { signal, packCacheDir } = options;
+  const { signal, packCacheDir, sharedCheckpoints } = options;
   const log = (options.logger ?? silentLogger).child({ module: 'snapshot-packs' });
   const plan = await planPacks(gitDir, commit, signal);
   const subdir = async (name: string): Promise<string> => {
@@ -81,21 +98,35 @@ export async function writeSnapshotPacks(gitDir: string, commit: string, scratch
   const checkpoint = plan.checkpoint.commit;
   const format = await snapshotFormatId();
   const base = await subdir('checkpoint');
+  let source: CheckpointSource = 'local';
   let pack1 = packCacheDir === undefined ? undefined : await takeCachedCheckpoint(packCacheDir, checkpoint, format, base);
-  const cached = pack1 !== undefined;
+  if (pack1 === undefined && sharedCheckpoints !== undefined) {
+    // Its own directory: whatever a failed fetch leaves behind cannot disturb pack-objects below.
+    pack1 = await sharedCheckpoints.fetch(checkpoint, format, await subdir('checkpoint-shared'), signal);
+    source = 'shared';
+  }
   if (pack1 === undefined) {
     pack1 = await writeDeterministicPack(gitDir, checkpoint, base, { signal });
-    if (packCacheDir !== undefined) {
-      try {
-        await storeCheckpoint(packCacheDir, checkpoint, format, pack1);
-      } catch (err) {
-        log.warn({ err, checkpoint, packCacheDir }, 'could not cache the checkpoint pack');
-      }
+    source = 'computed';
+  }
+  if (source !== 'local' && packCacheDir !== undefined) {
+    try {
+      await storeCheckpoint(packCacheDir, checkpoint, format, pack1);
+    } catch (err) {
+      log.warn({ err, checkpoint, packCacheDir }, 'could not cache the checkpoint pack');
+    }
+  }
+  if (source === 'computed' && sharedCheckpoints !== undefined) {
+    try {
+      await sharedCheckpoints.publish(checkpoint, format, pack1, signal);
+    } catch (err) {
+      if (signal?.aborted) throw abortReason(signal);
+      log.warn({ err, checkpoint }, 'could not share the checkpoint pack');
     }
   }
   const pack2 = await writeDeterministicPack(gitDir, commit, await subdir('increment'), { signal, exclude: checkpoint });
   log.debug(
-    { commit, depth: plan.depth, checkpoint, checkpointDepth: plan.checkpoint.depth, cached, checkpointBytes: pack1.packSize, incrementBytes: pack2.packSize },
+    { commit, depth: plan.depth, checkpoint, checkpointDepth: plan.checkpoint.depth, checkpointSource: source, checkpointBytes: pack1.packSize, incrementBytes: pack2.packSize },
     'checkpoint packs ready',
   );
   return [pack1, pack2].sort((a, b) => (a.hash < b.hash ? -1 : a.hash > b.hash ? 1 : 0));

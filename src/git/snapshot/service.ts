@@ -21,6 +21,8 @@ import type { SnapshotStore } from './store.js';
 import type { BundleRecord, SnapshotRecord } from './records.js';
 import { createBundle, getOrCreateBundle } from '../bundle.js';
 import { collectGarbage } from './retention.js';
+import type { CheckpointShare } from './checkpoint.js';
+import type { SharedCheckpoints } from './shared-checkpoints.js';
 
 export interface SnapshotServiceOptions {
   store: SnapshotStore;
@@ -32,6 +34,8 @@ export interface SnapshotServiceOptions {
    * replaced by '_'), which make regeneration after a new commit cheap; unset: no cache.
    */
   packDir?: string;
+  /** Checkpoint packs shared with other replicas through the cache; unset: each replica computes its own. */
+  sharedCheckpoints?: SharedCheckpoints;
   graceMs: number;
   bundleTtlMs: number;
   logger: Logger;
@@ -188,7 +192,7 @@ export class SnapshotService {
         const result = await generateSnapshot(
           { gitDir: mirror.gitDir, commit, upstreamUrl: mirror.upstreamUrl, defaultBranch: branch },
           file,
-          { logger: this.log, packCacheDir: this.packCacheDir(host, repo) },
+          { logger: this.log, packCacheDir: this.packCacheDir(host, repo), sharedCheckpoints: this.checkpointShare(host, repo) },
         );
         const record = await this.options.store.publish({
           host,
@@ -220,6 +224,16 @@ export class SnapshotService {
   private packCacheDir(host: string, repo: string): string | undefined {
     const root = this.options.packDir;
     return root === undefined ? undefined : join(root, host.replace(/:/g, '_'), repo);
+  }
+
+  /** The shared checkpoint packs bound to one repository, as generateSnapshot takes them. */
+  private checkpointShare(host: string, repo: string): CheckpointShare | undefined {
+    const shared = this.options.sharedCheckpoints;
+    if (shared === undefined) return undefined;
+    return {
+      fetch: (commit, format, outDir, signal) => shared.fetch(host, repo, commit, format, outDir, signal),
+      publish: (commit, format, pack, signal) => shared.publish(host, repo, commit, format, pack, signal),
+    };
   }
 
   private async collectGarbageFor(host: string, repo: string): Promise<void> {
