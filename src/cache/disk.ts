@@ -56,7 +56,12 @@ interface IndexEntry {
 export class DiskCache implements Cache {
   readonly name = 'disk';
   /** Map order is the LRU order: the first entry is the least recently used. */
-  private readonly index = new LruIndex<IndexEntry>((entry) => entry.fileBytes);
+  private readonly index = new LruIndex<IndexEntry>({
+    sizeOf: (entry) => entry.fileBytes,
+    metaOf: (entry) => entry.meta,
+    // An expired file is removed in the background (it needs the key lock).
+    onExpired: (key, entry) => void this.forget(key, entry),
+  });
   private readonly locks = new KeyedMutex();
   private evicting = false;
   private sweepTimer?: NodeJS.Timeout;
@@ -224,21 +229,12 @@ export class DiskCache implements Cache {
     await this.evictToLimit();
   }
 
-  /** The unexpired entry for `key`; an expired one is removed in the background. */
   private live(key: string): IndexEntry | undefined {
-    const entry = this.index.peek(key);
-    if (!entry) return undefined;
-    if (isExpired(entry.meta)) {
-      void this.forget(key, entry);
-      return undefined;
-    }
-    return entry;
+    return this.index.live(key);
   }
 
   private touch(key: string): IndexEntry | undefined {
-    const entry = this.live(key);
-    if (entry) this.index.touch(key);
-    return entry;
+    return this.index.use(key);
   }
 
   /** Removes `entry` (file and index) unless a newer version replaced it meanwhile. Never throws. */

@@ -4,7 +4,8 @@ import { LruIndex, isExpired } from './lru-index.js';
 import type { ObjectMeta } from './cache.js';
 
 test('keeps recency order and a byte total through set, touch, replace and delete', () => {
-  const index = new LruIndex<{ size: number }>((e) => e.size);
+  const meta: ObjectMeta = { key: 'k', size: 0, etag: 'e', lastModified: new Date(0), metadata: {} };
+  const index = new LruIndex<{ size: number }>({ sizeOf: (e) => e.size, metaOf: () => meta, onExpired: () => {} });
   index.set('a', { size: 10 });
   index.set('b', { size: 20 });
   index.set('c', { size: 30 });
@@ -29,4 +30,21 @@ test('isExpired compares expiresAt with now', () => {
   assert.equal(isExpired(meta()), false);
   assert.equal(isExpired(meta(new Date(1000)), 999), false);
   assert.equal(isExpired(meta(new Date(1000)), 1000), true);
+});
+
+test('live() hands expired entries to onExpired; use() also refreshes recency', () => {
+  const expired: string[] = [];
+  type E = { meta: ObjectMeta };
+  const entry = (expiresAt?: Date): E => ({ meta: { key: 'k', size: 1, etag: 'e', lastModified: new Date(0), expiresAt, metadata: {} } });
+  const index: LruIndex<E> = new LruIndex<E>({ sizeOf: () => 1, metaOf: (e) => e.meta, onExpired: (key) => { expired.push(key); index.delete(key); } });
+  index.set('old', entry(new Date(Date.now() - 1)));
+  index.set('a', entry());
+  index.set('b', entry());
+  assert.equal(index.live('old'), undefined);
+  assert.deepEqual(expired, ['old']);
+  assert.equal(index.size, 2);
+  assert.ok(index.use('a'));
+  assert.equal(index.oldest()?.[0], 'b');
+  assert.ok(index.live('b'));
+  assert.equal(index.oldest()?.[0], 'b', 'live() does not refresh recency');
 });

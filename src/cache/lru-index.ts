@@ -10,12 +10,24 @@ export function isExpired(meta: ObjectMeta, now = Date.now()): boolean {
   return meta.expiresAt !== undefined && meta.expiresAt.getTime() <= now;
 }
 
+export interface LruIndexOptions<E> {
+  /** How many bytes an entry counts against the limit. */
+  sizeOf(entry: E): number;
+  /** The entry's metadata (for its TTL). */
+  metaOf(entry: E): ObjectMeta;
+  /** Called when live()/use() find an entry past its TTL; the backend removes it its own way. */
+  onExpired(key: string, entry: E): void;
+}
+
 export class LruIndex<E> {
   private readonly map = new Map<string, E>();
   private bytes = 0;
 
-  /** `sizeOf` says how many bytes an entry counts against the limit. */
-  constructor(private readonly sizeOf: (entry: E) => number) {}
+  constructor(private readonly options: LruIndexOptions<E>) {}
+
+  private sizeOf(entry: E): number {
+    return this.options.sizeOf(entry);
+  }
 
   get totalBytes(): number {
     return this.bytes;
@@ -28,6 +40,24 @@ export class LruIndex<E> {
   /** The entry, without changing its recency. */
   peek(key: string): E | undefined {
     return this.map.get(key);
+  }
+
+  /** The unexpired entry for `key` (an expired one is handed to onExpired), recency unchanged. */
+  live(key: string): E | undefined {
+    const entry = this.map.get(key);
+    if (entry === undefined) return undefined;
+    if (isExpired(this.options.metaOf(entry))) {
+      this.options.onExpired(key, entry);
+      return undefined;
+    }
+    return entry;
+  }
+
+  /** Like live(), and marks the entry most recently used. */
+  use(key: string): E | undefined {
+    const entry = this.live(key);
+    if (entry !== undefined) this.touch(key);
+    return entry;
   }
 
   /** Marks the entry most recently used. */

@@ -17,7 +17,7 @@
 import { Readable } from 'node:stream';
 import type { Cache, CacheWriter, CreateOptions, ObjectMeta, OpenOptions, OpenResult } from './cache.js';
 import { evaluateConditionals } from './conditional.js';
-import { LruIndex, isExpired } from './lru-index.js';
+import { LruIndex } from './lru-index.js';
 import { StreamingWriter, type WriteTarget, type WrittenBytes } from './hashing-sink.js';
 import { assertValidKey } from './keys.js';
 import { AlreadyExistsError, PreconditionFailedError, abortReason } from '../util/errors.js';
@@ -40,7 +40,12 @@ interface Entry {
 /** An in-process, LRU-by-bytes cache with TTL. See the module comment for the oversized-object rule. */
 export class MemoryCache implements Cache {
   readonly name = 'memory';
-  private readonly entries = new LruIndex<Entry>((entry) => entry.meta.size);
+  private readonly entries = new LruIndex<Entry>({
+    sizeOf: (entry) => entry.meta.size,
+    metaOf: (entry) => entry.meta,
+    // Expired entries are dropped on sight.
+    onExpired: (key) => this.remove(key),
+  });
   /** Upper bound on the bytes of committed objects held. */
   readonly limitBytes: number;
   private readonly logger: Logger;
@@ -141,22 +146,13 @@ export class MemoryCache implements Cache {
     }
   }
 
-  /** The unexpired entry for `key`; expired entries are dropped on sight. */
   private live(key: string): Entry | undefined {
-    const entry = this.entries.peek(key);
-    if (!entry) return undefined;
-    if (isExpired(entry.meta)) {
-      this.remove(key);
-      return undefined;
-    }
-    return entry;
+    return this.entries.live(key);
   }
 
-  /** Like live(), and marks the entry most recently used (Map order is the LRU order). */
+  /** Like live(), and marks the entry most recently used. */
   private touch(key: string): Entry | undefined {
-    const entry = this.live(key);
-    if (entry) this.entries.touch(key);
-    return entry;
+    return this.entries.use(key);
   }
 
   private remove(key: string): void {
