@@ -186,6 +186,7 @@ export class SnapshotService {
       await mkdir(this.options.workDir, { recursive: true });
       const file = join(this.options.workDir, `snapshot-${randomUUID()}.tar.zst`);
       const started = Date.now();
+      this.log.info({ host, repo, commit }, 'generating snapshot');
       const repoKey = `${host}/${repo}`;
       this.generatingRepos.set(repoKey, (this.generatingRepos.get(repoKey) ?? 0) + 1);
       try {
