@@ -27,7 +27,7 @@ import type { Cache, CacheWriter, CreateOptions, ObjectMeta, OpenOptions, OpenRe
 import { evaluateConditionals } from './conditional.js';
 import { encodeTrailer, readTrailer } from './disk-format.js';
 import { LruIndex, isExpired } from './lru-index.js';
-import { StreamingWriter, type WriteTarget, type WrittenBytes } from './hashing-sink.js';
+import { StreamingWriter, committedMeta, type WriteTarget, type WrittenBytes } from './hashing-sink.js';
 import { KeyedMutex } from './key-lock.js';
 import { assertValidKey, isValidKey } from './keys.js';
 import { AlreadyExistsError, BadRequestError, CachewError, PreconditionFailedError, abortReason } from '../util/errors.js';
@@ -351,15 +351,7 @@ class DiskWriteTarget implements WriteTarget {
   }
 
   async publish(written: WrittenBytes, assertLive: () => void): Promise<ObjectMeta> {
-    const now = new Date();
-    const meta: ObjectMeta = {
-      key: this.key,
-      size: written.size,
-      etag: written.sha256,
-      lastModified: now,
-      metadata: { ...(this.options.metadata ?? {}) },
-    };
-    if (this.options.ttlMs !== undefined) meta.expiresAt = new Date(now.getTime() + this.options.ttlMs);
+    const meta = committedMeta(this.key, written, this.options);
     const trailer = encodeTrailer(meta);
     await this.write(trailer);
     // Durable before visible: after a crash the renamed file must not turn out empty.

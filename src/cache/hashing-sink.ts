@@ -8,7 +8,7 @@
 import { createHash } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
-import type { CacheWriter, ObjectMeta } from './cache.js';
+import type { CacheWriter, CreateOptions, ObjectMeta } from './cache.js';
 import { AbortedError, CachewError, DigestMismatchError, abortReason } from '../util/errors.js';
 
 /** What the sink saw once the stream finished. */
@@ -16,6 +16,19 @@ export interface WrittenBytes {
   /** Lowercase sha256 hex of every byte written: the object's etag. */
   sha256: string;
   size: number;
+}
+
+/** The metadata of a write committed now: etag = sha256, TTL counted from the commit. */
+export function committedMeta(key: string, written: WrittenBytes, options: CreateOptions, now = new Date()): ObjectMeta {
+  const meta: ObjectMeta = {
+    key,
+    size: written.size,
+    etag: written.sha256,
+    lastModified: now,
+    metadata: { ...(options.metadata ?? {}) },
+  };
+  if (options.ttlMs !== undefined) meta.expiresAt = new Date(now.getTime() + options.ttlMs);
+  return meta;
 }
 
 /** Where a backend puts the bytes of one write. */

@@ -18,7 +18,7 @@ import { Readable } from 'node:stream';
 import type { Cache, CacheWriter, CreateOptions, ObjectMeta, OpenOptions, OpenResult } from './cache.js';
 import { evaluateConditionals } from './conditional.js';
 import { LruIndex } from './lru-index.js';
-import { StreamingWriter, type WriteTarget, type WrittenBytes } from './hashing-sink.js';
+import { StreamingWriter, committedMeta, type WriteTarget, type WrittenBytes } from './hashing-sink.js';
 import { assertValidKey } from './keys.js';
 import { AlreadyExistsError, PreconditionFailedError, abortReason } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/logger.js';
@@ -194,15 +194,7 @@ class MemoryWriteTarget implements WriteTarget {
       this.flush();
       this.cache.checkPrecondition(this.key, this.options);
       assertLive();
-      const now = new Date();
-      const meta: ObjectMeta = {
-        key: this.key,
-        size: written.size,
-        etag: written.sha256,
-        lastModified: now,
-        metadata: { ...(this.options.metadata ?? {}) },
-      };
-      if (this.options.ttlMs !== undefined) meta.expiresAt = new Date(now.getTime() + this.options.ttlMs);
+      const meta = committedMeta(this.key, written, this.options);
       this.cache.install(this.key, meta, this.oversized ? undefined : this.blocks);
       return Promise.resolve(meta);
     } catch (err) {

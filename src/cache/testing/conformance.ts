@@ -7,7 +7,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, test } from 'node:test';
-import type { Cache, ObjectMeta, OpenResult } from '../cache.js';
+import type { Cache, CacheWriter, ObjectMeta, OpenResult } from '../cache.js';
 import { blobKey, putBlob, writeStream } from '../write.js';
 import {
   AlreadyExistsError,
@@ -380,17 +380,7 @@ export function runCacheConformance(
     it('16 concurrent create-if-absent writers: exactly one wins and its bytes are stored', async (cache) => {
       const contents = Array.from({ length: 16 }, (_, i) => pseudoRandomBytes(64 * 1024 + i, 100 + i));
       const writers = await Promise.all(contents.map(() => cache.create('race/obj', { ifNoneMatch: '*' })));
-      const outcomes = await Promise.allSettled(
-        writers.map(async (writer, i) => {
-          try {
-            await pipeline(Readable.from([contents[i].subarray(0, 1000), contents[i].subarray(1000)]), writer.stream);
-            return await writer.commit();
-          } catch (err) {
-            await writer.abort(err);
-            throw err;
-          }
-        }),
-      );
+      const outcomes = await commitAll(writers, (i) => [contents[i].subarray(0, 1000), contents[i].subarray(1000)]);
       const winners = outcomes.flatMap((o, i) => (o.status === 'fulfilled' ? [i] : []));
       assert.equal(winners.length, 1, `exactly one winner, got ${winners.length}`);
       for (const outcome of outcomes) {
@@ -415,17 +405,7 @@ export function runCacheConformance(
       const base = await put(cache, 'cas/race', 'base');
       const contents = Array.from({ length: 8 }, (_, i) => `version-${i}-`.repeat(1000 + i));
       const writers = await Promise.all(contents.map(() => cache.create('cas/race', { ifMatch: base.etag })));
-      const outcomes = await Promise.allSettled(
-        writers.map(async (writer, i) => {
-          try {
-            await pipeline(Readable.from([Buffer.from(contents[i])]), writer.stream);
-            return await writer.commit();
-          } catch (err) {
-            await writer.abort(err);
-            throw err;
-          }
-        }),
-      );
+      const outcomes = await commitAll(writers, (i) => [Buffer.from(contents[i])]);
       const winners = outcomes.flatMap((o, i) => (o.status === 'fulfilled' ? [i] : []));
       assert.equal(winners.length, 1, `exactly one winner, got ${winners.length}`);
       for (const outcome of outcomes) {
@@ -476,4 +456,22 @@ export function runCacheConformance(
       LARGE_TIMEOUT_MS,
     );
   });
+}
+
+/**
+ * Feeds writer i the pieces `piecesOf(i)` and commits, all writers at once (they were all created
+ * before any commits, so the precondition is decided at commit); a failed writer is aborted.
+ */
+function commitAll(writers: CacheWriter[], piecesOf: (i: number) => Buffer[]): Promise<Array<PromiseSettledResult<ObjectMeta>>> {
+  return Promise.allSettled(
+    writers.map(async (writer, i) => {
+      try {
+        await pipeline(Readable.from(piecesOf(i)), writer.stream);
+        return await writer.commit();
+      } catch (err) {
+        await writer.abort(err);
+        throw err;
+      }
+    }),
+  );
 }
