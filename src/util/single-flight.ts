@@ -21,12 +21,10 @@ export class SingleFlight<T> {
     return promise;
   }
 
-  isRunning(key: string): boolean {
-    return this.inFlight.has(key);
-  }
-
-  get size(): number {
-    return this.inFlight.size;
+  /** True while any call whose key starts with `prefix` is running. */
+  anyRunning(prefix: string): boolean {
+    for (const key of this.inFlight.keys()) if (key.startsWith(prefix)) return true;
+    return false;
   }
 
   /** Waits for everything currently in flight (errors ignored); for shutdown. */

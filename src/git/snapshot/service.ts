@@ -52,8 +52,6 @@ export interface CurrentSnapshot {
 export class SnapshotService {
   private readonly generations = new SingleFlight<SnapshotRecord>();
   private readonly refreshes = new SingleFlight<SnapshotRecord | undefined>();
-  /** Generations in flight per repository (any commit). */
-  private readonly generatingRepos = new Map<string, number>();
   private readonly log: Logger;
   /** Repositories this replica has served, for the scheduler and retention. */
   readonly known = new Map<string, { host: string; repo: string }>();
@@ -169,7 +167,7 @@ export class SnapshotService {
   private scheduleGeneration(host: string, repo: string, mirror: Mirror, commit: string, branch: string, force: boolean): void {
     // Background work never piles up: while any generation of this repository runs, later requests
     // keep serving the current snapshot and the next request or tick schedules again.
-    if ((this.generatingRepos.get(`${host}/${repo}`) ?? 0) > 0) return;
+    if (this.generations.anyRunning(`${host}/${repo}@`)) return;
     this.generate(host, repo, mirror, commit, branch, force).catch((err: unknown) => {
       this.log.warn({ err, host, repo, commit }, 'background snapshot generation failed');
     });
@@ -187,8 +185,6 @@ export class SnapshotService {
       const file = join(this.options.workDir, `snapshot-${randomUUID()}.tar.zst`);
       const started = Date.now();
       this.log.info({ host, repo, commit }, 'generating snapshot');
-      const repoKey = `${host}/${repo}`;
-      this.generatingRepos.set(repoKey, (this.generatingRepos.get(repoKey) ?? 0) + 1);
       try {
         const result = await generateSnapshot(
           { gitDir: mirror.gitDir, commit, upstreamUrl: mirror.upstreamUrl, defaultBranch: branch },
@@ -214,9 +210,6 @@ export class SnapshotService {
         this.options.metrics?.snapshotGenerations.inc({ outcome: 'error' });
         throw err;
       } finally {
-        const left = (this.generatingRepos.get(repoKey) ?? 1) - 1;
-        if (left > 0) this.generatingRepos.set(repoKey, left);
-        else this.generatingRepos.delete(repoKey);
         await rm(file, { force: true });
       }
     });
