@@ -47,6 +47,7 @@ async function withServer<T>(
     commit: options.commit ?? fixture.commit,
     bundle: options.bundle ? fixture.bundle : undefined,
     fault: options.fault,
+    gitRoot: options.bundle ? fixture.newGitRoot : fixture.gitRoot,
   });
   try {
     return await body(server);
@@ -100,6 +101,7 @@ void describe('restore: happy paths', () => {
       assert.equal(result.commit, fixture.commit);
       assert.equal(result.bundleApplied, false);
       await assertGoodClone(dir, fixture.commit);
+      assert.equal(await git(dir, 'describe', '--tags'), 'v1', 'tags come from the smart-HTTP endpoint');
       const upstreamMtime = (await fs.stat(path.join(root, 'fixture/clone/README.md'))).mtime.getTime();
       const restoredMtime = (await fs.stat(path.join(dir, 'README.md'))).mtime.getTime();
       assert.equal(Math.floor(restoredMtime / 1000), Math.floor(upstreamMtime / 1000));
@@ -133,6 +135,7 @@ void describe('restore: happy paths', () => {
       const skipped = await restore(restoreOptions(server, plain, { bundle: false }));
       assert.equal(skipped.bundleApplied, false);
       await assertGoodClone(plain, fixture.commit);
+      assert.equal(await git(plain, 'tag'), '', 'bundle: false restores the archive alone');
     });
   });
 });

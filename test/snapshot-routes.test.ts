@@ -4,7 +4,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, lstat, readlink, readFile } from 'node:fs/promises';
+import { mkdtemp, rm, lstat, readlink, readFile, readdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
@@ -89,9 +89,10 @@ describe('snapshot routes', { timeout: 240_000 }, () => {
     assert.equal(await readlink(join(dir, 'link-to-readme')), 'README.md');
     assert.equal(await readFile(join(dir, 'yarn.lock'), 'utf8'), 'lockfile v1\n');
     assert.equal(await readFile(join(dir, 'with space ü.txt'), 'utf8'), 'unicode name\n');
-    for (const absent of ['.git/hooks', '.git/logs', '.git/FETCH_HEAD', '.git/ORIG_HEAD']) {
+    for (const absent of ['.git/FETCH_HEAD', '.git/ORIG_HEAD']) {
       await assert.rejects(lstat(join(dir, absent)), `${absent} must not exist`);
     }
+    assert.deepEqual(await readdir(join(dir, '.git/hooks')), [], 'no hooks, only the directory');
   });
 
   test('immutable URL: every status of SPEC §4', async () => {

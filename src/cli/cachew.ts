@@ -19,7 +19,7 @@ Options:
   --url SERVER        cachew server (default: $CACHEW_URL, then http://127.0.0.1:8080)
   --concurrency N     parallel Range requests (default ${DEFAULT_CONCURRENCY})
   --chunk-size SIZE   bytes per request: 4194304, 512KiB, 16MiB, 1GiB, 64k, 2m (default 16MiB)
-  --no-bundle         do not apply the delta bundle to the newest commit
+  --no-bundle         restore the snapshot alone: its commit and default branch, no tags or other branches
   --json              print {"commit","digest","bytes","seconds","bundleApplied"} on stdout
   -h, --help          show this help
 

@@ -49,7 +49,9 @@ export async function applyBundle(options: ApplyBundleOptions): Promise<BundleRe
     if (refs.some((ref) => ref.startsWith('refs/heads/'))) refspec = '+refs/heads/*:refs/remotes/origin/*';
     else if (refs.includes('HEAD') && branch) refspec = `+HEAD:refs/remotes/origin/${branch}`;
     else return { applied: false, commit: headBefore, reason: 'bundle carries no branch' };
-    await runGit(['fetch', '--quiet', '--no-tags', '--no-write-fetch-head', file, refspec], cloneDir, signal);
+    // No reflog for the remote-tracking ref: a clone has none (clone-layout.ts writes the checkout's).
+    const fetchArgs = ['-c', 'core.logAllRefUpdates=false', 'fetch', '--quiet', '--no-tags', '--no-write-fetch-head', '--no-auto-maintenance'];
+    await runGit([...fetchArgs, file, refspec], cloneDir, signal);
     if (!branch) return { applied: false, commit: headBefore, reason: 'HEAD is detached' };
     const target = await runGit(['rev-parse', '-q', '--verify', `refs/remotes/origin/${branch}^{commit}`], cloneDir, signal);
     if (target !== headBefore) await runGit(['reset', '--quiet', '--keep', target], cloneDir, signal);

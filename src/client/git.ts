@@ -1,30 +1,38 @@
 /**
  * Runs git in a freshly restored clone. The client is a library that may run inside a git hook or a
- * CI job, so every inherited `GIT_*` variable (GIT_DIR, GIT_INDEX_FILE, GIT_WORK_TREE, ...) is removed:
- * git must act on the clone we name by `cwd`, nothing else. The user's own git config still applies —
- * it is their clone.
+ * CI job, so inherited `GIT_*` variables that point git elsewhere (GIT_DIR, GIT_INDEX_FILE,
+ * GIT_WORK_TREE, GIT_OBJECT_DIRECTORY, GIT_CONFIG_PARAMETERS, ...) are removed: git must act on the
+ * clone we name by `cwd`, nothing else. The user's own configuration still applies — it is their
+ * clone, made as `git clone` would make it — so the variables that choose config files, identity, TLS
+ * trust and tracing are kept (USER_SETTINGS).
  */
 import { spawn } from 'node:child_process';
 import { GitCommandError, abortReason } from '../util/errors.js';
 
 const STDERR_TAIL = 4096;
 
+/** `GIT_*` variables that are the user's settings rather than a redirection of git's repository. */
+const USER_SETTINGS = /^GIT_(CONFIG_GLOBAL|CONFIG_SYSTEM|CONFIG_NOSYSTEM|TEMPLATE_DIR|(AUTHOR|COMMITTER)_(NAME|EMAIL)|SSL_\w+|HTTP_\w+|CURL_VERBOSE|TRACE\w*|SSH|SSH_COMMAND|ASKPASS)$/;
+
 function clientGitEnv(): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [name, value] of Object.entries(process.env)) {
-    if (!name.startsWith('GIT_')) env[name] = value;
+    if (!name.startsWith('GIT_') || USER_SETTINGS.test(name)) env[name] = value;
   }
   env.GIT_TERMINAL_PROMPT = '0';
   return env;
 }
 
-/** Runs `git args...` in `cwd`; resolves with stdout (trimmed of the final newline). */
-export function runGit(args: readonly string[], cwd: string, signal?: AbortSignal): Promise<string> {
+/**
+ * Runs `git args...` in `cwd`; resolves with stdout (trimmed of the final newline). `extraEnv` is added
+ * after the `GIT_*` scrub: how callers hand git configuration that must not show in argv (credentials).
+ */
+export function runGit(args: readonly string[], cwd: string, signal?: AbortSignal, extraEnv?: Record<string, string>): Promise<string> {
   if (signal?.aborted) return Promise.reject(abortReason(signal));
   return new Promise<string>((resolve, reject) => {
     // The clone's .git/config came from the server: never let it make our git run programs.
     const safeArgs = ['-c', 'core.fsmonitor=false', '-c', 'core.hooksPath=/dev/null', ...args];
-    const child = spawn('git', safeArgs, { cwd, env: clientGitEnv(), stdio: ['ignore', 'pipe', 'pipe'], signal });
+    const child = spawn('git', safeArgs, { cwd, env: { ...clientGitEnv(), ...extraEnv }, stdio: ['ignore', 'pipe', 'pipe'], signal });
     const stdout: Buffer[] = [];
     let stderr = '';
     child.stdout.on('data', (chunk: Buffer) => stdout.push(chunk));

@@ -13,14 +13,16 @@ import path from 'node:path';
 import { repoFromUpstreamUrl } from '../protocol/routes.js';
 import { BadRequestError, CachewError } from '../util/errors.js';
 import { applyBundle } from './bundle.js';
+import { finishCloneLayout } from './clone-layout.js';
 import { downloadSnapshot, type DownloadResult } from './download.js';
 import { SnapshotGoneError } from './errors.js';
 import { runGit } from './git.js';
 import { HttpClient } from './http.js';
 import type { ParallelGetStats } from './parallel-get.js';
+import { syncRefs } from './ref-sync.js';
 
 export interface RestoreProgress {
-  phase: 'download' | 'bundle' | 'verify';
+  phase: 'download' | 'bundle' | 'refs' | 'verify';
   /** Compressed bytes received so far (download phase). */
   bytes: number;
   /** Archive size in bytes. */
@@ -38,8 +40,17 @@ export interface RestoreOptions {
   concurrency?: number;
   /** Bytes per Range request (default 16 MiB). */
   chunkSize?: number;
-  /** Apply an advertised delta bundle (default true). */
+  /**
+   * Bring the clone up to what `git clone` gives now (default true): apply an advertised delta bundle,
+   * then fetch every branch and tag from the server (ref-sync.ts). `false` restores the archive
+   * exactly: the snapshot commit, its default branch only, no request beyond the snapshot.
+   */
   bundle?: boolean;
+  /**
+   * Headers for the server's smart-HTTP endpoint used by the ref sync (e.g. `Authorization` for a
+   * passthrough upstream); they reach git through its environment, never argv.
+   */
+  serverHeaders?: Record<string, string>;
   signal?: AbortSignal;
   onProgress?: (progress: RestoreProgress) => void;
   /** Failed attempts allowed per request before giving up (default 5). */
@@ -107,7 +118,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
           stats,
           onBytes: (bytes, total) => options.onProgress?.({ phase: 'download', bytes, total }),
         });
-        const { commit, snapshotCommit, bundleApplied } = await finishClone(temp, snapshot, http, options);
+        const { commit, snapshotCommit, bundleApplied } = await finishClone(temp, snapshot, http, { ...options, ...upstream, serverUrl });
         // rename(2) atomically replaces an empty directory and fails on a non-empty one.
         await fs.rename(temp, target);
         return {
@@ -131,14 +142,15 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
 }
 
 /**
- * Applies the bundle and checks the clone is clean. Archives without `.git` (not a clone) are left
+ * Applies the bundle, fetches the other branches and tags, gives the clone the user's side of a
+ * clone's layout (origin as typed, templates, reflog) and checks it is clean. Archives without `.git` (not a clone) are left
  * as extracted; the commit then comes from the snapshot header alone.
  */
 async function finishClone(
   dir: string,
   snapshot: DownloadResult,
   http: HttpClient,
-  options: RestoreOptions,
+  options: Omit<RestoreOptions, 'serverUrl'> & { host: string; repo: string; serverUrl: URL },
 ): Promise<{ commit: string; snapshotCommit: string; bundleApplied: boolean }> {
   const isClone = await fs.lstat(path.join(dir, '.git')).then(
     (stat) => stat.isDirectory(),
@@ -167,6 +179,21 @@ async function finishClone(
     commit = result.commit;
     bundleApplied = result.applied;
   }
+  if (options.bundle !== false) {
+    options.onProgress?.({ phase: 'refs', bytes: snapshot.size, total: snapshot.size });
+    const synced = await syncRefs({
+      cloneDir: dir,
+      serverUrl: options.serverUrl,
+      host: options.host,
+      repo: options.repo,
+      headers: options.serverHeaders,
+      maxAttempts: options.maxAttempts,
+      backoffMs: options.backoffMs,
+      signal: options.signal,
+    });
+    commit = synced.commit;
+  }
+  await finishCloneLayout({ cloneDir: dir, repoUrl: options.repoUrl, signal: options.signal });
   options.onProgress?.({ phase: 'verify', bytes: snapshot.size, total: snapshot.size });
   const status = await runGit(['status', '--porcelain'], dir, options.signal);
   if (status !== '') {

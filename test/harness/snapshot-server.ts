@@ -4,7 +4,7 @@
  * an optional delta bundle, and per-request fault injection (drop mid-body, stall, ignore the range,
  * 404, 500, flip a byte). Also builds fixtures: a real git clone archived with `tar --zstd`.
  */
-import { execFile } from 'node:child_process';
+import { execFile, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
@@ -16,6 +16,7 @@ import { formatEtag, parseEtagList, parseStrongEtag, sha256HexToReprDigest } fro
 import { Headers, IMMUTABLE_CACHE_CONTROL, SNAPSHOT_CONTENT_TYPE, STABLE_CACHE_CONTROL } from '../../src/protocol/headers.js';
 import { contentRange, parseRange, resolveRange, type ResolvedRange } from '../../src/protocol/range.js';
 import { bundlePath, immutableSnapshotPath, stableSnapshotPath } from '../../src/protocol/routes.js';
+import { killGroup, serveCgi } from './upstream.js';
 
 const exec = promisify(execFile);
 
@@ -38,6 +39,12 @@ export interface SnapshotServerOptions {
   bundle?: string;
   /** Decides a fault per request; undefined = behave. */
   fault?: (request: RequestInfo) => Fault | undefined;
+  /**
+   * A directory holding `<repo>` (a git repository): `/git/{host}/{repo}/...` smart-HTTP requests are
+   * served from it with `git http-backend`, as cachewd serves them from its mirror (the restore
+   * client fetches branches and tags there). Without it they get 404.
+   */
+  gitRoot?: string;
 }
 
 export interface SnapshotServer {
@@ -75,13 +82,21 @@ export async function startSnapshotServer(options: SnapshotServerOptions): Promi
     requests: [],
     fault: options.fault,
     close: async () => {
+      for (const child of children) killGroup(child);
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
 
+  const children = new Set<ChildProcess>();
+  const gitPrefix = `/git/${host}/`;
   const server = http.createServer((req, res) => {
     const url = req.url ?? '/';
+    if (options.gitRoot && url.startsWith(gitPrefix) && !url.startsWith(`${gitPrefix}${repo}/snapshot`)) {
+      state.requests.push({ kind: 'other', index: counts.other++ });
+      req.url = `/${url.slice(gitPrefix.length)}`;
+      return serveCgi(req, res, options.gitRoot, children);
+    }
     const kind: RequestInfo['kind'] =
       url === paths.stable ? 'stable' : url === paths.immutable ? 'immutable' : url === paths.bundle && options.bundle ? 'bundle' : 'other';
     const info: RequestInfo = { kind, index: counts[kind]++, range: req.headers.range };
@@ -185,6 +200,10 @@ export interface GitFixture {
   /** A bundle from `commit` to `newCommit`, when requested. */
   bundle?: string;
   newCommit?: string;
+  /** A `gitRoot` for startSnapshotServer whose `org/repo` has main at `commit` (and a tag `v1`). */
+  gitRoot: string;
+  /** The same after upstream moved to `newCommit` (with a bundle). */
+  newGitRoot?: string;
 }
 
 /**
@@ -212,7 +231,10 @@ export async function makeGitFixture(root: string, options: { withBundle?: boole
   await git(clone, 'remote', 'set-url', 'origin', upstreamUrl);
   const archive = path.join(root, 'snapshot.tar.zst');
   await exec('tar', ['-C', clone, '--zstd', '-cf', archive, '.']);
-  const fixture: GitFixture = { upstream, upstreamUrl, archive, commit };
+  await git(upstream, 'tag', '-a', '-m', 'first release', 'v1');
+  const gitRoot = path.join(root, 'served');
+  await git(root, 'clone', '-q', '--bare', upstream, path.join(gitRoot, 'org/repo'));
+  const fixture: GitFixture = { upstream, upstreamUrl, archive, commit, gitRoot };
   if (options.withBundle) {
     await fs.writeFile(path.join(upstream, 'NEW.md'), 'newer\n');
     await git(upstream, 'add', '-A');
@@ -220,6 +242,8 @@ export async function makeGitFixture(root: string, options: { withBundle?: boole
     fixture.newCommit = await git(upstream, 'rev-parse', 'HEAD');
     fixture.bundle = path.join(root, 'delta.bundle');
     await git(upstream, 'bundle', 'create', '-q', fixture.bundle, 'main', `^${commit}`);
+    fixture.newGitRoot = path.join(root, 'served-new');
+    await git(root, 'clone', '-q', '--bare', upstream, path.join(fixture.newGitRoot, 'org/repo'));
   }
   return fixture;
 }

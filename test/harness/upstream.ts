@@ -149,7 +149,8 @@ async function writeFiles(dir: string, files: Record<string, UpstreamFile>): Pro
   }
 }
 
-function killGroup(child: ChildProcess): void {
+/** Kills a `serveCgi` child and its process group (a no-op once it exited). */
+export function killGroup(child: ChildProcess): void {
   if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
   try {
     process.kill(-child.pid, 'SIGKILL');
@@ -158,8 +159,11 @@ function killGroup(child: ChildProcess): void {
   }
 }
 
-/** Runs `git http-backend` for one request, translating between HTTP and CGI. */
-function serveCgi(req: http.IncomingMessage, res: http.ServerResponse, root: string, children: Set<ChildProcess>): void {
+/**
+ * Runs `git http-backend` for one request, translating between HTTP and CGI: `root` holds the
+ * repositories, the request path names one. Children are tracked in `children` until they exit.
+ */
+export function serveCgi(req: http.IncomingMessage, res: http.ServerResponse, root: string, children: Set<ChildProcess>): void {
   const target = new URL(req.url ?? '/', 'http://upstream.invalid');
   const env: Record<string, string> = cleanGitEnv({
     GIT_PROJECT_ROOT: root,

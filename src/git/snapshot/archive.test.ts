@@ -121,11 +121,22 @@ void describe('generateSnapshot', { timeout: 120_000 }, () => {
     assert.equal((await stat(join(clone, 'README.md'))).mtimeMs, mtime * 1000);
   });
 
-  void it('carries no hooks, logs or machine-specific files', async () => {
+  void it('carries the layout of a clone: no hooks or machine-specific files, a fixed reflog', async () => {
     const gitDir = join(clone, '.git');
-    for (const name of ['hooks', 'logs', 'FETCH_HEAD', 'ORIG_HEAD', 'description', 'info']) {
+    for (const name of ['FETCH_HEAD', 'ORIG_HEAD']) {
       assert.equal(await exists(join(gitDir, name)), false, name);
     }
+    assert.deepEqual(await readdir(join(gitDir, 'hooks')), [], 'hooks/ exists and is empty');
+    assert.deepEqual(await readdir(join(gitDir, 'branches')), []);
+    assert.match(await readFile(join(gitDir, 'description'), 'utf8'), /^Unnamed repository/);
+    assert.match(await readFile(join(gitDir, 'info/exclude'), 'utf8'), /^# git ls-files --others --exclude-from=\.git\/info\/exclude\n/);
+    const time = (await runGit(['log', '-1', '--format=%ct', head], { cwd: mirror })).trim();
+    const entry = `${'0'.repeat(40)} ${head} cachew <cachew@snapshot.invalid> ${time} +0000\tclone: from ${UPSTREAM_URL}\n`;
+    for (const log of ['logs/HEAD', 'logs/refs/heads/main', 'logs/refs/remotes/origin/HEAD']) {
+      assert.equal(await readFile(join(gitDir, log), 'utf8'), entry, log);
+    }
+    const reflog = await runGit(['reflog', '-1', '--format=%gs'], { cwd: clone });
+    assert.equal(reflog.trim(), `clone: from ${UPSTREAM_URL}`);
     const packs = await readdir(join(gitDir, 'objects/pack'));
     assert.equal(packs.length, 2);
     assert.ok(packs.every((p) => /^pack-[0-9a-f]{40}\.(pack|idx)$/.test(p)), packs.join(','));
@@ -184,7 +195,7 @@ void describe('generateSnapshot', { timeout: 120_000 }, () => {
 
   void it('names its format with the tool versions', async () => {
     const id = await snapshotFormatId();
-    assert.match(id, /^cachew-snapshot-v2;zstd-\d+\.\d+\.\d+;git-\d+\.\d+/);
+    assert.match(id, /^cachew-snapshot-v3;zstd-\d+\.\d+\.\d+;git-\d+\.\d+/);
     assert.equal(await snapshotFormatId(), id);
   });
 });

@@ -3,7 +3,7 @@
  *
  * The archive is assembled rather than copied from a checkout, so that every byte is a function of
  * (upstream URL, commit, format version, zstd and git versions):
- *   1. `.git/` metadata with fixed text (git-dir-files.ts);
+ *   1. `.git/` metadata with fixed text (git-dir-files.ts), reflog entries stamped with the commit time;
  *   2. `.git/objects/pack/pack-<hash>.{idx,pack}`: one or two single-threaded, no-reuse packs, in name
  *      order: the full pack of the commit, or (first-parent depth > K) the full pack of its checkpoint
  *      ancestor plus the commit's increment over it; the checkpoint pack may come from a local cache
@@ -94,7 +94,8 @@ export async function generateSnapshot(
   const { gitDir, commit } = source;
   if (/^[0-9a-f]{64}$/.test(commit)) throw new BadRequestError('snapshots of SHA-256 repositories are not supported');
   if (!/^[0-9a-f]{40}$/.test(commit)) throw new BadRequestError(`not a commit id: ${commit.slice(0, 80)}`);
-  const metadata = gitDirEntries(source.upstreamUrl, commit, source.defaultBranch);
+  // Validates branch and URL before any work; the reflog time is filled in once the commit is read.
+  gitDirEntries(source.upstreamUrl, commit, source.defaultBranch, 0);
   const log = (options.logger ?? silentLogger).child({ module: 'snapshot-archive' });
   const signal = options.signal;
   const started = Date.now();
@@ -102,6 +103,7 @@ export async function generateSnapshot(
   const scratch = await mkdtemp(join(options.tmpDir ?? dirname(outPath), '.cachew-pack-'));
   try {
     const commitTime = await committerTime(gitDir, commit, signal);
+    const metadata = gitDirEntries(source.upstreamUrl, commit, source.defaultBranch, commitTime);
     const tree = sortIndexEntries(await listTree(gitDir, commit, signal));
     for (const entry of tree) assertSafePath(entry.path);
     const packs = await writeSnapshotPacks(gitDir, commit, scratch, {

@@ -11,11 +11,15 @@
  * SNAPSHOT_CHECKPOINT_INTERVAL (K) gets the full pack of its checkpoint, the first-parent ancestor at
  * depth K * floor((n - 1) / K), plus a pack of what the commit adds to it; n <= K gets one full pack
  * (checkpoint.ts). v1 always had one full pack.
+ *
+ * v3: `.git/` also holds what `git clone` leaves and users rely on: `description`, `info/exclude`,
+ * empty `hooks/` and `branches/`, and the checkout's reflog (`logs/HEAD`, `logs/refs/heads/<branch>`,
+ * `logs/refs/remotes/origin/HEAD`) with a fixed identity and the commit time (git-dir-files.ts).
  */
 import { runGit } from '../command.js';
 import { ZSTD_LEVEL, zstdVersion } from './zstd.js';
 
-export const SNAPSHOT_FORMAT_VERSION = 'cachew-snapshot-v2';
+export const SNAPSHOT_FORMAT_VERSION = 'cachew-snapshot-v3';
 
 /**
  * K of the checkpoint rule: checkpoints sit at first-parent depths K, 2K, 3K, ... so a replica
@@ -27,7 +31,7 @@ export const SNAPSHOT_CHECKPOINT_INTERVAL = 64;
 let cached: Promise<string> | undefined;
 
 /**
- * e.g. `cachew-snapshot-v2;zstd-1.5.4;git-2.39.5` (zstd level included when not the default 3).
+ * e.g. `cachew-snapshot-v3;zstd-1.5.4;git-2.39.5` (zstd level included when not the default 3).
  * Computed once per process. Git's zlib is not part of the id: `git version --build-options` does not
  * report it; a distribution that relinks git against another zlib should be treated as a new git.
  */

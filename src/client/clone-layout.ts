@@ -1,0 +1,78 @@
+/**
+ * The last touches that make a restored snapshot indistinguishable from `git clone <url>` on this
+ * machine, for everything that is the user's rather than the archive's:
+ *
+ * - `remote.origin.url` is exactly what the user typed (with or without `.git`, credentials included,
+ *   as clone stores it); the archive holds the canonical upstream URL, shared by both spellings.
+ * - `git init` in the clone adds what clone takes from the user's templates (`init.templateDir`, hook
+ *   samples) and probes the file system like clone does (`core.ignorecase`, `core.symlinks`,
+ *   `core.precomposeunicode` on macOS, ...). Re-running init never overwrites existing files or keys.
+ * - The reflog entries of the checkout name the user and now, as clone's do, and point at the commit
+ *   finally checked out; the archive's carry a fixed identity and the commit time.
+ * - No ORIG_HEAD: moving the branch past the snapshot commit (`reset --keep`) leaves one; clone does not.
+ */
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { runGit } from './git.js';
+
+export interface CloneLayoutOptions {
+  cloneDir: string;
+  /** The repository URL exactly as the user gave it. */
+  repoUrl: string;
+  signal?: AbortSignal;
+}
+
+const ZERO_OID = '0'.repeat(40);
+
+/** Applies the user-specific parts of a clone; see the module comment. */
+export async function finishCloneLayout(options: CloneLayoutOptions): Promise<void> {
+  const { cloneDir, repoUrl, signal } = options;
+  await runGit(['config', 'remote.origin.url', repoUrl], cloneDir, signal);
+  await runGit(['init', '--quiet'], cloneDir, signal);
+  await rewriteCloneReflogs(cloneDir, repoUrl, signal);
+  await fs.rm(path.join(cloneDir, '.git', 'ORIG_HEAD'), { force: true });
+}
+
+/**
+ * Replaces the reflogs of HEAD, the checked-out branch and `origin/HEAD` with the single entry clone
+ * writes: `0{40} <commit> <user> <now>\tclone: from <url>`. The identity is git's own non-strict one
+ * (`git var -l`, the same fallback to user@host that clone uses when none is configured).
+ */
+export async function rewriteCloneReflogs(cloneDir: string, repoUrl: string, signal?: AbortSignal): Promise<void> {
+  const ident = committerIdent(await runGit(['var', '-l'], cloneDir, signal));
+  if (!ident) return; // keep the archive's entries rather than write a malformed line
+  const message = `clone: from ${anonymizeUrl(repoUrl)}`;
+  const head = await runGit(['rev-parse', 'HEAD'], cloneDir, signal);
+  const branchRef = await runGit(['symbolic-ref', '-q', 'HEAD'], cloneDir, signal).catch(() => '');
+  const originHead = await runGit(['rev-parse', '-q', '--verify', 'refs/remotes/origin/HEAD'], cloneDir, signal).catch(() => '');
+  const gitDir = path.join(cloneDir, '.git');
+  const line = (commit: string): string => `${ZERO_OID} ${commit} ${ident}\t${message}\n`;
+  await writeLog(gitDir, 'HEAD', line(head));
+  if (branchRef.startsWith('refs/heads/')) await writeLog(gitDir, branchRef, line(head));
+  if (originHead) await writeLog(gitDir, 'refs/remotes/origin/HEAD', line(originHead));
+}
+
+/** `GIT_COMMITTER_IDENT` without its timestamp is the name and email; we append our own "now". */
+function committerIdent(varList: string): string | undefined {
+  // The last such line wins: `git var -l` prints the config first, and a value could mimic the name.
+  const line = varList
+    .split('\n')
+    .filter((l) => l.startsWith('GIT_COMMITTER_IDENT='))
+    .pop();
+  const match = line ? /^GIT_COMMITTER_IDENT=(.*<[^<>\n]*>) (\d+) ([+-]\d{4})$/.exec(line) : null;
+  return match ? `${match[1]} ${match[2]} ${match[3]}` : undefined;
+}
+
+/** What clone prints in its reflog: the URL without a user or password (git's transport_anonymize_url). */
+export function anonymizeUrl(url: string): string {
+  return url.replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/)[^@/?#]*@/, '$1');
+}
+
+/** Writes `.git/logs/<ref>`, refusing a ref name that would leave `.git/logs`. */
+async function writeLog(gitDir: string, ref: string, content: string): Promise<void> {
+  const logs = path.join(gitDir, 'logs');
+  const file = path.resolve(logs, ref);
+  if (!file.startsWith(logs + path.sep)) return;
+  await fs.mkdir(path.dirname(file), { recursive: true });
+  await fs.writeFile(file, content);
+}
