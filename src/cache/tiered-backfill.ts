@@ -15,10 +15,20 @@ export interface KeyWatch {
   release(): void;
 }
 
+/** A backfill running in the background, as its owner tracks it. */
+export interface Backfill {
+  /** Resolves once the copies were committed or dropped (never rejects). */
+  readonly settled: Promise<void>;
+  /** Drops the copies unless the caller already read the whole body (those still commit). */
+  cancel(): void;
+}
+
 /** Hooks into the owning TieredCache. */
 export interface BackfillHost {
   /** Runs `fn` while holding the key's local-mutation lock. */
   withLocalLock<T>(key: string, fn: () => Promise<T>): Promise<T>;
+  /** Called once per backfill that started, so the owner can wait for it (close() must not race it). */
+  track(backfill: Backfill): void;
   logger: Logger;
 }
 
@@ -86,7 +96,7 @@ export async function teeIntoTiers(
   tee.once('end', () => {
     readToEnd = true;
   });
-  const settle = async (): Promise<void> => {
+  const settleNow = async (): Promise<void> => {
     try {
       if (!readToEnd) {
         await Promise.all(copies.map((copy) => drop(copy, new Error('reader did not consume the whole body'))));
@@ -114,7 +124,18 @@ export async function teeIntoTiers(
       watch.release();
     }
   };
+  let settling: Promise<void> | undefined;
+  const settle = (): Promise<void> => (settling ??= settleNow());
+  let markSettled!: () => void;
+  const settled = new Promise<void>((resolve) => (markSettled = resolve));
   // 'close' comes after 'end' on success, and alone when the caller or the source gave up.
-  tee.once('close', () => void settle());
+  tee.once('close', () => void settle().then(markSettled));
+  host.track({
+    settled,
+    cancel: () => {
+      // A reader that never finishes must not hold its owner's close() forever.
+      if (!readToEnd) void settle().then(markSettled);
+    },
+  });
   return pipeline(body, tee, () => undefined);
 }

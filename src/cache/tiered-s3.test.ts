@@ -3,7 +3,6 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, test } from 'node:test';
 import { DeleteObjectsCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import { s3ClientFor, useMotoBucket, type MotoServer } from '../../test/harness/moto.js';
@@ -109,8 +108,7 @@ void describe('tiered over s3', () => {
       const full = await r.tiered.open('snap/obj');
       assert.equal(full?.source, 's3');
       assert.deepEqual(await hashStream(full.body), { sha256: sha256(data), size: data.length });
-      const deadline = Date.now() + 10_000;
-      while (!(await r.disk?.stat('snap/obj')) && Date.now() < deadline) await sleep(20);
+      await r.tiered.whenIdle();
       assert.equal((await r.disk?.stat('snap/obj'))?.etag, sha256(data));
       getBytes = 0;
       const local = await r.tiered.open('snap/obj', { range: { kind: 'suffix', length: 100 } });

@@ -2,9 +2,8 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { test } from 'node:test';
-import type { Cache } from './cache.js';
+import type { Cache, CacheWriter, CreateOptions } from './cache.js';
 import { DiskCache } from './disk.js';
 import { MemoryCache } from './memory.js';
 import { TieredCache } from './tiered.js';
@@ -36,20 +35,6 @@ async function fixture(): Promise<Fixture> {
   };
 }
 
-/** Polls until `check` passes (backfill commits after the reader's stream closed). */
-async function eventually(check: () => Promise<void>, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      await check();
-      return;
-    } catch (err) {
-      if (Date.now() > deadline) throw err;
-      await sleep(20);
-    }
-  }
-}
-
 runCacheConformance('TieredCache(memory+disk) conformance', async () => {
   const f = await fixture();
   const cache = new TieredCache([f.memory, f.disk]);
@@ -78,7 +63,8 @@ withFixture('a full read from a farther tier backfills the nearer tier', async (
   const result = await tiered.open('obj');
   assert.equal(result?.source, 'disk');
   assert.equal((await hashStream(result.body)).sha256, sha256(data));
-  await eventually(async () => assert.equal((await memory.stat('obj'))?.etag, sha256(data)));
+  await tiered.whenIdle();
+  assert.equal((await memory.stat('obj'))?.etag, sha256(data));
   const copied = await memory.stat('obj');
   assert.deepEqual(copied?.metadata, { type: 'x' });
   assert.ok(copied?.expiresAt && diskMeta?.expiresAt);
@@ -97,7 +83,7 @@ withFixture('ranged, HEAD and 304 reads do not backfill', async ({ memory, disk 
   assert.equal((await readAll(ranged.body)).length, 100);
   assert.equal((await tiered.open('obj', { headOnly: true }))?.body, undefined);
   assert.equal((await tiered.open('obj', { ifNoneMatch: [{ tag: etag, weak: false }] }))?.status, 304);
-  await sleep(100);
+  await tiered.whenIdle();
   assert.equal(await memory.stat('obj'), undefined);
 });
 
@@ -110,13 +96,13 @@ withFixture('an abandoned or failed read does not backfill', async ({ memory, di
   const iterator = result.body[Symbol.asyncIterator]();
   await iterator.next();
   result.body.destroy();
-  await sleep(100);
+  await tiered.whenIdle();
   assert.equal(await memory.stat('obj'), undefined);
 
   const breaking = new TieredCache([memory, new FaultyCache(disk, { readBreakAfter: 1024 * 1024 })]);
   const broken = await breaking.open('obj');
   await assert.rejects(hashStream(broken?.body), /injected read failure/);
-  await sleep(100);
+  await breaking.whenIdle();
   assert.equal(await memory.stat('obj'), undefined);
 });
 
@@ -187,7 +173,7 @@ withFixture('a backfill that raced with a write is dropped', async ({ memory, di
   const rest = [Buffer.from(first.value as Uint8Array)];
   for (let next = await iterator.next(); !next.done; next = await iterator.next()) rest.push(Buffer.from(next.value as Uint8Array));
   assert.equal(sha256(Buffer.concat(rest)), sha256(old), 'the reader still gets one whole version');
-  await sleep(200);
+  await tiered.whenIdle();
   assert.equal((await memory.stat('k'))?.etag, fresh.etag, 'the old bytes never reach the local tier');
 });
 
@@ -200,9 +186,47 @@ void test('TieredCache with three tiers backfills every nearer tier', { timeout:
   const data = pseudoRandomBytes(200_000, 10);
   await put(far, 'k', data);
   assert.ok((await readAll((await tiered.open('k'))?.body)).equals(data));
-  await eventually(async () => {
-    assert.equal((await near.stat('k'))?.etag, sha256(data));
-    assert.equal((await middle.stat('k'))?.etag, sha256(data));
-  });
+  await tiered.whenIdle();
+  assert.equal((await near.stat('k'))?.etag, sha256(data));
+  assert.equal((await middle.stat('k'))?.etag, sha256(data));
   await tiered.close();
+});
+
+/** A near tier that records whether anything was committed into it after it was closed. */
+class ClosingProbe extends FaultyCache {
+  closed = false;
+  commits = 0;
+  commitsAfterClose = 0;
+  override async create(key: string, options?: CreateOptions): Promise<CacheWriter> {
+    const writer = await super.create(key, options);
+    const commit = writer.commit.bind(writer);
+    writer.commit = async () => {
+      const meta = await commit();
+      this.commits++;
+      if (this.closed) this.commitsAfterClose++;
+      return meta;
+    };
+    return writer;
+  }
+  override async close(): Promise<void> {
+    this.closed = true;
+    await super.close();
+  }
+}
+
+void test('close() waits for a backfill of a body read to the end, and drops one never read', { timeout: 60_000 }, async () => {
+  const far = new MemoryCache({ limitBytes: 1e8 });
+  const near = new ClosingProbe(new MemoryCache({ limitBytes: 1e8 }));
+  const data = pseudoRandomBytes(2 * 1024 * 1024, 11);
+  await put(far, 'read', data);
+  await put(far, 'unread', data);
+  const tiered = new TieredCache([near, far]);
+  const read = await tiered.open('read');
+  assert.ok((await readAll(read?.body)).equals(data));
+  const unread = await tiered.open('unread');
+  assert.ok(unread?.body);
+  await tiered.close();
+  assert.equal(near.commits, 1, 'the finished read was backfilled before close() returned');
+  assert.equal(near.commitsAfterClose, 0);
+  unread.body.destroy();
 });

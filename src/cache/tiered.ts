@@ -15,7 +15,7 @@
  */
 import type { Cache, CacheWriter, CreateOptions, ObjectMeta, OpenOptions, OpenResult } from './cache.js';
 import { KeyedMutex } from './key-lock.js';
-import { teeIntoTiers, type BackfillHost, type KeyWatch } from './tiered-backfill.js';
+import { teeIntoTiers, type Backfill, type BackfillHost, type KeyWatch } from './tiered-backfill.js';
 import { TieredWriter, type LocalShare } from './tiered-writer.js';
 import { ConfigError, abortReason } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/logger.js';
@@ -43,6 +43,8 @@ export class TieredCache implements Cache {
   private readonly locks = new KeyedMutex();
   /** Versions of keys that an in-flight backfill is watching; absent keys are watched by nobody. */
   private readonly watched = new Map<string, { version: number; refs: number }>();
+  /** Backfills still committing or copying in the background. */
+  private readonly backfills = new Set<Backfill>();
 
   constructor(tiers: Cache[], options: TieredCacheOptions = {}) {
     if (tiers.length === 0) throw new ConfigError('a tiered cache needs at least one tier');
@@ -142,12 +144,30 @@ export class TieredCache implements Cache {
     return this.authoritative.list(prefix, signal);
   }
 
+  /**
+   * Resolves once every backfill started so far has committed or been dropped (backfills of bodies
+   * still being read wait for their reader).
+   */
+  async whenIdle(): Promise<void> {
+    while (this.backfills.size > 0) await Promise.all([...this.backfills].map((backfill) => backfill.settled));
+  }
+
+  /** Drops backfills of bodies not read to the end, waits for the rest to commit, then closes every tier. */
   async close(): Promise<void> {
+    for (const backfill of this.backfills) backfill.cancel();
+    await this.whenIdle();
     await Promise.all(this.tiers.map((tier) => tier.close()));
   }
 
   private backfillHost(): BackfillHost {
-    return { logger: this.logger, withLocalLock: (key, fn) => this.locks.run(key, fn) };
+    return {
+      logger: this.logger,
+      withLocalLock: (key, fn) => this.locks.run(key, fn),
+      track: (backfill) => {
+        this.backfills.add(backfill);
+        void backfill.settled.then(() => this.backfills.delete(backfill));
+      },
+    };
   }
 
   /** Changes local copies of `key` under its lock, then tells watching backfills their bytes are stale. */
