@@ -143,6 +143,18 @@ describe('snapshot routes', { timeout: 240_000 }, () => {
     assert.equal(notModified.status, 304);
     assert.equal(notModified.body.length, 0);
 
+    // Date preconditions compare against the Last-Modified we send (RFC 9110 §13.2.2 order).
+    const lastModified = full.headers.get('last-modified')!;
+    const earlier = new Date(Date.parse(lastModified) - 60_000).toUTCString();
+    const notModifiedSince = await get(url, { 'if-modified-since': lastModified });
+    assert.equal(notModifiedSince.status, 304);
+    assert.equal(notModifiedSince.headers.get('last-modified'), lastModified);
+    assert.equal((await get(url, { 'if-modified-since': earlier, range: 'bytes=0-9' })).status, 206);
+    assert.equal((await get(url, { 'if-none-match': '"other"', 'if-modified-since': lastModified })).status, 200, 'If-None-Match wins');
+    assert.equal((await get(url, { 'if-unmodified-since': earlier, range: 'bytes=0-9' })).status, 412);
+    assert.equal((await get(url, { 'if-unmodified-since': lastModified, range: 'bytes=0-9' })).status, 206);
+    assert.equal((await get(url, { 'if-match': etag, 'if-unmodified-since': earlier })).status, 200, 'If-Match wins');
+
     const head1 = await get(url, {}, 'HEAD');
     assert.equal(head1.status, 200);
     assert.equal(head1.body.length, 0);

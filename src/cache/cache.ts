@@ -6,8 +6,8 @@
  * MAY reject anything else with BadRequestError. The cache knows nothing about git or HTTP.
  */
 import type { Writable, Readable } from 'node:stream';
-import type { ByteRangeRequest, ResolvedRange } from '../protocol/range.js';
-import type { EtagList } from '../protocol/etag.js';
+import type { Conditions } from '../protocol/conditions.js';
+import type { ResolvedRange } from '../protocol/range.js';
 
 /** What a backend knows about one committed object. */
 export interface ObjectMeta {
@@ -27,15 +27,16 @@ export interface ObjectMeta {
   metadata: Record<string, string>;
 }
 
-/** Options of {@link Cache.open}: one byte range and the RFC 9110 conditionals. */
-export interface OpenOptions {
-  range?: ByteRangeRequest;
-  /** If-Match: failure → PreconditionFailedError (evaluated first, before Range). */
-  ifMatch?: EtagList;
-  /** If-None-Match: a match → result with status 304 and no body. */
-  ifNoneMatch?: EtagList;
-  /** If-Range: a strong ETag (opaque value, unquoted); a mismatch → the full object with 200. */
-  ifRange?: string;
+/**
+ * Options of {@link Cache.open}: one byte range and the RFC 9110 conditionals (the protocol's
+ * {@link Conditions}, evaluated against the object's etag, size and last-modified date).
+ */
+export interface OpenOptions extends Conditions {
+  /**
+   * The Last-Modified the caller advertises for this object, which If-Modified-Since and
+   * If-Unmodified-Since compare against (default: the object's own `lastModified`).
+   */
+  lastModified?: Date;
   /** Return only metadata and status, no body (HEAD). */
   headOnly?: boolean;
   signal?: AbortSignal;
@@ -90,9 +91,9 @@ export interface Cache {
   /** Metadata of a committed, unexpired object; undefined on a miss. MUST throw (not miss) on failure. */
   stat(key: string, signal?: AbortSignal): Promise<ObjectMeta | undefined>;
   /**
-   * Opens an object. Undefined on a miss. Conditionals are evaluated in RFC 9110 order:
-   * If-Match (PreconditionFailedError) → If-None-Match (304) → If-Range → Range
-   * (RangeNotSatisfiableError). A failing backend MUST throw, never report a miss.
+   * Opens an object. Undefined on a miss. Conditionals are evaluated in RFC 9110 §13.2.2 order:
+   * If-Match, If-Unmodified-Since (PreconditionFailedError) → If-None-Match, If-Modified-Since (304) →
+   * If-Range → Range (RangeNotSatisfiableError). A failing backend MUST throw, never report a miss.
    */
   open(key: string, options?: OpenOptions): Promise<OpenResult | undefined>;
   /**

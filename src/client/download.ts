@@ -13,13 +13,15 @@ import { once, setMaxListeners } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isSha256Hex, parseStrongEtag } from '../protocol/etag.js';
 import { Headers } from '../protocol/headers.js';
+import { formatConditions } from '../protocol/conditions.js';
+import { parseContentRange } from '../protocol/range.js';
 import { isCommit, stableSnapshotPath } from '../protocol/routes.js';
 import { CachewError, DigestMismatchError, abortReason } from '../util/errors.js';
 import { extractTar } from './archive.js';
 import { DownloadFailedError, NoSnapshotError, ProtocolError } from './errors.js';
 import { discard, header, type HttpClient, type HttpResponse } from './http.js';
 import { ParallelGet, type ParallelGetStats } from './parallel-get.js';
-import { isRetryable, parseContentRange, rangePieces, wholePieces, type FetchContext, type SnapshotSource } from './range-fetch.js';
+import { isRetryable, rangePieces, wholePieces, type FetchContext, type SnapshotSource } from './range-fetch.js';
 
 export interface DownloadOptions {
   http: HttpClient;
@@ -158,7 +160,8 @@ async function openStable(options: DownloadOptions, stableUrl: URL): Promise<Htt
   for (let failures = 0; ; failures++) {
     let delay = options.backoffMs * 2 ** failures;
     try {
-      const response = await options.http.get(stableUrl, { range: `bytes=0-${options.chunkSize - 1}` }, options.signal);
+      const range = { kind: 'bounded', start: 0, end: options.chunkSize - 1 } as const;
+      const response = await options.http.get(stableUrl, formatConditions({ range }), options.signal);
       if (response.status === 200 || response.status === 206) return response;
       discard(response);
       if (response.status === 404) throw new NoSnapshotError(options.repoUrl);

@@ -6,7 +6,9 @@
  * with the snapshot's ETag: bytes of two different archives can never be spliced.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { formatEtag, parseStrongEtag } from '../protocol/etag.js';
+import { parseStrongEtag } from '../protocol/etag.js';
+import { formatConditions, type Conditions } from '../protocol/conditions.js';
+import { parseContentRange } from '../protocol/range.js';
 import { Headers } from '../protocol/headers.js';
 import { CachewError, TimeoutError, abortReason } from '../util/errors.js';
 import { DownloadFailedError, ProtocolError, RangeIgnoredError, SnapshotGoneError } from './errors.js';
@@ -42,15 +44,6 @@ export interface FetchContext {
 const DEFAULT_ATTEMPTS = 5;
 const DEFAULT_BACKOFF_MS = 200;
 
-/** `Content-Range: bytes a-b/N` → numbers, or undefined when malformed. */
-export function parseContentRange(value: string | undefined): { start: number; end: number; size: number } | undefined {
-  const match = value ? /^bytes (\d+)-(\d+)\/(\d+)$/.exec(value.trim()) : null;
-  if (!match) return undefined;
-  const [start, end, size] = [Number(match[1]), Number(match[2]), Number(match[3])];
-  if (end < start || end >= size) return undefined;
-  return { start, end, size };
-}
-
 /**
  * Yields exactly the bytes `[start, end]` (inclusive) of the snapshot. `first`, when given, is a
  * response already answering a Range request that starts at `start`; it is used for the first attempt.
@@ -68,7 +61,7 @@ export async function* rangePieces(
   while (offset <= end) {
     try {
       if (!response) {
-        response = await request(ctx, { range: `bytes=${offset}-${end}` });
+        response = await request(ctx, { kind: 'bounded', start: offset, end });
       }
       checkRangeResponse(ctx, response, offset);
       for await (const piece of readBody(response, ctx.http.idleTimeoutMs, ctx.signal)) {
@@ -102,7 +95,7 @@ export async function* wholePieces(
   let response = first;
   while (offset < source.size) {
     try {
-      if (!response) response = await request(ctx, {});
+      if (!response) response = await request(ctx);
       checkWholeResponse(ctx, response);
       let position = 0; // position of the next body byte within the archive
       for await (const piece of readBody(response, ctx.http.idleTimeoutMs, ctx.signal)) {
@@ -125,12 +118,12 @@ export async function* wholePieces(
   }
 }
 
-async function request(ctx: FetchContext, extra: Record<string, string>): Promise<HttpResponse> {
+/** GETs the snapshot (or `range` of it), conditional on its ETag so two archives are never spliced. */
+async function request(ctx: FetchContext, range?: Conditions['range']): Promise<HttpResponse> {
   if (ctx.stats) ctx.stats.requests++;
-  const etag = formatEtag(ctx.source.etag);
-  const headers: Record<string, string> = { 'if-match': etag, ...extra };
-  if (extra.range) headers['if-range'] = etag;
-  return ctx.http.get(ctx.source.url, headers, ctx.signal);
+  const etag = { tag: ctx.source.etag, weak: false };
+  const conditions: Conditions = range ? { ifMatch: [etag], ifRange: etag, range } : { ifMatch: [etag] };
+  return ctx.http.get(ctx.source.url, formatConditions(conditions), ctx.signal);
 }
 
 function checkCommon(ctx: FetchContext, response: HttpResponse): void {

@@ -7,7 +7,7 @@ import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
 import type { RequestContext } from './context.js';
 import { CachewError, RangeNotSatisfiableError, UnavailableError, type ErrorCode } from '../util/errors.js';
-import { contentRange } from '../protocol/range.js';
+import { formatContentRange, rangeLength } from '../protocol/range.js';
 import type { OpenResult } from '../cache/cache.js';
 
 const STATUS_BY_CODE: Record<ErrorCode, number> = {
@@ -48,7 +48,7 @@ export function sendError(ctx: RequestContext, err: unknown): void {
   }
   const message = err instanceof CachewError ? err.message : 'internal error';
   const headers: Record<string, string | number> = { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' };
-  if (err instanceof RangeNotSatisfiableError) headers['content-range'] = contentRange(undefined, err.size);
+  if (err instanceof RangeNotSatisfiableError) headers['content-range'] = formatContentRange(undefined, err.size);
   if (err instanceof UnavailableError) headers['retry-after'] = err.retryAfterSeconds;
   sendText(ctx, status, message, headers);
 }
@@ -88,9 +88,9 @@ export async function sendObject(ctx: RequestContext, result: OpenResult, header
     res.end();
     return 0;
   }
-  const length = result.range ? result.range.end - result.range.start + 1 : result.meta.size;
+  const length = result.range ? rangeLength(result.range) : result.meta.size;
   const out: Record<string, string | number> = { ...headers, 'content-length': length };
-  if (result.status === 206 && result.range) out['content-range'] = contentRange(result.range, result.meta.size);
+  if (result.status === 206 && result.range) out['content-range'] = formatContentRange(result.range, result.meta.size);
   res.writeHead(result.status, out);
   if (ctx.req.method === 'HEAD' || !result.body) {
     result.body?.destroy();

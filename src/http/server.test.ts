@@ -10,8 +10,17 @@ import type { Handler } from './context.js';
 const CHUNK = Buffer.alloc(64 * 1024, 7);
 const CHUNKS = 40; // 2.5 MiB, sent slowly
 
+/** A promise and the function that resolves it: a handler signals that it is running. */
+function signal(): { promise: Promise<void>; fire: () => void } {
+  let fire!: () => void;
+  const promise = new Promise<void>((resolve) => (fire = resolve));
+  return { promise, fire };
+}
+
 test('graceful close lets an in-flight download finish and refuses new connections', async () => {
+  const started = signal();
   const slow: Handler = async (ctx) => {
+    started.fire();
     ctx.res.writeHead(200, { 'content-length': CHUNK.length * CHUNKS });
     for (let i = 0; i < CHUNKS; i++) {
       if (ctx.signal.aborted) return;
@@ -37,7 +46,7 @@ test('graceful close lets an in-flight download finish and refuses new connectio
       .on('error', reject)
       .end();
   });
-  await new Promise((r) => setTimeout(r, 50));
+  await started.promise;
   assert.equal(server.inFlight(), 1);
   const closed = server.close(10_000);
   const got = await body;
@@ -51,7 +60,9 @@ test('graceful close lets an in-flight download finish and refuses new connectio
 
 test('graceful close cuts requests that outlive the grace period', async () => {
   let aborted = false;
+  const started = signal();
   const stuck: Handler = async (ctx) => {
+    started.fire();
     ctx.res.writeHead(200);
     ctx.res.write('x');
     await new Promise<void>((resolve) => ctx.signal.addEventListener('abort', () => resolve(), { once: true }));
@@ -61,10 +72,10 @@ test('graceful close cuts requests that outlive the grace period', async () => {
   const server = createHttpServer(stuck, { logger: silentLogger, metrics: new Metrics() });
   await server.listen('127.0.0.1', 0);
   const response = fetch(server.url()).then((r) => r.text()).catch(() => 'cut');
-  await new Promise((r) => setTimeout(r, 50));
-  const started = Date.now();
+  await started.promise;
+  const closing = Date.now();
   await server.close(200);
-  assert.ok(Date.now() - started < 5000);
+  assert.ok(Date.now() - closing < 5000);
   assert.equal(await response, 'cut');
   assert.equal(aborted, true);
 });

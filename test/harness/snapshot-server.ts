@@ -12,9 +12,10 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { formatEtag, parseEtagList, parseStrongEtag, sha256HexToReprDigest } from '../../src/protocol/etag.js';
+import { formatEtag, sha256HexToReprDigest } from '../../src/protocol/etag.js';
+import { evaluateConditions, parseConditions } from '../../src/protocol/conditions.js';
 import { Headers, IMMUTABLE_CACHE_CONTROL, SNAPSHOT_CONTENT_TYPE, STABLE_CACHE_CONTROL } from '../../src/protocol/headers.js';
-import { contentRange, parseRange, resolveRange, type ResolvedRange } from '../../src/protocol/range.js';
+import { formatContentRange, type ResolvedRange } from '../../src/protocol/range.js';
 import { bundlePath, immutableSnapshotPath, stableSnapshotPath } from '../../src/protocol/routes.js';
 import { killGroup, serveCgi } from './upstream.js';
 
@@ -121,23 +122,17 @@ export async function startSnapshotServer(options: SnapshotServerOptions): Promi
       headers[Headers.contentLocation] = paths.immutable;
       if (options.bundle) headers[Headers.bundleUrl] = paths.bundle;
     }
-    const ifMatch = parseEtagList(req.headers['if-match']);
-    if (ifMatch && ifMatch !== '*' && !ifMatch.some((tag) => !tag.weak && tag.tag === digest)) {
-      return void res.writeHead(412, headers).end();
-    }
-    let range: ResolvedRange | undefined;
-    const requested = parseRange(req.headers.range);
-    const ifRange = req.headers['if-range'] as string | undefined;
-    const rangeApplies = requested && fault !== 'ignore-range' && (ifRange === undefined || parseStrongEtag(ifRange) === digest);
-    if (rangeApplies) {
-      range = resolveRange(requested, size);
-      if (!range) return void res.writeHead(416, { ...headers, 'content-range': contentRange(undefined, size) }).end();
-    }
+    const conditions = parseConditions(req.headers, req.method);
+    if (fault === 'ignore-range') delete conditions.range;
+    const outcome = evaluateConditions({ etag: digest, lastModified: new Date(modified), size }, conditions);
+    if (outcome.status === 412 || outcome.status === 304) return void res.writeHead(outcome.status, headers).end();
+    if (outcome.status === 416) return void res.writeHead(416, { ...headers, 'content-range': formatContentRange(undefined, size) }).end();
+    const range: ResolvedRange | undefined = outcome.status === 206 ? outcome.range : undefined;
     const start = range?.start ?? 0;
     const end = range?.end ?? size - 1;
     const length = end - start + 1;
     if (fault !== 'ignore-range') headers['accept-ranges'] = 'bytes';
-    if (range) headers['content-range'] = contentRange(range, size);
+    if (range) headers['content-range'] = formatContentRange(range, size);
     headers['content-length'] = String(length);
     res.writeHead(range ? 206 : 200, headers);
     if (req.method === 'HEAD') return void res.end();

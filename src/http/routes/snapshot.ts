@@ -7,8 +7,8 @@ import type { RepoHandler, RepoTarget, RequestContext } from '../context.js';
 import { sendObject, sendText } from '../reply.js';
 import { BadRequestError, CachewError, NotFoundError } from '../../util/errors.js';
 import { bundlePath, immutableSnapshotPath, isCommit } from '../../protocol/routes.js';
-import { formatEtag, parseEtagList, parseStrongEtag, sha256HexToReprDigest } from '../../protocol/etag.js';
-import { parseRange } from '../../protocol/range.js';
+import { formatEtag, sha256HexToReprDigest } from '../../protocol/etag.js';
+import { formatHttpDate, parseConditions } from '../../protocol/conditions.js';
 import {
   BUNDLE_CONTENT_TYPE,
   Headers,
@@ -27,21 +27,13 @@ export interface SnapshotRouteDeps {
   metrics?: Metrics;
 }
 
-/** Reads Range and the conditionals off the request into cache open options. */
-export function openOptionsFrom(ctx: RequestContext): OpenOptions {
-  const { headers, method } = ctx.req;
-  const options: OpenOptions = { signal: ctx.signal, headOnly: method === 'HEAD' };
-  options.ifMatch = parseEtagList(headers['if-match']);
-  options.ifNoneMatch = parseEtagList(headers['if-none-match']);
-  if (method === 'GET') options.range = parseRange(headers.range);
-  const ifRange = headers['if-range'] as string | undefined;
-  // A weak tag or an HTTP-date never matches our strong validators: the full body is sent (RFC 9110 §13.1.5).
-  if (ifRange !== undefined) options.ifRange = parseStrongEtag(ifRange) ?? '\0no-match';
-  return options;
-}
-
-function httpDate(iso: string): string {
-  return new Date(iso).toUTCString();
+/**
+ * Reads Range and the conditionals off the request into cache open options; date preconditions
+ * compare against `lastModified`, the Last-Modified this route sends.
+ */
+export function openOptionsFrom(ctx: RequestContext, lastModified: Date): OpenOptions {
+  const method = ctx.req.method ?? 'GET';
+  return { ...parseConditions(ctx.req.headers, method), lastModified, signal: ctx.signal, headOnly: method === 'HEAD' };
 }
 
 export function createSnapshotRoutes(deps: SnapshotRouteDeps): RepoHandler {
@@ -61,24 +53,26 @@ export function createSnapshotRoutes(deps: SnapshotRouteDeps): RepoHandler {
 
 async function serveStable(deps: SnapshotRouteDeps, ctx: RequestContext, target: RepoTarget): Promise<void> {
   const { record, aheadHead } = await deps.service.current(target.host, target.canonicalRepo, ctx.signal);
+  const created = new Date(record.created);
   const headers: Record<string, string> = {
-    ...snapshotHeaders(record.digest, record.commit, record.created),
+    ...snapshotHeaders(record.digest, record.commit, created),
     [Headers.contentLocation]: immutableSnapshotPath(target.host, target.repo, record.commit),
     'cache-control': STABLE_CACHE_CONTROL,
   };
   if (aheadHead) headers[Headers.bundleUrl] = bundlePath(target.host, target.repo, record.commit);
-  await serveBlob(deps, ctx, record.digest, headers, 'snapshot');
+  await serveBlob(deps, ctx, record.digest, created, headers, 'snapshot');
 }
 
 async function serveImmutable(deps: SnapshotRouteDeps, ctx: RequestContext, target: RepoTarget, commit: string): Promise<void> {
   if (!isCommit(commit)) throw new BadRequestError('commit must be 40 or 64 lowercase hex characters');
   const record = await deps.service.record(target.host, target.canonicalRepo, commit);
   if (!record) throw new NotFoundError(`no snapshot for commit ${commit}`);
+  const created = new Date(record.created);
   const headers = {
-    ...snapshotHeaders(record.digest, record.commit, record.created),
+    ...snapshotHeaders(record.digest, record.commit, created),
     'cache-control': IMMUTABLE_CACHE_CONTROL,
   };
-  await serveBlob(deps, ctx, record.digest, headers, 'snapshot');
+  await serveBlob(deps, ctx, record.digest, created, headers, 'snapshot');
 }
 
 async function serveBundle(deps: SnapshotRouteDeps, ctx: RequestContext, target: RepoTarget): Promise<void> {
@@ -90,24 +84,25 @@ async function serveBundle(deps: SnapshotRouteDeps, ctx: RequestContext, target:
     ctx.res.end();
     return;
   }
+  const created = new Date(bundle.created);
   const headers = {
     etag: formatEtag(bundle.digest),
     [Headers.reprDigest]: sha256HexToReprDigest(bundle.digest),
     [Headers.snapshotCommit]: bundle.head,
     'content-type': BUNDLE_CONTENT_TYPE,
-    'last-modified': httpDate(bundle.created),
+    'last-modified': formatHttpDate(created),
     'cache-control': STABLE_CACHE_CONTROL,
   };
-  await serveBlob(deps, ctx, bundle.digest, headers, 'bundle');
+  await serveBlob(deps, ctx, bundle.digest, created, headers, 'bundle');
 }
 
-function snapshotHeaders(digest: string, commit: string, created: string): Record<string, string> {
+function snapshotHeaders(digest: string, commit: string, created: Date): Record<string, string> {
   return {
     etag: formatEtag(digest),
     [Headers.reprDigest]: sha256HexToReprDigest(digest),
     [Headers.snapshotCommit]: commit,
     'content-type': SNAPSHOT_CONTENT_TYPE,
-    'last-modified': httpDate(created),
+    'last-modified': formatHttpDate(created),
   };
 }
 
@@ -115,12 +110,13 @@ async function serveBlob(
   deps: SnapshotRouteDeps,
   ctx: RequestContext,
   digest: string,
+  lastModified: Date,
   headers: Record<string, string>,
   kind: 'snapshot' | 'bundle',
 ): Promise<void> {
   let result;
   try {
-    result = await deps.store.openBlob(digest, openOptionsFrom(ctx));
+    result = await deps.store.openBlob(digest, openOptionsFrom(ctx, lastModified));
   } catch (err) {
     // 412 and 416 still carry the validators, so a client can tell which object it was.
     if (err instanceof CachewError && (err.code === 'precondition_failed' || err.code === 'range_not_satisfiable')) {
