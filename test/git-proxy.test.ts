@@ -15,6 +15,7 @@ import { GitCommandError } from '../src/util/errors.js';
 import { pktLine } from '../src/git/pkt-line.js';
 import { startUpstream, type Upstream } from './harness/upstream.js';
 import { startCachew } from './harness/cachew.js';
+import { ManualClock } from '../src/util/testing/manual-clock.js';
 
 interface Proxy {
   url: string;
@@ -23,14 +24,21 @@ interface Proxy {
 }
 
 /** The whole cachewd (startServer) on a free loopback port with its own temp state dir. */
-function startProxy(up: Upstream, options: { readOnly?: boolean; refCheckIntervalMs?: number }): Promise<Proxy> {
-  return startCachew([up], { readOnly: options.readOnly ?? false, refCheckIntervalMs: options.refCheckIntervalMs ?? 1000 });
+function startProxy(up: Upstream, options: ProxyOptions): Promise<Proxy> {
+  return startCachew([up], { readOnly: options.readOnly ?? false, refCheckIntervalMs: options.refCheckIntervalMs ?? 1000 }, { clock: options.clock });
+}
+
+interface ProxyOptions {
+  readOnly?: boolean;
+  refCheckIntervalMs?: number;
+  /** Drives the ref-check interval instead of real time. */
+  clock?: ManualClock;
 }
 
 interface World {
   up: Upstream;
   tmp: string;
-  proxy(options?: { readOnly?: boolean; refCheckIntervalMs?: number }): Promise<Proxy>;
+  proxy(options?: ProxyOptions): Promise<Proxy>;
   /** Runs the git client with a config isolated from the host's. */
   git(args: string[], cwd?: string): Promise<string>;
 }
@@ -129,17 +137,20 @@ void test('ten concurrent first clones cause one upstream clone', { timeout: 180
 void test('pushes and force-pushes upstream are seen after the ref-check interval', { timeout: 180_000 }, async (t) => {
   const w = await world(t);
   await w.up.createRepo('org/live');
-  const proxy = await w.proxy({ refCheckIntervalMs: 1000 });
+  const clock = new ManualClock();
+  const proxy = await w.proxy({ refCheckIntervalMs: 1000, clock });
   const dir = path.join(w.tmp, 'live');
   await w.git(['clone', '-q', proxyRepoUrl(proxy, w.up, 'org/live'), dir]);
 
   const pushed = await w.up.commit('org/live', { 'n.txt': 'n\n' });
-  await new Promise((r) => setTimeout(r, 1100));
+  await w.git(['fetch', '-q', 'origin'], dir);
+  assert.notEqual((await w.git(['rev-parse', 'origin/main'], dir)).trim(), pushed, 'within the interval the mirror is not re-checked');
+  await clock.advance(1000);
   await w.git(['fetch', '-q', 'origin'], dir);
   assert.equal((await w.git(['rev-parse', 'origin/main'], dir)).trim(), pushed);
 
   const rewritten = await w.up.forcePush('org/live', { 'other.txt': 'o\n' });
-  await new Promise((r) => setTimeout(r, 1100));
+  await clock.advance(1000);
   await w.git(['-c', 'protocol.version=0', 'fetch', '-q', 'origin'], dir);
   assert.equal((await w.git(['rev-parse', 'origin/main'], dir)).trim(), rewritten);
   await w.git(['fsck', '--no-progress'], dir);

@@ -88,7 +88,8 @@ for (const [name, decide, expect] of [
 ] as const) {
   test(`restore through a proxy that injects ${name}`, { timeout: 120_000 }, async () => {
     const { result, dir, proxy } = await restoreThrough(name, decide);
-    assert.ok(proxy.injected.length >= 1, `the fault was injected (${proxy.requests.length} requests)`);
+    const outcome = result.ok ? 'restored' : String(result.error);
+    assert.ok(proxy.injected.length >= 1, `the fault was injected (${proxy.requests.length} requests, ${outcome})`);
     if (expect === 'success') {
       assert.ok(result.ok, `restore succeeds: ${result.ok ? '' : String(result.error)}`);
       assert.equal(result.value.digest, etag);

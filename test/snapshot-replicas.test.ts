@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { startUpstream, type Upstream } from './harness/upstream.js';
 import { startCachew, type TestCachew } from './harness/cachew.js';
+import { ManualClock } from '../src/util/testing/manual-clock.js';
 import { createBucket, startMoto, type MotoServer } from './harness/moto.js';
 import { get } from './harness/http.js';
 
@@ -61,7 +62,8 @@ test('replicas sharing S3: concurrent snapshot requests agree on one record', { 
   process.env.AWS_ACCESS_KEY_ID = moto.credentials.accessKeyId;
   process.env.AWS_SECRET_ACCESS_KEY = moto.credentials.secretAccessKey;
   const s3 = { bucket: 'shared', endpoint: moto.endpoint, region: moto.region, prefix: 'cachew' };
-  const r1 = await startCachew([upstream], { s3 });
+  const clock1 = new ManualClock();
+  const r1 = await startCachew([upstream], { s3 }, { clock: clock1 });
   const r2 = await startCachew([upstream], { s3 });
   servers.push(r1, r2);
   const post = (s: TestCachew) =>
@@ -88,7 +90,7 @@ test('replicas sharing S3: concurrent snapshot requests agree on one record', { 
   const next = await upstream.commit('org/det', { 'later.txt': 'later\n' });
   const z = await post(r2);
   assert.equal(z.commit, next);
-  await new Promise((r) => setTimeout(r, 1200)); // past replica 1's ref-check interval
+  await clock1.advance(1000); // past replica 1's ref-check interval
   const seen = await get(`${r1.url}/git/${upstream.hostName}/org/det/snapshot.tar.zst`, {}, 'HEAD');
   assert.equal(seen.headers.get('x-cachew-snapshot-commit'), next);
   assert.equal(seen.headers.get('etag'), `"${z.digest}"`);

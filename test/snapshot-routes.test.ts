@@ -12,6 +12,7 @@ import { startUpstream, type Upstream } from './harness/upstream.js';
 import { startCachew, type TestCachew } from './harness/cachew.js';
 import { download, get, sha256, waitFor } from './harness/http.js';
 import { reprDigestToSha256Hex } from '../src/protocol/etag.js';
+import { ManualClock } from '../src/util/testing/manual-clock.js';
 
 const gitEnv = { ...process.env, GIT_CONFIG_NOSYSTEM: '1', GIT_CONFIG_GLOBAL: '/dev/null', GIT_TERMINAL_PROMPT: '0' };
 function git(cwd: string, ...args: string[]): string {
@@ -33,13 +34,14 @@ describe('snapshot routes', { timeout: 240_000 }, () => {
   let tmp: string;
   let repoUrl: string;
   let base: string;
+  const clock = new ManualClock();
 
   before(async () => {
     tmp = await mkdtemp(join(tmpdir(), 'cachew-snap-e2e-'));
     upstream = await startUpstream();
     repoUrl = await upstream.createRepo('org/demo', FILES);
     await upstream.commit('org/demo', { 'CHANGELOG.md': 'v1\n' });
-    cachew = await startCachew([upstream], { snapshotGraceMs: 60 * 60_000 });
+    cachew = await startCachew([upstream], { snapshotGraceMs: 60 * 60_000 }, { clock });
     base = `${cachew.url}/git/${upstream.hostName}/org/demo`;
   });
   after(async () => {
@@ -195,7 +197,7 @@ describe('snapshot routes', { timeout: 240_000 }, () => {
     const oldFile = join(tmp, 'old.tar.zst');
     await download(`${base}/snapshot.tar.zst`, oldFile);
     const newHead = await upstream.commit('org/demo', { 'new.txt': 'new\n' });
-    await new Promise((r) => setTimeout(r, 1200)); // past --ref-check-interval (1 s)
+    await clock.advance(1000); // past --ref-check-interval (1 s)
     const lagging = await get(`${base}/snapshot.tar.zst`, {}, 'HEAD');
     assert.equal(lagging.headers.get('x-cachew-snapshot-commit'), oldHead);
     const bundleUrl = lagging.headers.get('x-cachew-bundle-url');

@@ -2,11 +2,11 @@ import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { test } from 'node:test';
 import { DiskCache } from './disk.js';
 import { pseudoRandomBytes, put, readAll, runCacheConformance, sha256 } from './testing/conformance.js';
 import { BadRequestError } from '../util/errors.js';
+import { ManualClock } from '../util/testing/manual-clock.js';
 
 async function tempRoot(): Promise<string> {
   return mkdtemp(join(tmpdir(), 'cachew-disk-'));
@@ -14,9 +14,11 @@ async function tempRoot(): Promise<string> {
 
 runCacheConformance('DiskCache conformance', async () => {
   const root = await tempRoot();
-  const cache = await DiskCache.open({ root, limitBytes: 1024 * 1024 * 1024 });
+  const clock = new ManualClock();
+  const cache = await DiskCache.open({ root, limitBytes: 1024 * 1024 * 1024, clock });
   return {
     cache,
+    clock,
     async cleanup() {
       await cache.close();
       // Every write, committed or not, must have left the temp directory empty.
@@ -31,7 +33,8 @@ void test('DiskCache keeps objects at human-readable paths and rebuilds its inde
   try {
     const data = pseudoRandomBytes(10_000, 1);
     const hex = sha256(data);
-    const first = await DiskCache.open({ root, limitBytes: 1e9 });
+    const clock = new ManualClock();
+    const first = await DiskCache.open({ root, limitBytes: 1e9, clock });
     await put(first, `blobs/sha256/${hex}`, data, { metadata: { kind: 'blob' } });
     await put(first, 'pointers/example.com/org/repo.json', '{"commit":"abc"}');
     await put(first, 'ttl/gone', 'soon', { ttlMs: 50 });
@@ -42,9 +45,9 @@ void test('DiskCache keeps objects at human-readable paths and rebuilds its inde
     assert.ok(onDisk.subarray(0, data.length).equals(data));
     assert.equal(first.pathOf(`blobs/sha256/${hex}`), join(root, 'blobs', 'sha256', hex));
 
-    await sleep(100);
+    await clock.advance(100);
     await writeFile(join(root, 'stray.txt'), 'an operator note, not a cache object');
-    const second = await DiskCache.open({ root, limitBytes: 1e9 });
+    const second = await DiskCache.open({ root, limitBytes: 1e9, clock });
     try {
       const meta = await second.stat(`blobs/sha256/${hex}`);
       assert.equal(meta?.etag, hex);
@@ -116,10 +119,13 @@ void test('DiskCache evicts least recently used objects to its byte limit, acros
 void test('DiskCache sweeps expired objects in the background', async () => {
   const root = await tempRoot();
   try {
-    const cache = await DiskCache.open({ root, limitBytes: 1e9, sweepIntervalMs: 50 });
+    const clock = new ManualClock();
+    const cache = await DiskCache.open({ root, limitBytes: 1e9, sweepIntervalMs: 50, clock });
     try {
       await put(cache, 'sweep/x', 'bye', { ttlMs: 30 });
-      await sleep(250);
+      await clock.advance(49);
+      await stat(join(root, 'sweep', 'x')); // expired, but the sweep has not run yet
+      await clock.advance(1);
       await assert.rejects(stat(join(root, 'sweep', 'x')), /ENOENT/);
       assert.equal(cache.usedBytes, 0);
     } finally {

@@ -32,6 +32,7 @@ import { KeyedMutex } from './key-lock.js';
 import { assertValidKey, isValidKey } from './keys.js';
 import { AlreadyExistsError, BadRequestError, CachewError, PreconditionFailedError, abortReason } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/logger.js';
+import { systemClock, type Clock, type Timer } from '../util/clock.js';
 
 /** Options of {@link DiskCache.open}. */
 export interface DiskCacheOptions {
@@ -42,6 +43,8 @@ export interface DiskCacheOptions {
   logger?: Logger;
   /** How often expired objects are removed in the background (default 60 s; 0 disables the timer). */
   sweepIntervalMs?: number;
+  /** Clock for TTLs, commit times and the sweep timer (default: the system clock). */
+  clock?: Clock;
 }
 
 const TMP_DIR = '.tmp';
@@ -61,16 +64,18 @@ export class DiskCache implements Cache {
     metaOf: (entry) => entry.meta,
     // An expired file is removed in the background (it needs the key lock).
     onExpired: (key, entry) => void this.forget(key, entry),
+    now: () => this.clock.now(),
   });
   private readonly locks = new KeyedMutex();
   private evicting = false;
-  private sweepTimer?: NodeJS.Timeout;
+  private sweepTimer?: Timer;
   private readonly tmpDir: string;
 
   private constructor(
     readonly root: string,
     readonly limitBytes: number,
     private readonly logger: Logger,
+    readonly clock: Clock,
   ) {
     this.tmpDir = join(root, TMP_DIR);
   }
@@ -78,7 +83,7 @@ export class DiskCache implements Cache {
   /** Opens (creating if needed) a cache at `options.root`: removes leftover temp files, rebuilds the index. */
   static async open(options: DiskCacheOptions): Promise<DiskCache> {
     const logger = (options.logger ?? silentLogger).child({ module: 'cache-disk' });
-    const cache = new DiskCache(options.root, options.limitBytes, logger);
+    const cache = new DiskCache(options.root, options.limitBytes, logger, options.clock ?? systemClock);
     await mkdir(options.root, { recursive: true });
     // Anything in the temp directory is a write that never committed (a crash or a kill -9).
     await rm(cache.tmpDir, { recursive: true, force: true });
@@ -87,8 +92,7 @@ export class DiskCache implements Cache {
     await cache.evictToLimit();
     const sweepMs = options.sweepIntervalMs ?? 60_000;
     if (sweepMs > 0) {
-      cache.sweepTimer = setInterval(() => void cache.sweepExpired(), sweepMs);
-      cache.sweepTimer.unref();
+      cache.sweepTimer = cache.clock.setInterval(() => cache.sweepExpired(), sweepMs);
     }
     return cache;
   }
@@ -131,7 +135,7 @@ export class DiskCache implements Cache {
       // The metadata of the bytes we actually opened, not the index's (a replace may have landed since).
       const meta = await readTrailer(file, (await file.stat()).size);
       if (!meta || meta.key !== key) throw new CachewError('internal', `corrupt cache file for ${key}`);
-      if (isExpired(meta)) return undefined;
+      if (isExpired(meta, this.clock.now())) return undefined;
       const outcome = evaluateConditionals(meta, options);
       const result: OpenResult = { meta, status: outcome.status, range: outcome.range, source: this.name };
       if (outcome.status === 304 || options.headOnly) return result;
@@ -166,19 +170,19 @@ export class DiskCache implements Cache {
       if (!entry) return false;
       await unlinkIfPresent(this.pathOf(key));
       this.dropFromIndex(key);
-      return !isExpired(entry.meta);
+      return !isExpired(entry.meta, this.clock.now());
     });
   }
 
   async *list(prefix: string, signal?: AbortSignal): AsyncIterable<ObjectMeta> {
     for (const [key, entry] of this.index.snapshot()) {
       if (signal?.aborted) throw abortReason(signal);
-      if (key.startsWith(prefix) && !isExpired(entry.meta)) yield entry.meta;
+      if (key.startsWith(prefix) && !isExpired(entry.meta, this.clock.now())) yield entry.meta;
     }
   }
 
   async close(): Promise<void> {
-    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    this.sweepTimer?.cancel();
     this.sweepTimer = undefined;
   }
 
@@ -275,7 +279,7 @@ export class DiskCache implements Cache {
 
   private async sweepExpired(): Promise<void> {
     for (const [key, entry] of this.index.snapshot()) {
-      if (isExpired(entry.meta)) await this.forget(key, entry);
+      if (isExpired(entry.meta, this.clock.now())) await this.forget(key, entry);
     }
   }
 
@@ -314,7 +318,7 @@ export class DiskCache implements Cache {
         this.logger.warn({ path }, 'ignoring a file that is not a cache object');
         return undefined;
       }
-      if (isExpired(meta)) {
+      if (isExpired(meta, this.clock.now())) {
         await unlinkIfPresent(path);
         return undefined;
       }
@@ -351,7 +355,7 @@ class DiskWriteTarget implements WriteTarget {
   }
 
   async publish(written: WrittenBytes, assertLive: () => void): Promise<ObjectMeta> {
-    const meta = committedMeta(this.key, written, this.options);
+    const meta = committedMeta(this.key, written, this.options, new Date(this.cache.clock.now()));
     const trailer = encodeTrailer(meta);
     await this.write(trailer);
     // Durable before visible: after a crash the renamed file must not turn out empty.

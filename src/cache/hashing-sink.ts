@@ -19,7 +19,7 @@ export interface WrittenBytes {
 }
 
 /** The metadata of a write committed now: etag = sha256, TTL counted from the commit. */
-export function committedMeta(key: string, written: WrittenBytes, options: CreateOptions, now = new Date()): ObjectMeta {
+export function committedMeta(key: string, written: WrittenBytes, options: CreateOptions, now: Date): ObjectMeta {
   const meta: ObjectMeta = {
     key,
     size: written.size,

@@ -5,7 +5,7 @@ import type { ObjectMeta } from './cache.js';
 
 test('keeps recency order and a byte total through set, touch, replace and delete', () => {
   const meta: ObjectMeta = { key: 'k', size: 0, etag: 'e', lastModified: new Date(0), metadata: {} };
-  const index = new LruIndex<{ size: number }>({ sizeOf: (e) => e.size, metaOf: () => meta, onExpired: () => {} });
+  const index = new LruIndex<{ size: number }>({ sizeOf: (e) => e.size, metaOf: () => meta, onExpired: () => {}, now: () => 0 });
   index.set('a', { size: 10 });
   index.set('b', { size: 20 });
   index.set('c', { size: 30 });
@@ -27,7 +27,7 @@ test('keeps recency order and a byte total through set, touch, replace and delet
 
 test('isExpired compares expiresAt with now', () => {
   const meta = (expiresAt?: Date): ObjectMeta => ({ key: 'k', size: 0, etag: 'e', lastModified: new Date(0), expiresAt, metadata: {} });
-  assert.equal(isExpired(meta()), false);
+  assert.equal(isExpired(meta(), 0), false);
   assert.equal(isExpired(meta(new Date(1000)), 999), false);
   assert.equal(isExpired(meta(new Date(1000)), 1000), true);
 });
@@ -36,8 +36,8 @@ test('live() hands expired entries to onExpired; use() also refreshes recency', 
   const expired: string[] = [];
   type E = { meta: ObjectMeta };
   const entry = (expiresAt?: Date): E => ({ meta: { key: 'k', size: 1, etag: 'e', lastModified: new Date(0), expiresAt, metadata: {} } });
-  const index: LruIndex<E> = new LruIndex<E>({ sizeOf: () => 1, metaOf: (e) => e.meta, onExpired: (key) => { expired.push(key); index.delete(key); } });
-  index.set('old', entry(new Date(Date.now() - 1)));
+  const index: LruIndex<E> = new LruIndex<E>({ sizeOf: () => 1, metaOf: (e) => e.meta, onExpired: (key) => { expired.push(key); index.delete(key); }, now: () => 5000 });
+  index.set('old', entry(new Date(4999)));
   index.set('a', entry());
   index.set('b', entry());
   assert.equal(index.live('old'), undefined);

@@ -5,8 +5,8 @@
  */
 import type { ObjectMeta } from './cache.js';
 
-/** True when `meta` has passed its TTL at `now`. */
-export function isExpired(meta: ObjectMeta, now = Date.now()): boolean {
+/** True when `meta` has passed its TTL at `now` (ms since the epoch, from the backend's clock). */
+export function isExpired(meta: ObjectMeta, now: number): boolean {
   return meta.expiresAt !== undefined && meta.expiresAt.getTime() <= now;
 }
 
@@ -17,6 +17,8 @@ export interface LruIndexOptions<E> {
   metaOf(entry: E): ObjectMeta;
   /** Called when live()/use() find an entry past its TTL; the backend removes it its own way. */
   onExpired(key: string, entry: E): void;
+  /** The time TTLs are checked against (the backend's clock). */
+  now(): number;
 }
 
 export class LruIndex<E> {
@@ -46,7 +48,7 @@ export class LruIndex<E> {
   live(key: string): E | undefined {
     const entry = this.map.get(key);
     if (entry === undefined) return undefined;
-    if (isExpired(this.options.metaOf(entry))) {
+    if (isExpired(this.options.metaOf(entry), this.options.now())) {
       this.options.onExpired(key, entry);
       return undefined;
     }

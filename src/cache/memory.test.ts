@@ -3,10 +3,12 @@ import { test } from 'node:test';
 import { MemoryCache } from './memory.js';
 import { pseudoRandomBytes, put, readAll, runCacheConformance, sha256 } from './testing/conformance.js';
 import { BadRequestError } from '../util/errors.js';
+import { ManualClock } from '../util/testing/manual-clock.js';
 
 runCacheConformance('MemoryCache conformance', () => {
-  const cache = new MemoryCache({ limitBytes: 256 * 1024 * 1024 });
-  return Promise.resolve({ cache, cleanup: () => cache.close() });
+  const clock = new ManualClock();
+  const cache = new MemoryCache({ limitBytes: 256 * 1024 * 1024, clock });
+  return Promise.resolve({ cache, clock, cleanup: () => cache.close() });
 });
 
 void test('MemoryCache evicts the least recently used objects to stay under its limit', async () => {

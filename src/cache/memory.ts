@@ -22,12 +22,15 @@ import { StreamingWriter, committedMeta, type WriteTarget, type WrittenBytes } f
 import { assertValidKey } from './keys.js';
 import { AlreadyExistsError, PreconditionFailedError, abortReason } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/logger.js';
+import { systemClock, type Clock } from '../util/clock.js';
 
 /** Options of {@link MemoryCache}. */
 export interface MemoryCacheOptions {
   /** Upper bound on the bytes of committed objects held; least recently used go first. */
   limitBytes: number;
   logger?: Logger;
+  /** Clock for TTLs and commit times (default: the system clock). */
+  clock?: Clock;
 }
 
 const BLOCK_BYTES = 1024 * 1024;
@@ -45,12 +48,15 @@ export class MemoryCache implements Cache {
     metaOf: (entry) => entry.meta,
     // Expired entries are dropped on sight.
     onExpired: (key) => this.remove(key),
+    now: () => this.clock.now(),
   });
   /** Upper bound on the bytes of committed objects held. */
   readonly limitBytes: number;
+  readonly clock: Clock;
   private readonly logger: Logger;
 
   constructor(options: MemoryCacheOptions) {
+    this.clock = options.clock ?? systemClock;
     this.limitBytes = options.limitBytes;
     this.logger = (options.logger ?? silentLogger).child({ module: 'cache-memory' });
   }
@@ -194,7 +200,7 @@ class MemoryWriteTarget implements WriteTarget {
       this.flush();
       this.cache.checkPrecondition(this.key, this.options);
       assertLive();
-      const meta = committedMeta(this.key, written, this.options);
+      const meta = committedMeta(this.key, written, this.options, new Date(this.cache.clock.now()));
       this.cache.install(this.key, meta, this.oversized ? undefined : this.blocks);
       return Promise.resolve(meta);
     } catch (err) {

@@ -34,6 +34,7 @@ import {
 } from '@aws-sdk/client-s3';
 import type { CacheWriter, CreateOptions, ObjectMeta } from './cache.js';
 import type { Logger } from '../util/logger.js';
+import type { Clock } from '../util/clock.js';
 import {
   AbortedError,
   AlreadyExistsError,
@@ -64,6 +65,8 @@ export interface WriterTarget {
   copyParallelism: number;
   options: CreateOptions;
   logger: Logger;
+  /** Commit times and TTL checks. */
+  clock: Clock;
   head(signal?: AbortSignal): Promise<HeadResult | undefined>;
 }
 
@@ -173,7 +176,7 @@ export class S3Writer implements CacheWriter {
         Key: this.uploadKey,
       };
       if (this.direct) {
-        this.createdAt = new Date();
+        this.createdAt = new Date(this.target.clock.now());
         input.Metadata = encodeMetadata(this.fields(this.target.options.expectedSha256 as string, this.createdAt));
       }
       // No abort signal: if the request reaches S3 we must learn the upload id to be able to abort it.
@@ -213,7 +216,7 @@ export class S3Writer implements CacheWriter {
     const { ifMatch, ifNoneMatch } = this.target.options;
     if (ifMatch !== undefined) {
       const head = await this.target.head(this.controller.signal);
-      if (!head?.meta || isExpired(head.meta) || head.meta.etag !== ifMatch) {
+      if (!head?.meta || isExpired(head.meta, this.target.clock.now()) || head.meta.etag !== ifMatch) {
         throw new PreconditionFailedError(`stored etag of ${this.target.key} is not ${ifMatch}`);
       }
       return { IfMatch: head.s3Etag };
@@ -225,7 +228,7 @@ export class S3Writer implements CacheWriter {
   private async removeExpired(): Promise<boolean> {
     if (this.target.options.ifNoneMatch !== '*') return false;
     const head = await this.target.head(this.controller.signal);
-    if (!head?.meta || !isExpired(head.meta)) return false;
+    if (!head?.meta || !isExpired(head.meta, this.target.clock.now())) return false;
     const { bucket, objectKey } = this.target;
     await this.call('delete', objectKey, undefined, (c) => c.send(new DeleteObjectCommand({ Bucket: bucket, Key: objectKey })));
     return true;
@@ -274,7 +277,7 @@ export class S3Writer implements CacheWriter {
   private async putSingle(digest: string): Promise<ObjectMeta> {
     const body = this.takeBuffered();
     for (let attempt = 0; ; attempt++) {
-      const fields = this.fields(digest, new Date());
+      const fields = this.fields(digest, new Date(this.target.clock.now()));
       const condition = await this.condition();
       try {
         await this.call('put', this.target.objectKey, this.controller.signal, (c, o) =>
@@ -343,7 +346,7 @@ export class S3Writer implements CacheWriter {
     const { bucket, objectKey, tmpObjectKey } = this.target;
     await this.removeExpired();
     const condition = await this.condition();
-    const fields = this.fields(digest, new Date());
+    const fields = this.fields(digest, new Date(this.target.clock.now()));
     const created = await this.call('create-multipart', objectKey, undefined, (c) =>
       c.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: objectKey, Metadata: encodeMetadata(fields) })),
     );

@@ -15,6 +15,7 @@ import { runCacheConformance } from './testing/conformance.js';
 import { generatedStream, hashStream, pseudoRandomBytes, readAll, sha256 } from './testing/data.js';
 import { putBlob, writeStream } from './write.js';
 import { AlreadyExistsError, BadRequestError, DigestMismatchError, UnavailableError } from '../util/errors.js';
+import { ManualClock } from '../util/testing/manual-clock.js';
 
 const MiB = 1024 * 1024;
 const BUCKET = 'cachew-test';
@@ -58,9 +59,11 @@ function makeCache(prefix: string, options: Partial<S3CacheOptions> = {}, s3 = c
 
 runCacheConformance('s3', async () => {
   const prefix = `conformance-${counter++}`;
-  const cache = makeCache(prefix);
+  const clock = new ManualClock();
+  const cache = makeCache(prefix, { clock });
   return {
     cache,
+    clock,
     async cleanup() {
       await cache.close();
       await removeAll(prefix);
@@ -76,12 +79,16 @@ interface Recorded {
   requestLength: number;
 }
 
-/** A client whose requests are recorded (command, Range header, response length, concurrency). */
-function recordingClient(): { s3: S3Client; log: Recorded[]; peak(): number } {
+/**
+ * A client whose requests are recorded (command, Range header, response length, concurrency);
+ * `settled()` resolves once no request is in flight.
+ */
+function recordingClient(): { s3: S3Client; log: Recorded[]; peak(): number; settled(): Promise<void> } {
   const s3 = s3ClientFor(moto);
   const log: Recorded[] = [];
   let inFlight = 0;
   let peak = 0;
+  let waiters: Array<() => void> = [];
   s3.middlewareStack.add(
     (next, context) => async (args) => {
       const request = args.request as { headers: Record<string, string> };
@@ -104,11 +111,16 @@ function recordingClient(): { s3: S3Client; log: Recorded[]; peak(): number } {
         return output;
       } finally {
         inFlight--;
+        if (inFlight === 0) {
+          for (const wake of waiters) wake();
+          waiters = [];
+        }
       }
     },
     { step: 'finalizeRequest', name: 'testRecorder' },
   );
-  return { s3, log, peak: () => peak };
+  const settled = (): Promise<void> => (inFlight === 0 ? Promise.resolve() : new Promise((resolve) => waiters.push(resolve)));
+  return { s3, log, peak: () => peak, settled };
 }
 
 void describe('s3 specifics', () => {
@@ -128,8 +140,10 @@ void describe('s3 specifics', () => {
       });
       // A leftover temp object (a crashed writer's) is never listed.
       const crashed = await cache.create('big/obj');
-      crashed.stream.write(pseudoRandomBytes(6 * MiB, 1));
-      await new Promise((resolve) => setTimeout(resolve, 500));
+      // More than a part: the write callback comes once that part is uploaded (under a temp key).
+      await new Promise<void>((resolve, reject) =>
+        crashed.stream.write(pseudoRandomBytes(6 * MiB, 1), (err?: Error | null) => (err ? reject(err) : resolve())),
+      );
       const listed: string[] = [];
       for await (const entry of cache.list('')) listed.push(entry.key);
       assert.deepEqual(listed, ['records/github.com/org/repo/abc.json']);
@@ -213,7 +227,7 @@ void describe('s3 specifics', () => {
 
   void test('ranges of a 40 MiB object are served by ranged GETs, never a full download', { timeout: 170_000 }, async () => {
     const prefix = `range-${counter++}`;
-    const { s3, log, peak } = recordingClient();
+    const { s3, log, peak, settled } = recordingClient();
     const cache = makeCache(prefix, { rangeParallelism: 4, rangeChunkBytes: 4 * MiB }, s3);
     try {
       const size = 40 * MiB;
@@ -252,7 +266,10 @@ void describe('s3 specifics', () => {
       const abandoned = await cache.open('snap/big');
       assert.ok(abandoned?.body);
       for await (const _chunk of abandoned.body) break;
-      await new Promise((resolve) => setTimeout(resolve, 300));
+      // Once the body is closed the reader starts nothing new; wait for what it had in flight.
+      const body = abandoned.body;
+      if (!body.closed) await new Promise((resolve) => body.once('close', resolve));
+      await settled();
       const fetched = log.filter((entry) => entry.command === 'GetObjectCommand').reduce((sum, entry) => sum + entry.contentLength, 0);
       assert.ok(fetched <= 5 * 4 * MiB, `abandoned read fetched ${fetched} bytes`);
     } finally {

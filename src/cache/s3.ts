@@ -18,6 +18,7 @@ import { evaluateConditionals } from './conditional.js';
 import { AlreadyExistsError, BadRequestError, PreconditionFailedError, abortReason } from '../util/errors.js';
 import { assertValidKey } from './keys.js';
 import { silentLogger, type Logger } from '../util/logger.js';
+import { systemClock, type Clock } from '../util/clock.js';
 import { decodeMetadata, encodeMetadata, isExpired } from './s3-meta.js';
 import { isNotFound, toCachewError } from './s3-errors.js';
 import { readRange } from './s3-range.js';
@@ -53,6 +54,8 @@ export interface S3CacheOptions {
   rangeChunkBytes?: number;
   /** Reads longer than this use parallel chunks (default 16 MiB). */
   parallelThresholdBytes?: number;
+  /** Clock for TTLs and commit times (default: the system clock). */
+  clock?: Clock;
 }
 
 /** What S3Cache.sweep() removed. */
@@ -93,8 +96,10 @@ export class S3Cache implements Cache {
   private readonly rangeParallelism: number;
   private readonly rangeChunkBytes: number;
   private readonly parallelThresholdBytes: number;
+  private readonly clock: Clock;
 
   constructor(options: S3CacheOptions) {
+    this.clock = options.clock ?? systemClock;
     this.client = options.client;
     this.bucket = options.bucket;
     const prefix = (options.prefix ?? '').replace(/^\/+|\/+$/g, '');
@@ -130,7 +135,7 @@ export class S3Cache implements Cache {
   /** Metadata and S3 ETag of a live object, or undefined on a miss (absent, expired, foreign). */
   private async live(key: string, signal?: AbortSignal): Promise<{ meta: ObjectMeta; s3Etag: string } | undefined> {
     const head = await this.headObject(key, this.objectKey(key), signal);
-    if (!head?.meta || isExpired(head.meta)) return undefined;
+    if (!head?.meta || isExpired(head.meta, this.clock.now())) return undefined;
     return { meta: head.meta, s3Etag: head.s3Etag };
   }
 
@@ -177,7 +182,7 @@ export class S3Cache implements Cache {
     if (options.ifNoneMatch === '*' || options.ifMatch !== undefined) {
       // Fail fast so a large upload is not wasted; the condition is enforced again by S3 at commit.
       const head = await this.headObject(key, objectKey, options.signal);
-      const present = head?.meta !== undefined && !isExpired(head.meta);
+      const present = head?.meta !== undefined && !isExpired(head.meta, this.clock.now());
       if (options.ifNoneMatch === '*' && head && (present || !head.meta)) throw new AlreadyExistsError(key);
       if (options.ifMatch !== undefined && (!present || head?.meta?.etag !== options.ifMatch)) {
         throw new PreconditionFailedError(`stored etag of ${key} is not ${options.ifMatch}`);
@@ -194,6 +199,7 @@ export class S3Cache implements Cache {
       copyParallelism: this.rangeParallelism,
       options,
       logger: this.logger,
+      clock: this.clock,
       head: (signal) => this.headObject(key, objectKey, signal),
     });
   }
@@ -208,7 +214,7 @@ export class S3Cache implements Cache {
       if (isNotFound(err)) return false;
       throw toCachewError('delete', objectKey, err, signal);
     }
-    return head.meta !== undefined && !isExpired(head.meta);
+    return head.meta !== undefined && !isExpired(head.meta, this.clock.now());
   }
 
   async *list(prefix: string, signal?: AbortSignal): AsyncIterable<ObjectMeta> {
@@ -229,7 +235,7 @@ export class S3Cache implements Cache {
       for (let i = 0; i < keys.length; i += LIST_HEAD_CONCURRENCY) {
         const batch = keys.slice(i, i + LIST_HEAD_CONCURRENCY);
         const metas = await Promise.all(batch.map((key) => this.headObject(key, this.root + key, signal)));
-        for (const head of metas) if (head?.meta && !isExpired(head.meta)) yield head.meta;
+        for (const head of metas) if (head?.meta && !isExpired(head.meta, this.clock.now())) yield head.meta;
       }
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
     } while (token);

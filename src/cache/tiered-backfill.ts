@@ -8,6 +8,7 @@ import { Transform, pipeline, type Readable } from 'node:stream';
 import type { Cache, CacheWriter, ObjectMeta } from './cache.js';
 import { writeChunk } from './tiered-writer.js';
 import type { Logger } from '../util/logger.js';
+import type { Clock } from '../util/clock.js';
 
 /** A token that says whether the key was mutated (through this TieredCache) since it was taken. */
 export interface KeyWatch {
@@ -30,6 +31,8 @@ export interface BackfillHost {
   /** Called once per backfill that started, so the owner can wait for it (close() must not race it). */
   track(backfill: Backfill): void;
   logger: Logger;
+  /** The owner's clock: a copy keeps the remaining TTL. */
+  clock: Clock;
 }
 
 interface Copy {
@@ -49,7 +52,7 @@ export async function teeIntoTiers(
   tiers: readonly Cache[],
   watch: KeyWatch,
 ): Promise<Readable> {
-  const ttlMs = meta.expiresAt ? meta.expiresAt.getTime() - Date.now() : undefined;
+  const ttlMs = meta.expiresAt ? meta.expiresAt.getTime() - host.clock.now() : undefined;
   if (ttlMs !== undefined && ttlMs <= 0) {
     watch.release();
     return body;

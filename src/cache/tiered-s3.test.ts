@@ -14,6 +14,7 @@ import { runCacheConformance } from './testing/conformance.js';
 import { hashStream, pseudoRandomBytes, put, readAll, sha256 } from './testing/data.js';
 import { writeStream } from './write.js';
 import { AlreadyExistsError } from '../util/errors.js';
+import { ManualClock } from '../util/testing/manual-clock.js';
 
 const MiB = 1024 * 1024;
 const BUCKET = 'cachew-tiered';
@@ -41,17 +42,20 @@ interface Replica {
   disk?: DiskCache;
   s3: S3Cache;
   tiered: TieredCache;
+  clock: ManualClock;
   close(): Promise<void>;
 }
 
 /** One server's view: its own memory (and disk) tiers over the shared S3 prefix. */
 async function replica(prefix: string, withDisk: boolean, s3Client: S3Client = client): Promise<Replica> {
-  const memory = new MemoryCache({ limitBytes: 256 * MiB });
+  const clock = new ManualClock();
+  const memory = new MemoryCache({ limitBytes: 256 * MiB, clock });
   const root = withDisk ? await mkdtemp(join(tmpdir(), 'cachew-tiered-s3-')) : undefined;
-  const disk = root ? await DiskCache.open({ root, limitBytes: 1024 * MiB, sweepIntervalMs: 0 }) : undefined;
-  const s3 = new S3Cache({ client: s3Client, bucket: BUCKET, prefix, partSizeBytes: 5 * MiB, copyPartSizeBytes: 5 * MiB });
-  const tiered = new TieredCache(disk ? [memory, disk, s3] : [memory, s3]);
+  const disk = root ? await DiskCache.open({ root, limitBytes: 1024 * MiB, sweepIntervalMs: 0, clock }) : undefined;
+  const s3 = new S3Cache({ client: s3Client, bucket: BUCKET, prefix, partSizeBytes: 5 * MiB, copyPartSizeBytes: 5 * MiB, clock });
+  const tiered = new TieredCache(disk ? [memory, disk, s3] : [memory, s3], { clock });
   return {
+    clock,
     memory,
     disk,
     s3,
@@ -69,6 +73,7 @@ for (const withDisk of [true, false]) {
     const r = await replica(prefix, withDisk);
     return {
       cache: r.tiered,
+      clock: r.clock,
       async cleanup() {
         await r.close();
         await removeAll(prefix);

@@ -10,8 +10,10 @@ import { TieredCache } from './tiered.js';
 import { FaultyCache } from './testing/faulty.js';
 import { hashStream, pseudoRandomBytes, put, readAll, runCacheConformance, sha256 } from './testing/conformance.js';
 import { AlreadyExistsError } from '../util/errors.js';
+import { ManualClock } from '../util/testing/manual-clock.js';
 
 interface Fixture {
+  clock: ManualClock;
   memory: MemoryCache;
   disk: DiskCache;
   root: string;
@@ -20,9 +22,11 @@ interface Fixture {
 
 async function fixture(): Promise<Fixture> {
   const root = await mkdtemp(join(tmpdir(), 'cachew-tiered-'));
-  const memory = new MemoryCache({ limitBytes: 256 * 1024 * 1024 });
-  const disk = await DiskCache.open({ root, limitBytes: 1024 * 1024 * 1024 });
+  const clock = new ManualClock();
+  const memory = new MemoryCache({ limitBytes: 256 * 1024 * 1024, clock });
+  const disk = await DiskCache.open({ root, limitBytes: 1024 * 1024 * 1024, clock });
   return {
+    clock,
     memory,
     disk,
     root,
@@ -37,8 +41,8 @@ async function fixture(): Promise<Fixture> {
 
 runCacheConformance('TieredCache(memory+disk) conformance', async () => {
   const f = await fixture();
-  const cache = new TieredCache([f.memory, f.disk]);
-  return { cache, cleanup: () => f.cleanup() };
+  const cache = new TieredCache([f.memory, f.disk], { clock: f.clock });
+  return { cache, clock: f.clock, cleanup: () => f.cleanup() };
 });
 
 function withFixture(title: string, body: (f: Fixture) => Promise<void>): void {
@@ -52,9 +56,10 @@ function withFixture(title: string, body: (f: Fixture) => Promise<void>): void {
   });
 }
 
-withFixture('a full read from a farther tier backfills the nearer tier', async ({ memory, disk }) => {
+withFixture('a full read from a farther tier backfills the nearer tier', async ({ clock, memory, disk }) => {
   const events: string[] = [];
   const tiered = new TieredCache([memory, disk], {
+    clock,
     observer: { hit: (tier, bytes) => events.push(`hit:${tier}:${bytes}`), miss: (tier) => events.push(`miss:${tier}`) },
   });
   const data = pseudoRandomBytes(3 * 1024 * 1024, 1);
@@ -68,7 +73,7 @@ withFixture('a full read from a farther tier backfills the nearer tier', async (
   const copied = await memory.stat('obj');
   assert.deepEqual(copied?.metadata, { type: 'x' });
   assert.ok(copied?.expiresAt && diskMeta?.expiresAt);
-  assert.ok(Math.abs(copied.expiresAt.getTime() - diskMeta.expiresAt.getTime()) < 1000, 'the copy keeps the remaining TTL');
+  assert.equal(copied.expiresAt.getTime(), diskMeta.expiresAt.getTime(), 'the copy keeps the remaining TTL');
   const again = await tiered.open('obj');
   assert.equal(again?.source, 'memory');
   assert.ok((await readAll(again.body)).equals(data));

@@ -19,6 +19,7 @@ import { teeIntoTiers, type Backfill, type BackfillHost, type KeyWatch } from '.
 import { TieredWriter, type LocalShare } from './tiered-writer.js';
 import { ConfigError, abortReason } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/logger.js';
+import { systemClock, type Clock } from '../util/clock.js';
 
 /** Receives per-tier read outcomes (for metrics). */
 export interface TierObserver {
@@ -32,6 +33,8 @@ export interface TierObserver {
 export interface TieredCacheOptions {
   logger?: Logger;
   observer?: TierObserver;
+  /** Clock for the remaining TTL of backfilled copies (default: the system clock; give the tiers' clock). */
+  clock?: Clock;
 }
 
 /** A Cache over `tiers` (nearest first, last = authoritative). close() closes every tier. */
@@ -40,6 +43,7 @@ export class TieredCache implements Cache {
   readonly logger: Logger;
   private readonly tiers: readonly Cache[];
   private readonly observer?: TierObserver;
+  private readonly clock: Clock;
   private readonly locks = new KeyedMutex();
   /** Versions of keys that an in-flight backfill is watching; absent keys are watched by nobody. */
   private readonly watched = new Map<string, { version: number; refs: number }>();
@@ -51,6 +55,7 @@ export class TieredCache implements Cache {
     this.tiers = [...tiers];
     this.logger = (options.logger ?? silentLogger).child({ module: 'cache-tiered' });
     this.observer = options.observer;
+    this.clock = options.clock ?? systemClock;
   }
 
   /** The last tier: the one that decides preconditions and is shared between replicas. */
@@ -162,6 +167,7 @@ export class TieredCache implements Cache {
   private backfillHost(): BackfillHost {
     return {
       logger: this.logger,
+      clock: this.clock,
       withLocalLock: (key, fn) => this.locks.run(key, fn),
       track: (backfill) => {
         this.backfills.add(backfill);

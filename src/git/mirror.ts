@@ -18,6 +18,7 @@ import {
 } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import type { Metrics } from '../util/metrics.js';
+import type { Clock } from '../util/clock.js';
 
 export type MirrorState = 'empty' | 'cloning' | 'ready';
 
@@ -41,6 +42,8 @@ export interface MirrorOptions {
   shutdown: AbortSignal;
   /** True when the mirror already exists on disk. */
   ready: boolean;
+  /** The clock the ref-check and head-check intervals are measured on. */
+  clock: Clock;
 }
 
 /** Signal-only options of the public methods. */
@@ -94,7 +97,7 @@ export class Mirror {
     this.upstreamUrl = options.upstream.repoUrl(options.repo);
     this.#state = options.ready ? 'ready' : 'empty';
     // A mirror found on disk had its HEAD set when it was cloned; the periodic check takes over from here.
-    if (options.ready) this.#lastHeadCheck = Date.now();
+    if (options.ready) this.#lastHeadCheck = options.clock.now();
     this.#log = options.logger.child({ mirror: `${options.host}/${options.repo}` });
   }
 
@@ -111,20 +114,20 @@ export class Mirror {
     if (this.#state === 'ready') return;
     // A repository upstream just said does not exist is not asked for again within the ref-check
     // interval: a CI fleet retrying a typo must not turn into a stream of upstream clones.
-    if (this.#notFound && this.#notFound.until > Date.now()) throw this.#notFound.error;
+    if (this.#notFound && this.#notFound.until > this.#opts.clock.now()) throw this.#notFound.error;
     if (!this.#clone) {
       this.#state = 'cloning';
       this.#clone = this.#doClone().then(
         () => {
           this.#state = 'ready';
-          this.#lastCheck = Date.now();
+          this.#lastCheck = this.#opts.clock.now();
           this.#lastHeadCheck = this.#lastCheck;
           this.#clone = undefined;
         },
         (err: unknown) => {
           this.#state = 'empty';
           this.#clone = undefined;
-          if (err instanceof NotFoundError) this.#notFound = { error: err, until: Date.now() + this.#opts.refCheckIntervalMs };
+          if (err instanceof NotFoundError) this.#notFound = { error: err, until: this.#opts.clock.now() + this.#opts.refCheckIntervalMs };
           throw err;
         },
       );
@@ -143,7 +146,7 @@ export class Mirror {
    */
   async ensureFresh(options: OpOptions = {}): Promise<void> {
     await this.ensureReady(options);
-    const since = Date.now() - this.#opts.refCheckIntervalMs;
+    const since = this.#opts.clock.now() - this.#opts.refCheckIntervalMs;
     if (this.#lastCheck > since) return;
     try {
       await this.#fetchStartedAfter(since, options.signal);
@@ -159,7 +162,8 @@ export class Mirror {
    */
   async fetchNow(options: OpOptions = {}): Promise<void> {
     await this.ensureReady(options);
-    await this.#fetchStartedAfter(Date.now(), options.signal);
+    // Only a fetch that starts after this call can see what was pushed before it: never join a running one.
+    await this.#fetchStartedAfter(Number.POSITIVE_INFINITY, options.signal);
   }
 
   /** True when the mirror holds `sha` (any object type). */
@@ -219,7 +223,7 @@ export class Mirror {
   }
 
   #startFetch(): FetchRun {
-    const run: FetchRun = { startedAt: Date.now(), promise: Promise.resolve() };
+    const run: FetchRun = { startedAt: this.#opts.clock.now(), promise: Promise.resolve() };
     this.#lastCheck = run.startedAt;
     run.promise = this.#doFetch().finally(() => {
       if (this.#fetch === run) this.#fetch = undefined;
@@ -231,7 +235,7 @@ export class Mirror {
 
   #queueAfter(current: FetchRun): FetchRun {
     // startedAt is a lower bound: the real start is later, which only helps callers waiting on it.
-    const queued: FetchRun = { startedAt: Date.now(), promise: Promise.resolve() };
+    const queued: FetchRun = { startedAt: this.#opts.clock.now(), promise: Promise.resolve() };
     queued.promise = current.promise
       .catch(() => {})
       .then(() => {
@@ -307,8 +311,8 @@ export class Mirror {
       () => true,
       () => false,
     );
-    if (resolves && Date.now() - this.#lastHeadCheck < this.#opts.headCheckIntervalMs) return;
-    this.#lastHeadCheck = Date.now();
+    if (resolves && this.#opts.clock.now() - this.#lastHeadCheck < this.#opts.headCheckIntervalMs) return;
+    this.#lastHeadCheck = this.#opts.clock.now();
     this.#opts.metrics?.upstreamRequests.inc({ kind: 'ls-remote' });
     const out = await runGit(['ls-remote', '--symref', 'origin', 'HEAD'], {
       cwd: this.gitDir,

@@ -10,10 +10,13 @@ import { UpstreamRegistry } from './upstreams.js';
 import { NotFoundError, UnavailableError, UpstreamError } from '../util/errors.js';
 import { silentLogger } from '../util/logger.js';
 import { Metrics } from '../util/metrics.js';
+import { ManualClock } from '../util/testing/manual-clock.js';
 
 interface Fixture {
   up: Upstream;
   root: string;
+  /** The clock of every manager's ref-check and head-check intervals. */
+  clock: ManualClock;
   manager(options?: { refCheckIntervalMs?: number; waitMs?: number; headCheckIntervalMs?: number }): { mirrors: MirrorManager; metrics: Metrics };
 }
 
@@ -21,6 +24,7 @@ async function fixture(t: { after(fn: () => Promise<void>): void }): Promise<Fix
   const up = await startUpstream();
   const root = await fs.mkdtemp(path.join(os.tmpdir(), 'cachew-mirrors-'));
   const managers: MirrorManager[] = [];
+  const clock = new ManualClock();
   t.after(async () => {
     for (const m of managers) m.close();
     await up.stop();
@@ -29,6 +33,7 @@ async function fixture(t: { after(fn: () => Promise<void>): void }): Promise<Fix
   return {
     up,
     root,
+    clock,
     manager(options = {}) {
       const metrics = new Metrics();
       const mirrors = new MirrorManager({
@@ -39,6 +44,7 @@ async function fixture(t: { after(fn: () => Promise<void>): void }): Promise<Fix
         logger: silentLogger,
         metrics,
         upstreams: new UpstreamRegistry([{ name: up.hostName, baseUrl: up.url }]),
+        clock,
       });
       managers.push(mirrors);
       return { mirrors, metrics };
@@ -107,7 +113,10 @@ void test('ensureFresh fetches at most once per interval, coalesced; fetchNow se
   assert.equal(f.up.requests.length, afterClone, 'within the interval nothing goes upstream');
   assert.equal(await mirror.hasCommit(pushed), false);
 
-  await new Promise((r) => setTimeout(r, 450));
+  await f.clock.advance(399);
+  await mirror.ensureFresh();
+  assert.equal(f.up.requests.length, afterClone, 'still within the interval');
+  await f.clock.advance(1);
   await Promise.all(Array.from({ length: 8 }, () => mirror.ensureFresh()));
   assert.equal((await mirror.defaultBranch()).commit, pushed);
   assert.match(await metrics.registry.metrics(), /cachew_git_operations_total\{op="fetch",outcome="ok"\} 1\n/, 'one coalesced fetch');
@@ -126,7 +135,7 @@ void test('upstream down: an existing mirror is served stale, a new one fails wi
   const old = mirrors.get(f.up.hostName, 'org/old');
   await old.ensureReady();
   f.up.setDown(true);
-  await new Promise((r) => setTimeout(r, 5));
+  await f.clock.advance(1);
   await old.ensureFresh();
   assert.equal((await old.defaultBranch()).commit, await f.up.head('org/old'));
   await assert.rejects(old.fetchNow(), UpstreamError);

@@ -10,6 +10,7 @@ import type { UpstreamRegistry } from './upstreams.js';
 import { BadRequestError, NotFoundError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import type { Metrics } from '../util/metrics.js';
+import { systemClock, type Clock } from '../util/clock.js';
 
 export interface MirrorManagerOptions {
   /** Directory holding all mirrors (e.g. `<state>/mirrors`). */
@@ -23,6 +24,8 @@ export interface MirrorManagerOptions {
   logger: Logger;
   metrics?: Metrics;
   upstreams: UpstreamRegistry;
+  /** Clock of the ref-check and head-check intervals (default: the system clock). */
+  clock?: Clock;
 }
 
 export class MirrorManager {
@@ -73,6 +76,7 @@ export class MirrorManager {
       metrics: this.#opts.metrics,
       shutdown: this.#shutdown.signal,
       ready: existsSync(path.join(gitDir, 'HEAD')),
+      clock: this.#opts.clock ?? systemClock,
     });
     this.#mirrors.set(key, mirror);
     return mirror;

@@ -4,6 +4,7 @@
  * starts while the previous one is still running, so slow upstreams cannot make jobs pile up.
  */
 import type { Logger } from '../util/logger.js';
+import { systemClock, type Clock, type Timer } from '../util/clock.js';
 import type { SnapshotService } from './snapshot/service.js';
 
 export interface SchedulerOptions {
@@ -18,11 +19,13 @@ export interface SchedulerOptions {
    */
   listRepos?: () => Promise<Array<{ host: string; repo: string }>>;
   logger: Logger;
+  /** The clock whose timers drive the ticks (default: the system clock). */
+  clock?: Clock;
 }
 
 export class Scheduler {
-  private snapshotTimer?: NodeJS.Timeout;
-  private retentionTimer?: NodeJS.Timeout;
+  private snapshotTimer?: Timer;
+  private retentionTimer?: Timer;
   private snapshotTick?: Promise<void>;
   private retentionTick?: Promise<void>;
   private readonly abort = new AbortController();
@@ -32,13 +35,13 @@ export class Scheduler {
     this.log = options.logger.child({ module: 'scheduler' });
   }
 
+  /** Starts the timers; each tick's promise is returned to the clock, so a test clock can await it. */
   start(): void {
+    const clock = this.options.clock ?? systemClock;
     if (this.options.snapshotIntervalMs > 0) {
-      this.snapshotTimer = setInterval(() => this.runSnapshots(), this.options.snapshotIntervalMs);
-      this.snapshotTimer.unref();
+      this.snapshotTimer = clock.setInterval(() => this.runSnapshots(), this.options.snapshotIntervalMs);
     }
-    this.retentionTimer = setInterval(() => this.runRetention(), this.options.retentionIntervalMs);
-    this.retentionTimer.unref();
+    this.retentionTimer = clock.setInterval(() => this.runRetention(), this.options.retentionIntervalMs);
   }
 
   /** One pass over every known repository (also callable from tests). */
@@ -74,8 +77,8 @@ export class Scheduler {
   }
 
   async stop(): Promise<void> {
-    clearInterval(this.snapshotTimer);
-    clearInterval(this.retentionTimer);
+    this.snapshotTimer?.cancel();
+    this.retentionTimer?.cancel();
     this.abort.abort(new Error('scheduler stopped'));
     await Promise.allSettled([this.snapshotTick, this.retentionTick]);
   }

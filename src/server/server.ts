@@ -22,6 +22,7 @@ import { SharedCheckpoints } from '../git/snapshot/shared-checkpoints.js';
 import { Scheduler } from '../git/scheduler.js';
 import { snapshotFormatId } from '../git/snapshot/format.js';
 import { CachewError } from '../util/errors.js';
+import { systemClock, type Clock } from '../util/clock.js';
 import { createHttpServer } from '../http/server.js';
 import { createRouter } from '../http/router.js';
 import { createGitRoutes } from '../http/routes/git.js';
@@ -43,8 +44,16 @@ export interface RunningServer {
 
 const MB = 1024 * 1024;
 
-export async function startServer(config: CachewConfig, options: { logger?: Logger } = {}): Promise<RunningServer> {
+/** Options of {@link startServer} that are not configuration. */
+export interface StartOptions {
+  logger?: Logger;
+  /** The clock of TTLs, sweeps, ref checks, retention and the scheduler (tests pass a manual one). */
+  clock?: Clock;
+}
+
+export async function startServer(config: CachewConfig, options: StartOptions = {}): Promise<RunningServer> {
   const logger = options.logger ?? createLogger(config.logLevel);
+  const clock = options.clock ?? systemClock;
   const metrics = new Metrics({ defaultMetrics: true });
   const stateDir = resolve(config.stateDir);
   await mkdir(stateDir, { recursive: true });
@@ -53,8 +62,8 @@ export async function startServer(config: CachewConfig, options: { logger?: Logg
     throw new CachewError('internal', `git and zstd must be on PATH (${(err as Error).message.split('\n')[0]})`);
   });
 
-  const cache = await openCache(config, stateDir, logger, metrics);
-  const stopS3Sweeper = startS3Sweeper(cache, logger);
+  const cache = await openCache(config, stateDir, logger, metrics, clock);
+  const stopS3Sweeper = startS3Sweeper(cache, logger, clock);
   const upstreams = new UpstreamRegistry(config.upstreams);
   const mirrors = new MirrorManager({
     root: join(stateDir, 'mirrors'),
@@ -63,12 +72,14 @@ export async function startServer(config: CachewConfig, options: { logger?: Logg
     logger,
     metrics,
     upstreams,
+    clock,
   });
   const store = new SnapshotStore({
     cache,
     metadataCache: new AuthoritativeReadView(cache),
     logger,
     graceMs: config.snapshotGraceMs,
+    now: () => clock.now(),
   });
   const service = new SnapshotService({
     store,
@@ -89,6 +100,7 @@ export async function startServer(config: CachewConfig, options: { logger?: Logg
     retentionIntervalMs: Math.max(1000, Math.min(60_000, Math.floor(config.snapshotGraceMs / 4) || 1000)),
     listRepos: () => mirroredRepos(join(stateDir, 'mirrors')),
     logger,
+    clock,
   });
 
   let ready = false;
@@ -133,20 +145,21 @@ export async function startServer(config: CachewConfig, options: { logger?: Logg
   };
 }
 
-async function openCache(config: CachewConfig, stateDir: string, logger: Logger, metrics: Metrics): Promise<TieredCache> {
+async function openCache(config: CachewConfig, stateDir: string, logger: Logger, metrics: Metrics, clock: Clock): Promise<TieredCache> {
   const tiers: Cache[] = [];
-  if (config.memoryLimitMb > 0) tiers.push(new MemoryCache({ limitBytes: config.memoryLimitMb * MB, logger }));
-  tiers.push(await DiskCache.open({ root: join(stateDir, 'cache'), limitBytes: config.diskLimitMb * MB, logger }));
+  if (config.memoryLimitMb > 0) tiers.push(new MemoryCache({ limitBytes: config.memoryLimitMb * MB, logger, clock }));
+  tiers.push(await DiskCache.open({ root: join(stateDir, 'cache'), limitBytes: config.diskLimitMb * MB, logger, clock }));
   if (config.s3) {
     const client = new S3Client({
       region: config.s3.region,
       endpoint: config.s3.endpoint,
       forcePathStyle: config.s3.endpoint !== undefined,
     });
-    tiers.push(new S3Cache({ client, bucket: config.s3.bucket, prefix: config.s3.prefix || undefined, logger }));
+    tiers.push(new S3Cache({ client, bucket: config.s3.bucket, prefix: config.s3.prefix || undefined, logger, clock }));
   }
   return new TieredCache(tiers, {
     logger,
+    clock,
     observer: {
       hit: (tier: string, bytes: number) => {
         metrics.cacheHits.inc({ tier });
@@ -164,7 +177,7 @@ const S3_LEFTOVER_AGE_MS = 60 * 60_000;
  * Periodically aborts multipart uploads and deletes temp objects that a crashed replica left in S3
  * (a bucket lifecycle rule does the same; see docs/config.md). Returns a stop function.
  */
-function startS3Sweeper(cache: TieredCache, logger: Logger): () => void {
+function startS3Sweeper(cache: TieredCache, logger: Logger, clock: Clock): () => void {
   const s3 = cache.authoritative;
   if (!(s3 instanceof S3Cache)) return () => {};
   const sweep = (): void => {
@@ -173,11 +186,11 @@ function startS3Sweeper(cache: TieredCache, logger: Logger): () => void {
       (err: unknown) => logger.warn({ err }, 's3 sweep failed'),
     );
   };
-  const first = setTimeout(sweep, 10_000).unref();
-  const timer = setInterval(sweep, S3_LEFTOVER_AGE_MS).unref();
+  const first = clock.setTimeout(sweep, 10_000);
+  const timer = clock.setInterval(sweep, S3_LEFTOVER_AGE_MS);
   return () => {
-    clearTimeout(first);
-    clearInterval(timer);
+    first.cancel();
+    timer.cancel();
   };
 }
 

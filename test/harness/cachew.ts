@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { DEFAULT_CONFIG, type CachewConfig } from '../../src/config/types.js';
 import { startServer, type RunningServer } from '../../src/server/server.js';
 import { silentLogger } from '../../src/util/logger.js';
+import type { Clock } from '../../src/util/clock.js';
 import type { Upstream } from './upstream.js';
 
 export interface TestCachew {
@@ -35,9 +36,17 @@ export function testConfig(stateDir: string, upstreams: Upstream[], overrides: P
   };
 }
 
-export async function startCachew(upstreams: Upstream[], overrides: Partial<CachewConfig> = {}, options: { stateDir?: string } = {}): Promise<TestCachew> {
+/**
+ * Starts cachewd. With `clock` (a ManualClock) the server's TTLs, ref checks, retention and scheduler
+ * only move when the test advances it.
+ */
+export async function startCachew(
+  upstreams: Upstream[],
+  overrides: Partial<CachewConfig> = {},
+  options: { stateDir?: string; clock?: Clock } = {},
+): Promise<TestCachew> {
   const stateDir = options.stateDir ?? (await mkdtemp(join(tmpdir(), 'cachew-state-')));
-  const server = await startServer(testConfig(stateDir, upstreams, overrides), { logger: silentLogger });
+  const server = await startServer(testConfig(stateDir, upstreams, overrides), { logger: silentLogger, clock: options.clock });
   return {
     url: server.url,
     server,

@@ -56,8 +56,10 @@ export interface StoreLike {
  * current (a stale replica's publish, or one whose entry was pruned) counts from its `created` time.
  */
 export async function collectGarbage(target: Cache | StoreLike, options: GarbageOptions): Promise<GarbageReport> {
-  const cache = 'clock' in target ? (target.metadataCache ?? target.cache) : target;
-  const now = options.now ?? ('clock' in target ? target.clock() : Date.now());
+  // A store has a `cache`; a Cache has none (and may have a `clock` of its own, so that is no test).
+  const store = 'cache' in target ? target : undefined;
+  const cache = store ? (store.metadataCache ?? store.cache) : (target as Cache);
+  const now = options.now ?? (store ? store.clock() : Date.now());
   const { host, repo, graceMs, signal } = options;
   const logger = options.logger ?? silentLogger;
   const report: GarbageReport = { records: [], bundles: [], blobs: [] };
