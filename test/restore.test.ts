@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { startUpstream, type Upstream } from './harness/upstream.js';
 import { startCachew, type TestCachew } from './harness/cachew.js';
+import { ManualClock } from '../src/util/testing/manual-clock.js';
 
 const execFileAsync = promisify(execFile);
 const gitEnv = { ...process.env, GIT_CONFIG_NOSYSTEM: '1', GIT_CONFIG_GLOBAL: '/dev/null', GIT_TERMINAL_PROMPT: '0' };
@@ -21,6 +22,7 @@ let upstream: Upstream;
 let cachew: TestCachew;
 let tmp: string;
 let repoUrl: string;
+const clock = new ManualClock();
 
 async function restoreCli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
@@ -43,7 +45,7 @@ before(async () => {
   });
   for (let i = 0; i < 3; i++) await upstream.commit('org/app', { [`src/m${i}.txt`]: `module ${i}\n`.repeat(1000) });
   repoUrl = repoUrl.replace(/\.git$/, '');
-  cachew = await startCachew([upstream], {});
+  cachew = await startCachew([upstream], {}, { clock });
 });
 after(async () => {
   await cachew?.stop();
@@ -74,7 +76,7 @@ test('restore gives a clean clone at the snapshot commit, then at the newest com
 
   // Upstream moves on: the stable URL still names the old snapshot and advertises the bundle.
   const head2 = await upstream.commit('org/app', { 'src/new.txt': 'new\n' });
-  await new Promise((r) => setTimeout(r, 1200));
+  await clock.advance(1000); // past --ref-check-interval
   const second = join(tmp, 'second');
   const r2 = await restoreCli([repoUrl, second, '--json']);
   assert.equal(r2.code, 0, r2.stderr);
@@ -87,7 +89,7 @@ test('restore gives a clean clone at the snapshot commit, then at the newest com
 
   // --no-bundle against a lagging snapshot stays at the snapshot commit.
   const head3 = await upstream.commit('org/app', { 'src/newer.txt': 'newer\n' });
-  await new Promise((r) => setTimeout(r, 1200));
+  await clock.advance(1000); // past --ref-check-interval
   const third = join(tmp, 'third');
   const r3 = await restoreCli([repoUrl, third, '--json', '--no-bundle']);
   assert.equal(r3.code, 0, r3.stderr);
