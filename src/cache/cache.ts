@@ -6,7 +6,7 @@
  * MAY reject anything else with BadRequestError. The cache knows nothing about git or HTTP.
  */
 import type { Writable, Readable } from 'node:stream';
-import type { Conditions } from '../protocol/conditions.js';
+import type { ReadRequest } from '../protocol/conditions.js';
 import type { ResolvedRange } from '../protocol/range.js';
 
 /** What a backend knows about one committed object. */
@@ -28,19 +28,10 @@ export interface ObjectMeta {
 }
 
 /**
- * Options of {@link Cache.open}: one byte range and the RFC 9110 conditionals (the protocol's
- * {@link Conditions}, evaluated against the object's etag, size and last-modified date).
+ * Options of {@link Cache.open}: the protocol's {@link ReadRequest} — one byte range and the RFC 9110
+ * conditionals, evaluated against the object's etag, size and last-modified date — plus HEAD and abort.
  */
-export interface OpenOptions extends Conditions {
-  /**
-   * The Last-Modified the caller advertises for this object, which If-Modified-Since and
-   * If-Unmodified-Since compare against (default: the object's own `lastModified`).
-   */
-  lastModified?: Date;
-  /** Return only metadata and status, no body (HEAD). */
-  headOnly?: boolean;
-  signal?: AbortSignal;
-}
+export type OpenOptions = ReadRequest;
 
 export interface OpenResult {
   meta: ObjectMeta;

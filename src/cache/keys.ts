@@ -4,8 +4,8 @@
  * used as a relative file path without any escaping and can never climb out of a disk root.
  */
 import { BadRequestError } from '../util/errors.js';
+import { isSafeSegment } from '../protocol/routes.js';
 
-const SEGMENT = /^[A-Za-z0-9._-]+$/;
 /** Generous, but keeps file paths well under PATH_MAX on every platform we run on. */
 const MAX_KEY_LENGTH = 1024;
 
@@ -13,7 +13,7 @@ const MAX_KEY_LENGTH = 1024;
 export function isValidKey(key: string): boolean {
   if (key.length === 0 || key.length > MAX_KEY_LENGTH) return false;
   for (const segment of key.split('/')) {
-    if (!SEGMENT.test(segment) || segment === '.' || segment === '..') return false;
+    if (!isSafeSegment(segment) || segment === '.' || segment === '..') return false;
   }
   return true;
 }

@@ -3,6 +3,7 @@
  * only carries ASCII header values, so the caller's free-form metadata travels as one URI-encoded JSON
  * field; our own fields stay plain so an operator can read them in the console.
  */
+import { isSha256Hex } from '../protocol/object-id.js';
 import type { ObjectMeta } from './cache.js';
 
 const SHA256 = 'sha256';
@@ -59,7 +60,7 @@ export function decodeMetadata(
   lastModified: Date | undefined,
 ): ObjectMeta | undefined {
   const sha256 = s3Metadata?.[SHA256];
-  if (!sha256 || !/^[0-9a-f]{64}$/.test(sha256)) return undefined;
+  if (!s3Metadata || !isSha256Hex(sha256)) return undefined;
   const meta: ObjectMeta = {
     key,
     size,

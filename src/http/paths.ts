@@ -4,7 +4,7 @@
  * or an upstream URL because every segment must match the plain segment pattern.
  */
 import { BadRequestError } from '../util/errors.js';
-import { canonicalRepo, hostProblem, repoPathProblem } from '../protocol/routes.js';
+import { canonicalRepo, hostProblem, isSafeSegment, repoPathProblem } from '../protocol/routes.js';
 
 export interface ParsedRepoPath {
   host: string;
@@ -13,7 +13,6 @@ export interface ParsedRepoPath {
   action: string;
 }
 
-const SAFE_SEGMENT = /^[A-Za-z0-9._-]+$/;
 const ACTION_SUFFIXES: string[][] = [
   ['info', 'refs'],
   ['git-upload-pack'],
@@ -30,7 +29,7 @@ const ACTION_SUFFIXES: string[][] = [
 export function parseRepoPath(segments: string[]): ParsedRepoPath | undefined {
   // The host (first segment) may carry a port (`127.0.0.1:9000`); hostProblem() below validates it.
   for (const segment of segments.slice(1)) {
-    if (segment === '' || !SAFE_SEGMENT.test(segment) || segment.startsWith('.')) {
+    if (!isSafeSegment(segment) || segment.startsWith('.')) {
       throw new BadRequestError('invalid path: segments must match [A-Za-z0-9._-]+ and not start with "."');
     }
   }

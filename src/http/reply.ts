@@ -7,8 +7,17 @@ import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
 import type { RequestContext } from './context.js';
 import { CachewError, RangeNotSatisfiableError, UnavailableError, type ErrorCode } from '../util/errors.js';
-import { formatContentRange, rangeLength } from '../protocol/range.js';
-import type { OpenResult } from '../cache/cache.js';
+import { formatContentRange, rangeLength, type ResolvedRange } from '../protocol/range.js';
+
+/** What sendObject needs of a read of a stored object (storage's open result fits it). */
+export interface ObjectReply {
+  /** 200 full body, 206 `range` only, 304 not modified. */
+  status: 200 | 206 | 304;
+  range?: ResolvedRange;
+  meta: { size: number };
+  /** Absent for 304 and HEAD; destroyed here when not sent. */
+  body?: Readable;
+}
 
 const STATUS_BY_CODE: Record<ErrorCode, number> = {
   internal: 500,
@@ -79,7 +88,7 @@ export async function streamBody(ctx: RequestContext, body: Readable): Promise<n
  * Writes a cache object result: 304 (validators only), 206 with Content-Range, or 200. Callers add
  * their own headers (ETag, digest, cache-control...) in `headers`.
  */
-export async function sendObject(ctx: RequestContext, result: OpenResult, headers: Record<string, string>): Promise<number> {
+export async function sendObject(ctx: RequestContext, result: ObjectReply, headers: Record<string, string>): Promise<number> {
   const { res } = ctx;
   if (result.status === 304) {
     result.body?.destroy();

@@ -23,6 +23,21 @@ export interface Conditions {
   range?: ByteRangeRequest;
 }
 
+/**
+ * A conditional read as a server hands it to storage: the conditions plus how to read. The cache's
+ * `OpenOptions` is this type, so routes build it without knowing the cache.
+ */
+export interface ReadRequest extends Conditions {
+  /**
+   * The Last-Modified the caller advertises for the object, which If-Modified-Since and
+   * If-Unmodified-Since compare against (default: the stored object's own time).
+   */
+  lastModified?: Date;
+  /** Return only metadata and status, no body (HEAD). */
+  headOnly?: boolean;
+  signal?: AbortSignal;
+}
+
 /** What the server knows about the selected representation. */
 export interface Validators {
   /** Opaque strong entity tag (unquoted). */

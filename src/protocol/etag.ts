@@ -3,11 +3,10 @@
  * same digest appears as `Repr-Digest: sha-256=:<base64>:` (RFC 9530).
  */
 
-const SHA256_HEX = /^[0-9a-f]{64}$/;
+import { isSha256Hex } from './object-id.js';
 
-export function isSha256Hex(value: string): boolean {
-  return SHA256_HEX.test(value);
-}
+/** Re-exported for the many callers that validate a digest next to an ETag. */
+export { isSha256Hex };
 
 /** `"<hex>"`: a strong entity tag. */
 export function formatEtag(sha256Hex: string): string {

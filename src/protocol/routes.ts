@@ -3,8 +3,9 @@
  * the restore client. Pure functions only.
  */
 
+import { isObjectId } from './object-id.js';
+
 const SEGMENT = /^[A-Za-z0-9._-]+$/;
-const COMMIT = /^(?:[0-9a-f]{40}|[0-9a-f]{64})$/;
 export const MAX_REPO_SEGMENTS = 8;
 export const MAX_REPO_LENGTH = 256;
 
@@ -27,8 +28,17 @@ export function hostProblem(host: string): string | undefined {
   return undefined;
 }
 
+/** A commit id in a URL or a storage key: a full object id (see object-id.ts). */
 export function isCommit(value: string): boolean {
-  return COMMIT.test(value);
+  return isObjectId(value);
+}
+
+/**
+ * The one path-segment rule shared by URLs and cache keys: `[A-Za-z0-9._-]+`. Routes also refuse a
+ * leading `.`; cache keys refuse `.` and `..`.
+ */
+export function isSafeSegment(segment: string): boolean {
+  return SEGMENT.test(segment);
 }
 
 /** The repository's identity without a trailing `.git`, used as the storage key. */

@@ -7,6 +7,10 @@ import { Readable } from 'node:stream';
 import { spawnGit, type GitProcess } from '../command.js';
 import { ByteReader } from './byte-reader.js';
 import { PURE_OBJECT_ENV } from './tree-list.js';
+import { OID_PATTERN } from '../../protocol/object-id.js';
+
+/** `<oid> SP <type> SP <size>`: the header `git cat-file --batch` prints before each object. */
+const HEADER = new RegExp(`^(${OID_PATTERN}) (\\w+) (\\d+)$`);
 
 const OIDS_PER_WRITE = 512;
 
@@ -39,7 +43,7 @@ export class BlobReader {
       throw new Error(`git cat-file ended before ${expectedOid}`);
     }
     const text = header.toString('latin1');
-    const match = /^([0-9a-f]{40,64}) (\w+) (\d+)$/.exec(text);
+    const match = HEADER.exec(text);
     if (match === null) throw new Error(`git cat-file: ${text.slice(0, 120)}`);
     const [, oid, type, sizeText] = match;
     if (oid !== expectedOid || type !== 'blob') {

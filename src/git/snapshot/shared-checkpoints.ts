@@ -30,6 +30,7 @@ import { silentLogger, type Logger } from '../../util/logger.js';
 import type { PackFiles } from './deterministic-pack.js';
 import { verifyPackFiles } from './pack-cache.js';
 import { CorruptRecordError, isCommitId, isDigest, isSize, isString, readJson, repoKeyPart, writeJson } from './records.js';
+import { SHA1_OID_PATTERN } from '../../protocol/object-id.js';
 
 /** One stored file of a checkpoint: its blob digest and length. */
 export interface CheckpointBlob {
@@ -60,7 +61,7 @@ export function checkpointKey(host: string, repo: string): string {
   return `checkpoints/${repoKeyPart(host, repo)}.json`;
 }
 
-const PACK_NAME = /^pack-([0-9a-f]{40})$/;
+const PACK_NAME = new RegExp(`^pack-(${SHA1_OID_PATTERN})$`);
 
 export class SharedCheckpoints {
   private readonly cache: Cache;

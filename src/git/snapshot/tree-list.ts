@@ -4,6 +4,10 @@
  */
 import { spawnGit } from '../command.js';
 import { ByteReader } from './byte-reader.js';
+import { SHA1_OID_PATTERN } from '../../protocol/object-id.js';
+
+/** `<mode> SP <type> SP <oid> SP+ <size>`, the part of an `ls-tree -l` record before the tab. */
+const LS_TREE_HEAD = new RegExp(`^([0-7]{6}) (blob|commit) (${SHA1_OID_PATTERN}) +(\\d+|-)$`);
 
 /** A blob (file or symlink) or gitlink (submodule commit) in a commit's tree. */
 export interface TreeEntry {
@@ -52,7 +56,7 @@ function parseRecord(record: Buffer): TreeEntry {
   const tab = record.indexOf(0x09);
   if (tab < 0) throw new Error('malformed ls-tree record');
   const head = record.subarray(0, tab).toString('latin1');
-  const match = /^([0-7]{6}) (blob|commit) ([0-9a-f]{40}) +(\d+|-)$/.exec(head);
+  const match = LS_TREE_HEAD.exec(head);
   if (match === null) throw new Error(`unexpected ls-tree record: ${head.slice(0, 120)}`);
   const [, modeText, type, oid, sizeText] = match;
   const rawMode = parseInt(modeText, 8);

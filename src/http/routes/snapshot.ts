@@ -8,7 +8,7 @@ import { sendObject, sendText } from '../reply.js';
 import { BadRequestError, CachewError, NotFoundError } from '../../util/errors.js';
 import { bundlePath, immutableSnapshotPath, isCommit } from '../../protocol/routes.js';
 import { formatEtag, sha256HexToReprDigest } from '../../protocol/etag.js';
-import { formatHttpDate, parseConditions } from '../../protocol/conditions.js';
+import { formatHttpDate, parseConditions, type ReadRequest } from '../../protocol/conditions.js';
 import {
   BUNDLE_CONTENT_TYPE,
   Headers,
@@ -16,7 +16,6 @@ import {
   SNAPSHOT_CONTENT_TYPE,
   STABLE_CACHE_CONTROL,
 } from '../../protocol/headers.js';
-import type { OpenOptions } from '../../cache/cache.js';
 import type { SnapshotService } from '../../git/snapshot/service.js';
 import type { SnapshotStore } from '../../git/snapshot/store.js';
 import type { Metrics } from '../../util/metrics.js';
@@ -31,7 +30,7 @@ export interface SnapshotRouteDeps {
  * Reads Range and the conditionals off the request into cache open options; date preconditions
  * compare against `lastModified`, the Last-Modified this route sends.
  */
-export function openOptionsFrom(ctx: RequestContext, lastModified: Date): OpenOptions {
+export function openOptionsFrom(ctx: RequestContext, lastModified: Date): ReadRequest {
   const method = ctx.req.method ?? 'GET';
   return { ...parseConditions(ctx.req.headers, method), lastModified, signal: ctx.signal, headOnly: method === 'HEAD' };
 }
