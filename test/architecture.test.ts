@@ -3,7 +3,8 @@
  * protocol ← util ← cache ← git ← http ← server; client → protocol, util; cli → client | server;
  * nobody but server/ and cli/ imports config/ (types.ts excepted for server only); http reaches
  * storage through git/ and the protocol's types, never cache/ directly.
- * And one vocabulary: only protocol/ spells out what an object id or a digest looks like.
+ * And one vocabulary: only protocol/ spells out what an object id or a digest looks like, and only
+ * protocol/ parses route paths (the segment rule, action names).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -71,4 +72,21 @@ test('only protocol/ holds object-id and digest patterns', () => {
     if (/\[0-9a-f\]/.test(text)) offenders.push(rel);
   }
   assert.deepEqual(offenders, [], 'use src/protocol/object-id.ts');
+});
+
+/** Files with a segment-like pattern that is not about paths (a reason per file). */
+const SEGMENT_PATTERN_ELSEWHERE: Record<string, string> = {
+  'git/smart-http.ts': 'Git-Protocol header parameters (`version=2`), not a path',
+};
+
+test('only protocol/ holds route patterns', () => {
+  const offenders: string[] = [];
+  for (const file of sourceFiles(SRC)) {
+    const rel = relative(SRC, file);
+    if (rel.startsWith('protocol/') || SEGMENT_PATTERN_ELSEWHERE[rel]) continue;
+    const text = readFileSync(file, 'utf8');
+    // The path-segment class, or a regex over a route's action (`snapshot/….tar.zst`, `info/refs`).
+    if (text.includes('[A-Za-z0-9._-]+') || /tar\\\.zst|info\\\/refs/.test(text)) offenders.push(rel);
+  }
+  assert.deepEqual(offenders, [], 'parse routes with src/protocol/routes.ts');
 });

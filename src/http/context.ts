@@ -4,6 +4,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from '../util/logger.js';
+import type { RepoRoute } from '../protocol/routes.js';
 
 export interface RequestContext {
   req: IncomingMessage;
@@ -29,6 +30,8 @@ export interface RepoTarget {
   action: string;
   /** The upstream base URL configured for `host` (no trailing slash). */
   upstreamBaseUrl: string;
+  /** The parsed route (kind, and the commit or bundle base it names). */
+  route: RepoRoute;
 }
 
 export type Handler = (ctx: RequestContext) => Promise<void>;

@@ -41,6 +41,7 @@ test('dispatches git, snapshot and API paths with the repo spelling kept', async
     ['api', 'github.com', 'a/b/c', 'a/b/c', 'snapshots'],
   ]);
   assert.equal(seen[0].target.upstreamBaseUrl, 'https://github.com');
+  assert.deepEqual(seen.map((s) => s.target.route.kind), ['git.info-refs', 'snapshot.stable', 'api.snapshots']);
 });
 
 test('an unknown host is 404 and reaches no handler; bad paths are 400', async () => {

@@ -1,13 +1,14 @@
 /**
- * Maps request paths to handlers (route paths live here and in src/protocol/routes.ts only).
+ * Maps requests to handlers: the route grammar (src/protocol/routes.ts) parses the path once into a
+ * typed route, and the router dispatches on its kind.
  * The router validates everything a handler would otherwise have to trust: the upstream host is
  * configured (an unknown host is answered 404 and never contacted), repo segments are safe, and the
  * API's caller is allowed.
  */
 import type { RepoHandler, RequestContext, RepoTarget, Handler } from './context.js';
-import { parseRepoPath, splitRawUrl } from './paths.js';
 import { sendError, sendText } from './reply.js';
-import { CachewError, NotFoundError } from '../util/errors.js';
+import { BadRequestError, CachewError, NotFoundError } from '../util/errors.js';
+import { canonicalRepo, formatRoute, isRoute, parseRoute, repoBase, type RepoRoute } from '../protocol/routes.js';
 
 export interface RouterDeps {
   /** Configured upstreams: name → base URL. */
@@ -25,66 +26,57 @@ export interface RouterDeps {
   apiToken?: string;
 }
 
-export function isSnapshotAction(action: string): boolean {
-  return action === 'snapshot.tar.zst' || action === 'snapshot.bundle' || action.startsWith('snapshot/');
-}
-
 export function createRouter(deps: RouterDeps): Handler {
   return async (ctx) => {
-    const { segments } = splitRawUrl(ctx.req.url ?? '/');
-    const head = segments[0];
-    if (segments.length === 1) {
-      if (head === '_liveness') return run(ctx, 'liveness', deps.liveness);
-      if (head === '_readiness') return run(ctx, 'readiness', deps.readiness);
-      if (head === 'metrics') return run(ctx, 'metrics', deps.metrics);
+    // The one parse of the request path (src/protocol/routes.ts); handlers get the typed route.
+    const route = parseRoute(ctx.req.url ?? '/');
+    if (!isRoute(route)) {
+      ctx.route = 'unknown';
+      throw route.problem === 'bad_request' ? new BadRequestError(route.message) : new NotFoundError(route.message);
     }
-    if (head === 'git') {
-      const target = resolveTarget(deps, segments.slice(1));
-      if (isSnapshotAction(target.action)) {
-        ctx.route = target.action === 'snapshot.bundle' ? 'snapshot.bundle' : target.action === 'snapshot.tar.zst' ? 'snapshot.stable' : 'snapshot.immutable';
+    switch (route.kind) {
+      case 'liveness':
+      case 'readiness':
+      case 'metrics':
+        ctx.route = route.kind;
+        return deps[route.kind](ctx);
+      case 'api.snapshots': {
+        const target = resolveTarget(deps, route);
+        ctx.route = route.kind;
+        if (ctx.req.method === 'POST') authorizeApi(ctx, deps.apiToken);
+        return deps.api(ctx, target);
+      }
+      case 'snapshot.stable':
+      case 'snapshot.immutable':
+      case 'snapshot.bundle': {
+        const target = resolveTarget(deps, route);
+        ctx.route = route.kind;
         return deps.snapshots(ctx, target);
       }
-      ctx.route = gitRouteName(target.action);
-      return deps.git(ctx, target);
+      default: {
+        const target = resolveTarget(deps, route);
+        ctx.route = route.kind;
+        return deps.git(ctx, target);
+      }
     }
-    if (head === 'api' && segments[1] === 'v1' && segments[2] === 'git') {
-      const target = resolveTarget(deps, segments.slice(3));
-      if (target.action !== 'snapshots') throw new NotFoundError('no such API route');
-      ctx.route = 'api.snapshots';
-      if (ctx.req.method === 'POST') authorizeApi(ctx, deps.apiToken);
-      return deps.api(ctx, target);
-    }
-    ctx.route = 'unknown';
-    throw new NotFoundError('no such route');
   };
 }
 
-async function run(ctx: RequestContext, route: string, handler: Handler): Promise<void> {
-  ctx.route = route;
-  await handler(ctx);
+/** Checks that the route's upstream is configured (an unknown host is never contacted) and adds what handlers need. */
+function resolveTarget(deps: RouterDeps, route: RepoRoute): RepoTarget {
+  const { host, repo } = route.target;
+  const upstreamBaseUrl = deps.upstreams.get(host);
+  if (upstreamBaseUrl === undefined) throw new NotFoundError(`upstream host ${host} is not configured`);
+  return { host, repo, canonicalRepo: canonicalRepo(repo), action: actionOf(route), upstreamBaseUrl, route };
 }
 
-function resolveTarget(deps: RouterDeps, segments: string[]): RepoTarget {
-  // The API path ends in `/snapshots`, which the git path parser does not know: split it off first.
-  const isApi = segments[segments.length - 1] === 'snapshots';
-  const parsed = parseRepoPath(isApi ? [...segments.slice(0, -1), 'HEAD'] : segments);
-  if (!parsed) throw new NotFoundError('no such route');
-  const upstreamBaseUrl = deps.upstreams.get(parsed.host);
-  if (upstreamBaseUrl === undefined) throw new NotFoundError(`upstream host ${parsed.host} is not configured`);
-  return {
-    host: parsed.host,
-    repo: parsed.repo,
-    canonicalRepo: parsed.canonicalRepo,
-    action: isApi ? 'snapshots' : parsed.action,
-    upstreamBaseUrl,
-  };
-}
-
-function gitRouteName(action: string): string {
-  if (action === 'info/refs') return 'git.info-refs';
-  if (action === 'git-upload-pack') return 'git.upload-pack';
-  if (action === 'git-receive-pack') return 'git.receive-pack';
-  return 'git.forward';
+/** The path after the repository (`info/refs`, `snapshot.tar.zst`, `info/lfs/...`), as upstream URLs need it. */
+function actionOf(route: RepoRoute): string {
+  if (route.kind === 'api.snapshots') return 'snapshots';
+  const url = formatRoute(route);
+  const path = url.slice(repoBase(route.target.host, route.target.repo).length + 1);
+  const q = path.indexOf('?');
+  return q >= 0 ? path.slice(0, q) : path;
 }
 
 function isLoopback(address: string | undefined): boolean {

@@ -5,8 +5,8 @@
  */
 import type { RepoHandler, RepoTarget, RequestContext } from '../context.js';
 import { sendObject, sendText } from '../reply.js';
-import { BadRequestError, CachewError, NotFoundError } from '../../util/errors.js';
-import { bundlePath, immutableSnapshotPath, isCommit } from '../../protocol/routes.js';
+import { CachewError, NotFoundError } from '../../util/errors.js';
+import { bundlePath, immutableSnapshotPath } from '../../protocol/routes.js';
 import { formatEtag, sha256HexToReprDigest } from '../../protocol/etag.js';
 import { formatHttpDate, parseConditions, type ReadRequest } from '../../protocol/conditions.js';
 import {
@@ -42,11 +42,11 @@ export function createSnapshotRoutes(deps: SnapshotRouteDeps): RepoHandler {
       sendText(ctx, 405, 'method not allowed', { allow: 'GET, HEAD' });
       return;
     }
-    if (target.action === 'snapshot.tar.zst') return serveStable(deps, ctx, target);
-    if (target.action === 'snapshot.bundle') return serveBundle(deps, ctx, target);
-    const match = /^snapshot\/([^/]+)\.tar\.zst$/.exec(target.action);
-    if (!match) throw new NotFoundError('no such route');
-    return serveImmutable(deps, ctx, target, match[1]);
+    const { route } = target;
+    if (route.kind === 'snapshot.stable') return serveStable(deps, ctx, target);
+    if (route.kind === 'snapshot.bundle') return serveBundle(deps, ctx, target, route.base);
+    if (route.kind === 'snapshot.immutable') return serveImmutable(deps, ctx, target, route.commit);
+    throw new NotFoundError('no such route');
   };
 }
 
@@ -63,7 +63,6 @@ async function serveStable(deps: SnapshotRouteDeps, ctx: RequestContext, target:
 }
 
 async function serveImmutable(deps: SnapshotRouteDeps, ctx: RequestContext, target: RepoTarget, commit: string): Promise<void> {
-  if (!isCommit(commit)) throw new BadRequestError('commit must be 40 or 64 lowercase hex characters');
   const record = await deps.service.record(target.host, target.canonicalRepo, commit);
   if (!record) throw new NotFoundError(`no snapshot for commit ${commit}`);
   const created = new Date(record.created);
@@ -74,9 +73,7 @@ async function serveImmutable(deps: SnapshotRouteDeps, ctx: RequestContext, targ
   await serveBlob(deps, ctx, record.digest, created, headers, 'snapshot');
 }
 
-async function serveBundle(deps: SnapshotRouteDeps, ctx: RequestContext, target: RepoTarget): Promise<void> {
-  const base = new URLSearchParams((ctx.req.url ?? '').split('?')[1] ?? '').get('base');
-  if (!base || !isCommit(base)) throw new BadRequestError('base must be a 40- or 64-character lowercase hex commit');
+async function serveBundle(deps: SnapshotRouteDeps, ctx: RequestContext, target: RepoTarget, base: string): Promise<void> {
   const bundle = await deps.service.bundle(target.host, target.canonicalRepo, base, ctx.signal);
   if (!bundle) {
     ctx.res.writeHead(204, { 'cache-control': STABLE_CACHE_CONTROL });
