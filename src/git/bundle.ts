@@ -24,6 +24,7 @@ import { AlreadyExistsError, BadRequestError, GitCommandError, NotFoundError, Un
 import { runGit, spawnGit } from './command.js';
 import { bundleKey, parseBundleRecord, readJson, writeJson, type BundleRecord } from './snapshot/records.js';
 import { putFileBlob } from './snapshot/store.js';
+import { SingleFlight } from '../util/single-flight.js';
 
 /** Options that pin everything pack-objects output depends on besides the objects and git's version. */
 const DETERMINISTIC_PACK_CONFIG = [
@@ -179,7 +180,8 @@ export interface GetOrCreateBundleOptions {
   signal?: AbortSignal;
 }
 
-const inFlight = new WeakMap<Cache, Map<string, Promise<BundleRecord>>>();
+/** One build per bundle key and cache (tests run several caches in one process). */
+const flights = new WeakMap<Cache, SingleFlight<BundleRecord>>();
 const MAX_BUNDLE_ATTEMPTS = 3;
 
 /**
@@ -189,16 +191,12 @@ const MAX_BUNDLE_ATTEMPTS = 3;
  */
 export async function getOrCreateBundle(options: GetOrCreateBundleOptions): Promise<BundleRecord> {
   const key = bundleKey(options.host, options.repo, options.base, options.head);
-  let perCache = inFlight.get(options.cache);
-  if (!perCache) {
-    perCache = new Map();
-    inFlight.set(options.cache, perCache);
+  let flight = flights.get(options.cache);
+  if (!flight) {
+    flight = new SingleFlight();
+    flights.set(options.cache, flight);
   }
-  const running = perCache.get(key);
-  if (running) return running;
-  const promise = buildBundle(key, options).finally(() => perCache.delete(key));
-  perCache.set(key, promise);
-  return promise;
+  return flight.run(key, () => buildBundle(key, options));
 }
 
 async function buildBundle(key: string, options: GetOrCreateBundleOptions): Promise<BundleRecord> {

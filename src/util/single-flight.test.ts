@@ -23,11 +23,12 @@ test('concurrent calls with one key share one run; a new call after it settles r
 
 test('a failure reaches every waiter and clears the key', async () => {
   const flight = new SingleFlight<void>();
-  const boom = async (): Promise<void> => {
-    await new Promise((r) => setTimeout(r, 10));
-    throw new Error('boom');
-  };
-  const results = await Promise.allSettled([flight.run('k', boom), flight.run('k', boom)]);
+  let fail!: (err: Error) => void;
+  const boom = (): Promise<void> => new Promise<void>((_resolve, reject) => (fail = reject));
+  // Both calls are made before the work fails, so the second one joins the first.
+  const calls = [flight.run('k', boom), flight.run('k', boom)];
+  fail(new Error('boom'));
+  const results = await Promise.allSettled(calls);
   assert.deepEqual(results.map((r) => r.status), ['rejected', 'rejected']);
   assert.equal(flight.anyRunning('k'), false);
   await flight.drain();
