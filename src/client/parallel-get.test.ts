@@ -65,7 +65,8 @@ void describe('ParallelGet', () => {
         const getter = new ParallelGet(context, { start, chunkSize, concurrency });
         const got = await collect(getter);
         assert.ok(got.equals(data.subarray(start)));
-        assert.equal(server.requests.length, Math.ceil((SIZE - start) / chunkSize));
+        // One request per chunk, plus one per retry (a loaded machine can trip the 500 ms idle timeout).
+        assert.equal(server.requests.length, Math.ceil((SIZE - start) / chunkSize) + getter.stats.retries);
         assert.equal(getter.stats.fellBack, false);
       });
     });
