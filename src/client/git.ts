@@ -6,10 +6,8 @@
  * clone, made as `git clone` would make it — so the variables that choose config files, identity, TLS
  * trust and tracing are kept (USER_SETTINGS).
  */
-import { spawn } from 'node:child_process';
 import { GitCommandError, abortReason } from '../util/errors.js';
-
-const STDERR_TAIL = 4096;
+import { runProcess } from '../util/process.js';
 
 /** `GIT_*` variables that are the user's settings rather than a redirection of git's repository. */
 const USER_SETTINGS = /^GIT_(CONFIG_GLOBAL|CONFIG_SYSTEM|CONFIG_NOSYSTEM|TEMPLATE_DIR|(AUTHOR|COMMITTER)_(NAME|EMAIL)|SSL_\w+|HTTP_\w+|CURL_VERBOSE|TRACE\w*|SSH|SSH_COMMAND|ASKPASS)$/;
@@ -27,25 +25,17 @@ function clientGitEnv(): NodeJS.ProcessEnv {
  * Runs `git args...` in `cwd`; resolves with stdout (trimmed of the final newline). `extraEnv` is added
  * after the `GIT_*` scrub: how callers hand git configuration that must not show in argv (credentials).
  */
-export function runGit(args: readonly string[], cwd: string, signal?: AbortSignal, extraEnv?: Record<string, string>): Promise<string> {
-  if (signal?.aborted) return Promise.reject(abortReason(signal));
-  return new Promise<string>((resolve, reject) => {
-    // The clone's .git/config came from the server: never let it make our git run programs.
-    const safeArgs = ['-c', 'core.fsmonitor=false', '-c', 'core.hooksPath=/dev/null', ...args];
-    const child = spawn('git', safeArgs, { cwd, env: { ...clientGitEnv(), ...extraEnv }, stdio: ['ignore', 'pipe', 'pipe'], signal });
-    const stdout: Buffer[] = [];
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => stdout.push(chunk));
-    child.stderr.on('data', (chunk: Buffer) => {
-      stderr = (stderr + chunk.toString('utf8')).slice(-STDERR_TAIL);
-    });
-    child.on('error', (err) => {
-      reject(signal?.aborted ? abortReason(signal) : new GitCommandError(args, null, err.message, { cause: err }));
-    });
-    child.on('close', (code) => {
-      if (code === 0) resolve(Buffer.concat(stdout).toString('utf8').replace(/\n$/, ''));
-      else if (signal?.aborted) reject(abortReason(signal));
-      else reject(new GitCommandError(args, code, stderr));
-    });
+export async function runGit(args: readonly string[], cwd: string, signal?: AbortSignal, extraEnv?: Record<string, string>): Promise<string> {
+  if (signal?.aborted) throw abortReason(signal);
+  // The clone's .git/config came from the server: never let it make our git run programs.
+  const safeArgs = ['-c', 'core.fsmonitor=false', '-c', 'core.hooksPath=/dev/null', ...args];
+  const stdout = await runProcess('git', safeArgs, {
+    cwd,
+    env: { ...clientGitEnv(), ...extraEnv },
+    signal,
+    input: '',
+    exitError: (code, _signal, stderrTail) => new GitCommandError(args, code, stderrTail),
+    startError: (err) => new GitCommandError(args, null, err.message, { cause: err }),
   });
+  return stdout.replace(/\n$/, '');
 }

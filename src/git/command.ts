@@ -2,10 +2,11 @@
  * Runs git safely: a clean environment (no inherited GIT_* variables, no user/system config, so no
  * insteadOf loops or hooks from the host), its own process group so a timeout kills every child
  * (git spawns helpers such as git-remote-https and pack-objects), and a bounded stderr tail for errors.
+ * The process mechanics are util/process.ts; this module owns git's environment and errors.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import type { Readable, Writable } from 'node:stream';
-import { GitCommandError, TimeoutError, abortReason } from '../util/errors.js';
+import type { Readable } from 'node:stream';
+import { GitCommandError, TimeoutError } from '../util/errors.js';
+import { runProcess, spawnProcess, type ProcessOptions, type RunningProcess } from '../util/process.js';
 
 export interface GitOptions {
   /** Working directory (or the bare repository). */
@@ -19,7 +20,6 @@ export interface GitOptions {
   input?: string | Buffer | Readable;
 }
 
-const STDERR_TAIL_BYTES = 4096;
 const DEFAULT_TIMEOUT_MS = 10 * 60_000;
 
 /** The environment every git process gets: nothing from the host beyond PATH/HOME-independent basics. */
@@ -42,81 +42,34 @@ export function cleanGitEnv(extra: Record<string, string> = {}): Record<string, 
   };
 }
 
-/** A running git process whose stdout is consumed by the caller. */
-export interface GitProcess {
-  readonly child: ChildProcess;
-  readonly stdout: Readable;
-  readonly stdin: Writable;
-  /** Resolves when git exits 0; rejects with GitCommandError / TimeoutError / AbortedError. */
-  readonly done: Promise<void>;
-  /** Kills the process group. */
-  kill(): void;
+/**
+ * A running git process whose stdout is consumed by the caller; `done` rejects with GitCommandError /
+ * TimeoutError / AbortedError, and kill() reaches the whole process group.
+ */
+export type GitProcess = RunningProcess;
+
+/** How git is run: the clean environment, its own process group, git's errors. */
+function gitProcessOptions(args: readonly string[], options: GitOptions): ProcessOptions {
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  return {
+    cwd: options.cwd,
+    env: cleanGitEnv(options.env),
+    timeoutMs,
+    signal: options.signal,
+    input: options.input,
+    processGroup: true, // kill(-pid) reaches git's helpers too
+    exitError: (code, _signal, stderrTail) => new GitCommandError(args, code, stderrTail),
+    startError: (err) => err,
+    timeoutError: () => new TimeoutError(`git ${args[0]} timed out after ${timeoutMs} ms`),
+  };
 }
 
 /** Spawns `git args...` and hands back its streams; use for large outputs (packs, cat-file). */
 export function spawnGit(args: readonly string[], options: GitOptions = {}): GitProcess {
-  const child = spawn('git', args, {
-    cwd: options.cwd,
-    env: cleanGitEnv(options.env),
-    stdio: ['pipe', 'pipe', 'pipe'],
-    detached: true, // own process group: kill(-pid) reaches git's helpers too
-  });
-  let stderrTail = '';
-  child.stderr!.on('data', (chunk: Buffer) => {
-    stderrTail = (stderrTail + chunk.toString('utf8')).slice(-STDERR_TAIL_BYTES);
-  });
-  const kill = (): void => {
-    if (child.pid !== undefined && child.exitCode === null && child.signalCode === null) {
-      try {
-        process.kill(-child.pid, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    }
-  };
-  let failure: Error | undefined;
-  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-  const timer = setTimeout(() => {
-    failure = new TimeoutError(`git ${args[0]} timed out after ${timeoutMs} ms`);
-    kill();
-  }, timeoutMs);
-  timer.unref();
-  const onAbort = (): void => {
-    failure = abortReason(options.signal!);
-    kill();
-  };
-  if (options.signal?.aborted) onAbort();
-  else options.signal?.addEventListener('abort', onAbort, { once: true });
-
-  // EPIPE on stdin is reported through the exit status instead.
-  child.stdin!.on('error', () => {});
-  if (options.input !== undefined) {
-    if (typeof options.input === 'string' || Buffer.isBuffer(options.input)) child.stdin!.end(options.input);
-    else options.input.pipe(child.stdin!);
-  }
-
-  const done = new Promise<void>((resolve, reject) => {
-    child.on('error', (err) => {
-      failure ??= err;
-    });
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      options.signal?.removeEventListener('abort', onAbort);
-      if (failure) reject(failure);
-      else if (code === 0) resolve();
-      else reject(new GitCommandError(args, code, stderrTail));
-    });
-  });
-  // Callers that only await stdout must not trigger unhandled rejections.
-  done.catch(() => {});
-  return { child, stdout: child.stdout!, stdin: child.stdin!, done, kill };
+  return spawnProcess('git', args, gitProcessOptions(args, options));
 }
 
 /** Runs git to completion and returns stdout as a string (for small outputs: refs, config, rev-parse). */
-export async function runGit(args: readonly string[], options: GitOptions = {}): Promise<string> {
-  const proc = spawnGit(args, options);
-  const chunks: Buffer[] = [];
-  proc.stdout.on('data', (chunk: Buffer) => chunks.push(chunk));
-  await proc.done;
-  return Buffer.concat(chunks).toString('utf8');
+export function runGit(args: readonly string[], options: GitOptions = {}): Promise<string> {
+  return runProcess('git', args, gitProcessOptions(args, options));
 }

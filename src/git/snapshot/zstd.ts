@@ -6,16 +6,15 @@
  * always run in multi-threaded mode, record the zstd version in the snapshot format id, and give zstd
  * an environment without ZSTD_CLEVEL / ZSTD_NBTHREADS so a host setting cannot change the bytes.
  */
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { open, rm } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { CachewError, abortReason } from '../../util/errors.js';
+import { runProcess, spawnProcess } from '../../util/process.js';
 
 /** Compression level; part of the snapshot format (changing it changes every archive). */
 export const ZSTD_LEVEL = 3;
-const STDERR_TAIL = 2048;
 
 export interface CompressResult {
   /** sha256 hex of the compressed bytes. */
@@ -37,17 +36,14 @@ function zstdEnv(): Record<string, string> {
 
 /** The installed zstd CLI's version, e.g. "1.5.4". */
 export async function zstdVersion(): Promise<string> {
-  const child = spawn('zstd', ['-V'], { env: zstdEnv(), stdio: ['ignore', 'pipe', 'ignore'] });
-  const chunks: Buffer[] = [];
-  child.stdout.on('data', (chunk: Buffer) => chunks.push(chunk));
-  const code = await new Promise<number | null>((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', resolve);
-  }).catch((err: unknown) => {
-    throw new CompressorError('zstd is not installed or not runnable', { cause: err });
+  const out = await runProcess('zstd', ['-V'], {
+    env: zstdEnv(),
+    input: '',
+    startError: (err) => new CompressorError('zstd is not installed or not runnable', { cause: err }),
+    exitError: () => new CompressorError('cannot determine the zstd version'),
   });
-  const match = /v(\d+\.\d+\.\d+)/.exec(Buffer.concat(chunks).toString('utf8'));
-  if (code !== 0 || match === null) throw new CompressorError('cannot determine the zstd version');
+  const match = /v(\d+\.\d+\.\d+)/.exec(out);
+  if (match === null) throw new CompressorError('cannot determine the zstd version');
   return match[1];
 }
 
@@ -61,26 +57,13 @@ export async function compressToFile(
   outPath: string,
   signal?: AbortSignal,
 ): Promise<CompressResult> {
-  const child = spawn('zstd', [`-${ZSTD_LEVEL}`, '-T0', '-q', '-c'], {
+  const child = spawnProcess('zstd', [`-${ZSTD_LEVEL}`, '-T0', '-q', '-c'], {
     env: zstdEnv(),
-    stdio: ['pipe', 'pipe', 'pipe'],
+    signal,
+    startError: (err) => new CompressorError('cannot run zstd', { cause: err }),
+    exitError: (code, sig, stderrTail) => new CompressorError(`zstd failed (${code ?? sig}): ${stderrTail.trim().split('\n').pop() ?? ''}`),
   });
-  let stderrTail = '';
-  child.stderr.on('data', (chunk: Buffer) => {
-    stderrTail = (stderrTail + chunk.toString('utf8')).slice(-STDERR_TAIL);
-  });
-  const exited = new Promise<void>((resolve, reject) => {
-    child.on('error', (err) => reject(new CompressorError('cannot run zstd', { cause: err })));
-    child.on('close', (code, sig) => {
-      if (code === 0) resolve();
-      else reject(new CompressorError(`zstd failed (${code ?? sig}): ${stderrTail.trim().split('\n').pop() ?? ''}`));
-    });
-  });
-  const kill = (): void => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  };
-  const onAbort = (): void => kill();
-  signal?.addEventListener('abort', onAbort, { once: true });
+  const { kill } = child;
 
   const file = await open(outPath, 'w', 0o644);
   let fileClosed = false;
@@ -108,7 +91,7 @@ export async function compressToFile(
       child.stdout.destroy();
       return killOnFailure(err);
     });
-    const outcomes = await Promise.allSettled([feed, drain, exited]);
+    const outcomes = await Promise.allSettled([feed, drain, child.done]);
     const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
     if (signal?.aborted) throw abortReason(signal);
     if (failed !== undefined) throw failed.reason;
@@ -121,7 +104,5 @@ export async function compressToFile(
     if (!fileClosed) await file.close().catch(() => undefined);
     await rm(outPath, { force: true });
     throw err;
-  } finally {
-    signal?.removeEventListener('abort', onAbort);
   }
 }
