@@ -126,8 +126,8 @@ void describe('ParallelGet', () => {
         assert.ok(piece.length > 0);
         break;
       }
-      // Longer than the idle timeout: a stalled request that was not cancelled would time out and retry.
-      await sleep(700);
+      // A stalled request that was not cancelled would only settle after timing out and retrying.
+      await getter.settled();
       assert.equal(getter.stats.requests, 4);
       assert.equal(getter.stats.retries, 0);
     });

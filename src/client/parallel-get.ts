@@ -77,6 +77,14 @@ export class ParallelGet {
     this.controller.abort();
   }
 
+  /**
+   * Resolves once every request this getter started has finished, failed or been cancelled (so a
+   * caller that stopped early knows nothing is still running on its behalf).
+   */
+  async settled(): Promise<void> {
+    await Promise.allSettled([...this.tasks.values()].map((task) => task.result));
+  }
+
   /** Yields the span's bytes in order. Stops every request when iteration ends, early or not. */
   async *pieces(): AsyncGenerator<Buffer, void, undefined> {
     try {
