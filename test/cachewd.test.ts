@@ -43,6 +43,21 @@ function listeningUrl(child: ChildProcess): Promise<string> {
   });
 }
 
+/** Resolves when the child logs a line containing `text` (rejects if it exits first). */
+function logLine(child: ChildProcess, text: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let buffered = '';
+    const onData = (c: Buffer): void => {
+      buffered += c.toString();
+      if (!buffered.includes(text)) return;
+      child.stdout!.off('data', onData);
+      resolve();
+    };
+    child.stdout!.on('data', onData);
+    child.once('exit', () => reject(new Error(`cachewd exited before logging "${text}"`)));
+  });
+}
+
 let upstream: Upstream;
 let state: string;
 before(async () => {
@@ -108,11 +123,12 @@ test('serves health and metrics; SIGTERM lets a long download finish, then exits
         if (!signalled && bytes > 256 * 1024) {
           signalled = true;
           res.pause();
-          child.kill('SIGTERM');
-          setTimeout(() => {
+          // Once cachewd says it is shutting down, it must still be there for this paused download.
+          void logLine(child, 'shutting down').then(() => {
             assert.equal(child.exitCode, null, 'cachewd waits for the in-flight download');
             res.resume();
-          }, 500);
+          }, reject);
+          child.kill('SIGTERM');
         }
       });
       res.on('end', () => resolve({ bytes, digest: hash.digest('hex') }));

@@ -150,8 +150,8 @@ async function sendBody(res: http.ServerResponse, file: string, start: number, e
     for await (const chunk of createReadStream(file, { start, end: start + half - 1 })) {
       if (!res.write(chunk)) await new Promise((resolve) => res.once('drain', resolve));
     }
-    // Give the bytes a moment to reach the client, then cut (drop) or go silent (stall).
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    // Once the bytes are handed to the kernel (the write callback), cut (drop) or go silent (stall).
+    await new Promise<void>((resolve) => res.write(Buffer.alloc(0), () => resolve()));
     if (fault === 'drop') res.socket?.destroy();
     return;
   }
