@@ -110,16 +110,19 @@ export function textContent(rng: Rng, bytes: number): Buffer {
   return Buffer.from(`${lines.join('\n')}\n`, 'utf8');
 }
 
-/** Edits a text file the way a commit does: rewrites some lines, inserts a few, appends a block. */
-export function editText(rng: Rng, content: Buffer): Buffer {
+/**
+ * Edits a text file the way a commit does: rewrites a `share` of its lines (inserting a pair now and
+ * then) and appends up to `maxAppend` lines.
+ */
+export function editText(rng: Rng, content: Buffer, share = 0.05, maxAppend = 20): Buffer {
   const lines = content.toString('utf8').split('\n');
-  const edits = Math.max(1, Math.floor(lines.length * 0.05));
+  const edits = Math.max(1, Math.floor(lines.length * share));
   for (let i = 0; i < edits; i++) {
     const at = rng.int(0, lines.length - 1);
     if (rng.float() < 0.7) lines[at] = codeLine(rng, rng.int(0, 3));
     else lines.splice(at, 0, codeLine(rng, rng.int(0, 3)), codeLine(rng, rng.int(0, 3)));
   }
-  for (let i = rng.int(0, 20); i > 0; i--) lines.push(codeLine(rng, 1));
+  for (let i = rng.int(0, maxAppend); i > 0; i--) lines.push(codeLine(rng, 1));
   return Buffer.from(`${lines.join('\n')}\n`, 'utf8');
 }
 

@@ -2,13 +2,15 @@
  * The synthetic repository the benchmarks run on, built once per size and cached under `.bench/`
  * (git-ignored), so a re-run starts measuring within seconds.
  *
- * Shape (for the default 120 MB): about 75% of the working tree is a few thousand source-like text
- * files of mixed sizes, 25% binary-ish files of 1–4 MiB (half incompressible, half 2:1 compressible),
- * a few executable scripts and symlinks; then 130 small commits (a few text files edited, one added),
- * so the history is deeper than a snapshot checkpoint interval (64 first-parent commits), and five
- * more commits that each edit ~6% of the text files, add and delete some, and replace one binary. Objects are streamed into `git fast-import` (nothing
- * touches a work tree), then `git repack -adf` gives the well-deltified pack a real host would serve.
- * Fixed seeds and dates make the commit ids a pure function of the size.
+ * Shaped like the history of a real source tree (successive versions): for the default 160 MB, an
+ * initial import of ~13k files (about 75% of the bytes source-like text, mostly small files, 25%
+ * binary-ish files of 1–4 MiB, half incompressible, half 2:1 compressible, a few executable scripts
+ * and symlinks), then 320 versions on the first-parent line. Each version edits ~1.5% of the text
+ * files (about 1% of their lines, plus a few appended), adds a few files and removes one; every 40th also replaces
+ * a binary. So the history is deep (past several snapshot layer boundaries) and every commit has a
+ * realistic amount of new objects. Objects are streamed into `git fast-import` (nothing touches a
+ * work tree), then `git repack -adf` gives the well-deltified pack a real host would serve. Fixed
+ * seeds and dates make the commit ids a pure function of the size.
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -19,11 +21,15 @@ import { Rng, binaryContent, editText, textContent } from './content.js';
 import { MiB, log, run } from './util.js';
 
 /** Bump when the generator changes, so stale caches are not reused. */
-const GENERATOR_VERSION = 2;
-/** Small commits after the initial import: the history must reach past two snapshot checkpoints. */
-const SMALL_COMMITS = 130;
-/** The big edit commits that end the history. */
-const EXTRA_COMMITS = 5;
+const GENERATOR_VERSION = 3;
+/** Versions after the initial import: the first-parent history is 1 + VERSIONS commits deep. */
+const VERSIONS = 320;
+/** Share of the text files a version edits. */
+const EDIT_SHARE = 0.015;
+/** Share of an edited file's lines a version rewrites (real version-to-version diffs are small). */
+const LINE_SHARE = 0.01;
+/** Every this many versions, one binary file is replaced too. */
+const BINARY_EVERY = 40;
 const EPOCH = 1_700_000_000;
 
 export interface BenchRepo {
@@ -74,7 +80,7 @@ export async function ensureBenchRepo(sizeMb: number, cacheRoot: string): Promis
     sizeMb,
     files: files.size,
     treeBytes: [...files.values()].reduce((sum, f) => sum + f.content.length, 0),
-    commits: 1 + SMALL_COMMITS + EXTRA_COMMITS,
+    commits: 1 + VERSIONS,
     head,
     packBytes,
   };
@@ -115,13 +121,10 @@ async function fastImport(gitDir: string, sizeMb: number): Promise<Map<string, F
     const budget = sizeMb * 1_000_000;
     initialTree(rng, budget, files);
     await writeCommit(write, 1, 'initial import', [...files.entries()].map(([p, f]) => ({ path: p, file: f })), []);
-    for (let n = 2; n <= 1 + SMALL_COMMITS; n++) {
-      const changed = smallChange(rng, files, n);
-      await writeCommit(write, n, `small change ${n}: ${changed.length} files`, changed, []);
-    }
-    for (let n = 2 + SMALL_COMMITS; n <= 1 + SMALL_COMMITS + EXTRA_COMMITS; n++) {
-      const { changed, deleted } = evolve(rng, files, n);
-      await writeCommit(write, n, `change set ${n}: ${changed.length} files changed, ${deleted.length} removed`, changed, deleted);
+    const textPaths = [...files.keys()].filter((p) => p.startsWith('packages/'));
+    for (let n = 2; n <= 1 + VERSIONS; n++) {
+      const { changed, deleted } = nextVersion(rng, files, textPaths, n);
+      await writeCommit(write, n, `version ${n}: ${changed.length} files changed, ${deleted.length} removed`, changed, deleted);
     }
     await write('done\n');
     child.stdin.end();
@@ -158,52 +161,54 @@ function initialTree(rng: Rng, budget: number, files: Map<string, FileState>): v
 }
 
 function textFile(rng: Rng): FileState {
-  // Mostly small files, a quarter medium, a few large: roughly the spread of a real code base.
+  // Mostly small files, some medium, a few large: roughly the spread of a real code base.
   const roll = rng.float();
-  const size = roll < 0.7 ? rng.int(500, 8000) : roll < 0.95 ? rng.int(8000, 64_000) : rng.int(64_000, 256_000);
+  const size = roll < 0.8 ? rng.int(300, 6000) : roll < 0.98 ? rng.int(6000, 40_000) : rng.int(40_000, 200_000);
   return { mode: '100644', content: textContent(rng, size) };
 }
 
-function textPath(rng: Rng, i: number): string {
-  const pkg = Math.floor(i / 60);
+/** The path of text file number `i`; `pkg` (default: by number, 60 files each) picks its package. */
+function textPath(rng: Rng, i: number, pkg = Math.floor(i / 60)): string {
   const ext = rng.pick(['ts', 'ts', 'ts', 'tsx', 'js', 'md']);
   return `packages/pkg-${pkg}/src/${rng.pick(['core', 'util', 'api', 'model', 'io'])}/file-${i}.${ext}`;
 }
 
-/** A small everyday commit: edits 1–3 text files and adds one (`files` is mutated in place). */
-function smallChange(rng: Rng, files: Map<string, FileState>, n: number): Array<{ path: string; file: FileState }> {
-  const textPaths = [...files.keys()].filter((p) => p.startsWith('packages/'));
+/**
+ * One version's worth of change to `files` (mutated in place): edits EDIT_SHARE of the text files,
+ * adds a few, removes one, sometimes replaces a binary. `textPaths` is kept in step with `files`.
+ */
+function nextVersion(
+  rng: Rng,
+  files: Map<string, FileState>,
+  textPaths: string[],
+  n: number,
+): { changed: Array<{ path: string; file: FileState }>; deleted: string[] } {
   const changed = new Map<string, FileState>();
-  for (let i = rng.int(1, 3); i > 0; i--) {
+  const edits = Math.max(1, Math.round(textPaths.length * EDIT_SHARE));
+  for (let i = 0; i < edits; i++) {
     const p = rng.pick(textPaths);
     const old = changed.get(p) ?? files.get(p);
-    if (old !== undefined) changed.set(p, { mode: old.mode, content: editText(rng, old.content) });
+    if (old !== undefined) changed.set(p, { mode: old.mode, content: editText(rng, old.content, LINE_SHARE, 4) });
   }
-  changed.set(textPath(rng, 2_000_000 + n), { mode: '100644', content: textContent(rng, rng.int(300, 4000)) });
-  for (const [p, f] of changed) files.set(p, f);
-  return [...changed.entries()].map(([p, f]) => ({ path: p, file: f }));
-}
-
-/** One commit's worth of change to `files` (mutated in place). */
-function evolve(rng: Rng, files: Map<string, FileState>, n: number): { changed: Array<{ path: string; file: FileState }>; deleted: string[] } {
-  const textPaths = [...files.keys()].filter((p) => p.startsWith('packages/'));
-  const changed = new Map<string, FileState>();
-  for (const p of textPaths) {
-    if (rng.float() >= 0.06) continue;
-    const old = files.get(p);
-    if (old === undefined) continue;
-    changed.set(p, { mode: old.mode, content: editText(rng, old.content) });
+  for (let i = rng.int(1, 5); i > 0; i--) {
+    // New files land in existing packages, as they do in a real tree.
+    const p = textPath(rng, 1000 * n + i, rng.int(0, 150));
+    changed.set(p, textFile(rng));
+    textPaths.push(p);
   }
-  for (let i = 0; i < 15; i++) changed.set(textPath(rng, 1_000_000 * n + i), textFile(rng));
   const deleted: string[] = [];
-  for (let i = 0; i < 5; i++) {
-    const victim = rng.pick(textPaths);
-    if (!changed.has(victim) && !deleted.includes(victim)) deleted.push(victim);
+  const victimAt = rng.int(0, textPaths.length - 1);
+  const victim = textPaths[victimAt];
+  if (!changed.has(victim)) {
+    deleted.push(victim);
+    textPaths.splice(victimAt, 1);
   }
-  const binaries = [...files.keys()].filter((p) => p.startsWith('assets/'));
-  const replaced = rng.pick(binaries);
-  const old = files.get(replaced);
-  if (old !== undefined) changed.set(replaced, { mode: '100644', content: binaryContent(rng, old.content.length, 8) });
+  if (n % BINARY_EVERY === 0) {
+    const binaries = [...files.keys()].filter((p) => p.startsWith('assets/'));
+    const replaced = rng.pick(binaries);
+    const old = files.get(replaced);
+    if (old !== undefined) changed.set(replaced, { mode: '100644', content: binaryContent(rng, old.content.length, 8) });
+  }
   for (const [p, f] of changed) files.set(p, f);
   for (const p of deleted) files.delete(p);
   return { changed: [...changed.entries()].map(([p, f]) => ({ path: p, file: f })), deleted };

@@ -2,7 +2,7 @@
  * `npm run bench`: measures cachew against baselines run in the same process on the same machine and
  * prints ratios (nothing here asserts a timing; it is not a test).
  *
- *   BENCH_SIZE_MB  working-tree size of the synthetic repository (default 120; cached in .bench/)
+ *   BENCH_SIZE_MB  working-tree size of the synthetic repository (default 160: ≥ 10k files, 321 commits; cached in .bench/)
  *   BENCH_RUNS     runs per measurement; medians are reported (default 3)
  *   BENCH_ONLY     comma-separated sections to run (generation,serving,memory,restore; default all)
  *
@@ -53,7 +53,7 @@ async function machineInfo(): Promise<string[]> {
 }
 
 async function main(cleanup: Cleanup): Promise<void> {
-  const sizeMb = envInt('BENCH_SIZE_MB', 120);
+  const sizeMb = envInt('BENCH_SIZE_MB', 160);
   const runs = envInt('BENCH_RUNS', 3);
   const only = (process.env.BENCH_ONLY ?? '').split(',').map((s) => s.trim()).filter((s) => s !== '');
   const info = await machineInfo();

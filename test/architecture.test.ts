@@ -56,10 +56,7 @@ const HEX_PATTERN_PENDING = new Set([
   'git/mirror.ts',
   'git/pkt-line.ts',
   'git/snapshot/archive.ts',
-  'git/snapshot/checkpoint.ts',
-  'git/snapshot/deterministic-pack.ts',
   'git/snapshot/git-index.ts',
-  'git/snapshot/pack-cache.ts',
 ]);
 
 test('only protocol/ holds object-id and digest patterns', () => {

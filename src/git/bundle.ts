@@ -5,8 +5,9 @@
  *
  * Byte stability: `git bundle create` reuses deltas from the mirror's packs, so two mirrors packed
  * differently (or one with a bitmap) give different bundles. We therefore write the bundle ourselves:
- * the v2 header, then `git pack-objects` with one thread, no object/delta reuse, no bitmaps and
- * pinned window/depth/compression, which is byte-stable across independent clones for one git version.
+ * the v2 header, then `git pack-objects --revs --thin --stdout` with exactly the pinned options of
+ * snapshot packs (snapshot/deterministic-pack.ts: one thread, no object/delta reuse, no bitmaps, no
+ * sparse walk, pinned window/depth/compression), byte-stable across independent clones for one git version.
  * Correctness does not depend on it: bundles are content-addressed and the first record wins.
  */
 import { createHash } from 'node:crypto';
@@ -25,30 +26,7 @@ import { runGit, spawnGit } from './command.js';
 import { bundleKey, parseBundleRecord, readJson, writeJson, type BundleRecord } from './snapshot/records.js';
 import { putFileBlob } from './snapshot/store.js';
 import { SingleFlight } from '../util/single-flight.js';
-
-/** Options that pin everything pack-objects output depends on besides the objects and git's version. */
-const DETERMINISTIC_PACK_CONFIG = [
-  '-c', 'pack.useBitmaps=false',
-  '-c', 'pack.allowPackReuse=false',
-  '-c', 'pack.useSparse=true',
-  '-c', 'pack.compression=-1',
-  '-c', 'core.compression=-1',
-  '-c', 'pack.windowMemory=0',
-  '-c', 'core.bigFileThreshold=512m',
-];
-
-const DETERMINISTIC_PACK_ARGS = [
-  'pack-objects',
-  '--stdout',
-  '--thin',
-  '--revs',
-  '--delta-base-offset',
-  '--threads=1',
-  '--no-reuse-object',
-  '--window=10',
-  '--depth=50',
-  '-q',
-];
+import { DETERMINISTIC_PACK_ENV, deterministicPackObjectsArgs } from './snapshot/deterministic-pack.js';
 
 export interface CreateBundleOptions {
   /** The (bare) mirror. */
@@ -90,8 +68,9 @@ export async function createBundle(options: CreateBundleOptions): Promise<{ sha2
       callback(null, chunk);
     },
   });
-  const proc = spawnGit([...DETERMINISTIC_PACK_CONFIG, ...DETERMINISTIC_PACK_ARGS], {
+  const proc = spawnGit([...deterministicPackObjectsArgs(), '--revs', '--thin', '--stdout'], {
     cwd: gitDir,
+    env: DETERMINISTIC_PACK_ENV,
     input: `${head}\n^${base}\n`,
     signal,
     timeoutMs,

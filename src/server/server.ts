@@ -18,7 +18,7 @@ import { UpstreamRegistry } from '../git/upstreams.js';
 import { MirrorManager } from '../git/mirrors.js';
 import { SnapshotStore } from '../git/snapshot/store.js';
 import { SnapshotService } from '../git/snapshot/service.js';
-import { SharedCheckpoints } from '../git/snapshot/shared-checkpoints.js';
+import { SharedLayers } from '../git/snapshot/shared-layers.js';
 import { Scheduler } from '../git/scheduler.js';
 import { snapshotFormatId } from '../git/snapshot/format.js';
 import { CachewError } from '../util/errors.js';
@@ -86,9 +86,9 @@ export async function startServer(config: CachewConfig, options: StartOptions = 
     mirrors,
     workDir: join(stateDir, 'tmp'),
     packDir: join(stateDir, 'packs'),
-    // Only S3 is shared between replicas; without it the local pack cache already does the job and a
+    // Only S3 is shared between replicas; without it the local layer cache already does the job and a
     // copy in the disk tier (under the same state directory) would only cost space.
-    sharedCheckpoints: config.s3 ? new SharedCheckpoints({ cache, metadataCache: new AuthoritativeReadView(cache), logger }) : undefined,
+    sharedLayers: config.s3 ? new SharedLayers({ cache, metadataCache: new AuthoritativeReadView(cache), logger }) : undefined,
     graceMs: config.snapshotGraceMs,
     bundleTtlMs: config.bundleTtlMs,
     logger,

@@ -10,8 +10,9 @@ import { promisify } from 'node:util';
 import { pino } from 'pino';
 import { runGit } from '../command.js';
 import { AbortedError, BadRequestError, NotFoundError } from '../../util/errors.js';
-import { generateSnapshot } from './archive.js';
-import { snapshotFormatId } from './format.js';
+import { FILE_MTIME, generateSnapshot } from './archive.js';
+import { layerSpans } from './layers.js';
+import { SNAPSHOT_LAYER_BASE, snapshotFormatId } from './format.js';
 import { createFixtureUpstream, type FixtureUpstream } from './testing/archive-fixture.js';
 
 const exec = promisify(execFile);
@@ -117,8 +118,10 @@ void describe('generateSnapshot', { timeout: 120_000 }, () => {
     assert.equal(await readFile(long, 'utf8'), 'long path\n');
     assert.ok((await stat(join(clone, 'vendor/sub'))).isDirectory());
     assert.deepEqual(await readdir(join(clone, 'vendor/sub')), []);
-    const mtime = Number((await runGit(['log', '-1', '--format=%ct', head], { cwd: mirror })).trim());
-    assert.equal((await stat(join(clone, 'README.md'))).mtimeMs, mtime * 1000);
+    // Work tree files carry the fixed FILE_MTIME (stable frames); the index is newer than that.
+    assert.equal((await stat(join(clone, 'README.md'))).mtimeMs, FILE_MTIME * 1000);
+    const commitTime = Number((await runGit(['log', '-1', '--format=%ct', head], { cwd: mirror })).trim());
+    assert.equal((await stat(join(clone, '.git/index'))).mtimeMs, (Math.max(commitTime, FILE_MTIME) + 1) * 1000);
   });
 
   void it('carries the layout of a clone: no hooks or machine-specific files, a fixed reflog', async () => {
@@ -138,7 +141,9 @@ void describe('generateSnapshot', { timeout: 120_000 }, () => {
     const reflog = await runGit(['reflog', '-1', '--format=%gs'], { cwd: clone });
     assert.equal(reflog.trim(), `clone: from ${UPSTREAM_URL}`);
     const packs = await readdir(join(gitDir, 'objects/pack'));
-    assert.equal(packs.length, 2);
+    // One pack (+ idx) per layer: the fixture's head is at first-parent depth 2, so (0, 1] and (1, 2].
+    const depth = Number((await runGit(['rev-list', '--first-parent', '--count', head], { cwd: mirror })).trim());
+    assert.equal(packs.length, 2 * layerSpans(depth, SNAPSHOT_LAYER_BASE).length);
     assert.ok(packs.every((p) => /^pack-[0-9a-f]{40}\.(pack|idx)$/.test(p)), packs.join(','));
     const config = await readFile(join(gitDir, 'config'), 'utf8');
     assert.ok(!config.includes(root), 'config mentions no local path');
@@ -195,7 +200,7 @@ void describe('generateSnapshot', { timeout: 120_000 }, () => {
 
   void it('names its format with the tool versions', async () => {
     const id = await snapshotFormatId();
-    assert.match(id, /^cachew-snapshot-v3;zstd-\d+\.\d+\.\d+;git-\d+\.\d+/);
+    assert.match(id, /^cachew-snapshot-v4;zstd-\d+\.\d+\.\d+;git-\d+\.\d+/);
     assert.equal(await snapshotFormatId(), id);
   });
 });

@@ -2,42 +2,53 @@
  * Generates a snapshot: a deterministic `.tar.zst` of a full clone of one commit (SPEC §5).
  *
  * The archive is assembled rather than copied from a checkout, so that every byte is a function of
- * (upstream URL, commit, format version, zstd and git versions):
+ * (upstream URL, commit, format version, zstd and git versions). The tar stream is, in order:
  *   1. `.git/` metadata with fixed text (git-dir-files.ts), reflog entries stamped with the commit time;
- *   2. `.git/objects/pack/pack-<hash>.{idx,pack}`: one or two single-threaded, no-reuse packs, in name
- *      order: the full pack of the commit, or (first-parent depth > K) the full pack of its checkpoint
- *      ancestor plus the commit's increment over it; the checkpoint pack may come from a local cache
- *      or from another replica through the shared cache (checkpoint.ts, deterministic-pack.ts);
+ *   2. `.git/objects/pack/pack-<hash>.{idx,pack}` of every layer of the commit, oldest layer first,
+ *      parts in order (layers.ts, layer-packs.ts): deterministic single-threaded packs that may come
+ *      from the local layer cache or from another replica through the shared cache;
  *   3. `.git/index` written by us with synthetic stat data (git-index.ts);
  *   4. the work tree in index order, blobs streamed from one `git cat-file --batch` (blob-reader.ts);
- * all as tar entries with fixed headers (tar-writer.ts): mtime = the commit's committer time, owner
+ * all as tar entries with fixed headers (tar-writer.ts): mtime = the commit's committer time for the
+ * `.git` metadata, FILE_MTIME (1980-01-01) for pack files and the work tree (so an unchanged file has
+ * the same header, hence the same frame, in every snapshot), owner
  * 0/0 with empty names, modes 0755 (directories, executables), 0644 (files), 0444 (pack files, as git
- * writes them), 0777 (symlinks). The tar stream is compressed by zstd (zstd.ts) straight into the
- * output file while it is hashed; nothing is buffered whole.
+ * writes them), 0777 (symlinks).
  *
- * Why `.git/index` gets mtime = commit time + 1: git treats an index entry whose mtime is not older
- * than the index file itself as "racily clean" and re-reads the file to compare contents. Every work
- * tree file carries the commit time, so an index one second newer keeps `git status` on the restored
- * clone a pure stat comparison (no rehash, no index rewrite).
+ * Stable frames: the tar stream is cut into segments, each compressed as its own zstd frame
+ * (zstd.ts), led by the frame table (frames.ts). Cuts: after the metadata; around every pack (idx +
+ * pack together); around the index; in the work tree after every entry whose path hashes to 0 modulo
+ * WORK_TREE_CUT (about one entry in 128), and around every file of BIG_FILE bytes or more; the end
+ * of archive blocks alone. A cut depends on the entry's own path or size only, so a changed file
+ * changes its own frame, and the frames of an unchanged layer are byte-identical in every snapshot
+ * that carries it.
+ *
+ * Why `.git/index` gets mtime = commit time + 1 (at least FILE_MTIME + 1): git treats an index entry
+ * whose mtime is not older than the index file itself as "racily clean" and re-reads the file to
+ * compare contents. Every work tree file carries FILE_MTIME, and so does every index entry, so an
+ * index file newer than that keeps `git status` on the restored clone a pure stat comparison (no
+ * rehash, no index rewrite).
  *
  * Not handled: SHA-256 repositories (git 2.39 mirrors here are SHA-1; such commits are rejected), and
  * checkout-time conversions (`.gitattributes` eol/filters): files are stored as the blobs hold them,
  * and the stat-matched index keeps `git status` clean regardless.
  */
 import { createReadStream } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { runGit } from '../command.js';
 import { BadRequestError, CachewError, GitCommandError, NotFoundError, abortReason } from '../../util/errors.js';
 import { silentLogger, type Logger } from '../../util/logger.js';
 import { BlobReader } from './blob-reader.js';
-import { writeSnapshotPacks, type CheckpointShare } from './checkpoint.js';
 import type { PackFiles } from './deterministic-pack.js';
+import type { FrameEntry } from './frames.js';
 import { gitDirEntries, type GitDirEntry } from './git-dir-files.js';
 import { gitIndexChunks, gitIndexSize, sortIndexEntries } from './git-index.js';
-import { TAR_END, encodeTarHeader, tarPadding } from './tar-writer.js';
+import { writeSnapshotPacks, type LayerPacks, type LayerShare } from './layer-packs.js';
+import { fnv1a32 } from './stable-hash.js';
+import { TAR_BLOCK, TAR_END, encodeTarHeader, tarPadding } from './tar-writer.js';
 import { listTree, PURE_OBJECT_ENV, type TreeEntry } from './tree-list.js';
-import { compressToFile } from './zstd.js';
+import { compressFrames } from './zstd.js';
 
 export interface SnapshotSource {
   /** A bare mirror repository that contains `commit`. */
@@ -55,6 +66,8 @@ export interface SnapshotResult {
   sha256: string;
   size: number;
   commit: string;
+  /** The archive's data frames, as in its frame table. */
+  frames: FrameEntry[];
 }
 
 export interface GenerateSnapshotOptions {
@@ -63,21 +76,33 @@ export interface GenerateSnapshotOptions {
   /** Where the temporary pack goes (default: the directory of `outPath`, same filesystem). */
   tmpDir?: string;
   /**
-   * This repository's checkpoint-pack cache directory (checkpoint.ts): the checkpoint's pack is taken
-   * from `<packCacheDir>/<checkpoint>/` when valid, else computed and stored there (other checkpoints
-   * in it are deleted). Same bytes either way; without it the checkpoint is packed in scratch.
+   * This repository's layer cache directory (layer-packs.ts): layers are taken from it when valid,
+   * else computed and stored there; it is pruned to the layers of this and the next snapshot. Same
+   * bytes either way; without it every layer is packed in scratch.
    */
-  packCacheDir?: string;
+  layerCacheDir?: string;
   /**
-   * Checkpoint packs shared between replicas for this repository (shared-checkpoints.ts): asked when
-   * the local pack cache misses, and given every checkpoint pack computed here. Same bytes either way.
+   * Layers shared between replicas for this repository (shared-layers.ts): asked when the local cache
+   * misses, and given every layer built here. Same bytes either way.
    */
-  sharedCheckpoints?: CheckpointShare;
+  sharedLayers?: LayerShare;
 }
 
 /** Symlink targets are read whole to build the tar header; real ones are at most PATH_MAX. */
 const MAX_SYMLINK_TARGET = 64 * 1024;
 const GITLINK = 0o160000;
+/**
+ * mtime of pack files and work tree entries: fixed rather than the commit time, so that a file's tar
+ * header, and with it the frame around it, does not change when an unrelated commit lands. 1980-01-01
+ * is the earliest time every archive format (zip included) can represent.
+ */
+export const FILE_MTIME = 315_532_800;
+/** The work tree is cut after an entry whose path hash is 0 modulo this (part of the format). */
+export const WORK_TREE_CUT = 128;
+/** Files of at least this size are frames of their own (part of the format). */
+export const BIG_FILE = 1 << 20;
+/** Segments lighter than this are merged with their neighbours into one frame (part of the format). */
+export const MIN_FRAME_WEIGHT = 64 * 1024;
 const SYMLINK = 0o120000;
 
 /**
@@ -106,18 +131,20 @@ export async function generateSnapshot(
     const metadata = gitDirEntries(source.upstreamUrl, commit, source.defaultBranch, commitTime);
     const tree = sortIndexEntries(await listTree(gitDir, commit, signal));
     for (const entry of tree) assertSafePath(entry.path);
-    const packs = await writeSnapshotPacks(gitDir, commit, scratch, {
+    const layers = await writeSnapshotPacks(gitDir, commit, join(scratch, await mkdirName(scratch, 'layers')), {
       signal,
       logger: options.logger,
-      packCacheDir: options.packCacheDir,
-      sharedCheckpoints: options.sharedCheckpoints,
+      layerCacheDir: options.layerCacheDir,
+      sharedLayers: options.sharedLayers,
     });
+    const packs = layers.flatMap((l) => l.packs);
     const packBytes = packs.reduce((sum, p) => sum + p.packSize, 0);
-    log.debug({ commit, paths: tree.length, packs: packs.length, packBytes, ms: Date.now() - started }, 'snapshot pack ready');
-    const tar = tarEntries({ gitDir, tree, metadata, packs, commitTime, signal });
-    const { sha256, size } = await compressToFile(tar, outPath, signal);
-    log.debug({ commit, size, ms: Date.now() - started }, 'snapshot archive written');
-    return { sha256, size, commit };
+    log.debug({ commit, paths: tree.length, layers: layers.length, packs: packs.length, packBytes, ms: Date.now() - started }, 'snapshot pack ready');
+    const segments = tarFrames({ gitDir, tree, metadata, layers, commitTime, signal });
+    const frameDir = join(scratch, await mkdirName(scratch, 'frames'));
+    const { sha256, size, frames } = await compressFrames(segments, outPath, frameDir, signal);
+    log.debug({ commit, size, frames: frames.length, ms: Date.now() - started }, 'snapshot archive written');
+    return { sha256, size, commit, frames };
   } catch (err) {
     await rm(outPath, { force: true });
     if (signal?.aborted) throw abortReason(signal);
@@ -157,16 +184,103 @@ interface TarInput {
   gitDir: string;
   tree: TreeEntry[];
   metadata: GitDirEntry[];
-  /** In name order (writeSnapshotPacks sorts them). */
-  packs: PackFiles[];
+  /** Oldest first, parts in order (writeSnapshotPacks). */
+  layers: LayerPacks[];
   commitTime: number;
   signal?: AbortSignal;
 }
 
-/** The whole tar stream, entry by entry, in the fixed order described at the top of this file. */
-async function* tarEntries(input: TarInput): AsyncGenerator<Buffer> {
-  const mtime = input.commitTime;
-  for (const entry of input.metadata) {
+/** Creates `<parent>/<name>` and returns `name`. */
+async function mkdirName(parent: string, name: string): Promise<string> {
+  await mkdir(join(parent, name));
+  return name;
+}
+
+/** A stretch of the tar stream and its weight: about its length, computed before producing it. */
+interface Segment {
+  weight: number;
+  bytes: () => AsyncIterable<Buffer> | Iterable<Buffer>;
+}
+
+/**
+ * The whole tar stream as the contents of zstd frames, in the order and with the cuts described at
+ * the top: the segments, with runs of small ones (weight < MIN_FRAME_WEIGHT) merged into one frame,
+ * because a zstd process per tiny frame costs more than it saves. A frame closes before a big segment
+ * and as soon as it reaches MIN_FRAME_WEIGHT, so big segments (layer packs, big files, most work tree
+ * groups) are frames of their own whatever their neighbours are. Weights depend on the tree and the
+ * packs only, so the merging is part of the pure function too.
+ */
+async function* tarFrames(input: TarInput): AsyncGenerator<AsyncIterable<Buffer>> {
+  const blobs: BlobSource = { done: false };
+  try {
+    yield* mergeSmall(tarSegments(input, blobs));
+  } finally {
+    // Stopped early (a failure anywhere, or abort): no cat-file may outlive the generation.
+    if (!blobs.done) await blobs.reader?.kill();
+  }
+}
+
+async function* mergeSmall(segments: Iterable<Segment>): AsyncGenerator<AsyncIterable<Buffer>> {
+  let run: Segment[] = [];
+  let weight = 0;
+  for (const segment of segments) {
+    if (segment.weight >= MIN_FRAME_WEIGHT && run.length > 0) {
+      yield concatenated(run);
+      run = [];
+      weight = 0;
+    }
+    run.push(segment);
+    weight += segment.weight;
+    if (weight >= MIN_FRAME_WEIGHT) {
+      yield concatenated(run);
+      run = [];
+      weight = 0;
+    }
+  }
+  if (run.length > 0) yield concatenated(run);
+}
+
+async function* concatenated(segments: Segment[]): AsyncGenerator<Buffer> {
+  for (const segment of segments) yield* segment.bytes();
+}
+
+/** The cat-file run that serves the work tree, started by the first group that needs it. */
+interface BlobSource {
+  reader?: BlobReader;
+  /** Every blob was read and cat-file exited cleanly. */
+  done: boolean;
+}
+
+/** The tar stream as segments; the work tree's blobs come from one cat-file run, in tree order. */
+function* tarSegments(input: TarInput, source: BlobSource): Generator<Segment> {
+  const entryWeight = (size: number): number => TAR_BLOCK + size;
+  yield { weight: input.metadata.reduce((n, e) => n + entryWeight(e.content?.length ?? 0), 0), bytes: () => metadataEntries(input.metadata, input.commitTime) };
+  for (const layer of input.layers) {
+    for (const pack of layer.packs) yield { weight: entryWeight(pack.idxSize) + entryWeight(pack.packSize), bytes: () => packEntries(pack, FILE_MTIME) };
+  }
+  const indexMtime = Math.max(input.commitTime, FILE_MTIME) + 1;
+  yield { weight: entryWeight(gitIndexSize(input.tree)), bytes: () => indexEntry(input.tree, indexMtime) };
+  const blobs = input.tree.filter((e) => e.mode !== GITLINK).map((e) => e.oid);
+  const dirs = new Set<string>();
+  const groups = [...workTreeGroups(input.tree)];
+  for (const [i, group] of groups.entries()) {
+    yield {
+      weight: group.reduce((n, e) => n + entryWeight(e.size), 0),
+      bytes: async function* () {
+        source.reader ??= new BlobReader(input.gitDir, blobs, input.signal);
+        yield* workTreeEntries(group, source.reader, dirs, FILE_MTIME);
+        if (i === groups.length - 1) {
+          await source.reader.close();
+          source.done = true;
+        }
+      },
+    };
+  }
+  yield { weight: TAR_END.length, bytes: () => [TAR_END] };
+}
+
+async function* metadataEntries(metadata: GitDirEntry[], mtime: number): AsyncGenerator<Buffer> {
+  for (const entry of metadata) {
     if (entry.content === undefined) {
       yield encodeTarHeader({ path: entry.path, type: 'directory', mode: 0o755, size: 0, mtime });
     } else {
@@ -175,18 +289,44 @@ async function* tarEntries(input: TarInput): AsyncGenerator<Buffer> {
       yield tarPadding(entry.content.length);
     }
   }
-  for (const pack of input.packs) {
-    yield* fileFromDisk(`.git/objects/pack/pack-${pack.hash}.idx`, pack.idxPath, pack.idxSize, mtime);
-    yield* fileFromDisk(`.git/objects/pack/pack-${pack.hash}.pack`, pack.packPath, pack.packSize, mtime);
-  }
+}
 
-  const indexSize = gitIndexSize(input.tree);
-  yield encodeTarHeader({ path: '.git/index', type: 'file', mode: 0o644, size: indexSize, mtime: mtime + 1 });
-  yield* gitIndexChunks(input.tree, mtime);
+async function* packEntries(pack: PackFiles, mtime: number): AsyncGenerator<Buffer> {
+  yield* fileFromDisk(`.git/objects/pack/pack-${pack.hash}.idx`, pack.idxPath, pack.idxSize, mtime);
+  yield* fileFromDisk(`.git/objects/pack/pack-${pack.hash}.pack`, pack.packPath, pack.packSize, mtime);
+}
+
+/** The index, stamped `mtime`; its entries claim FILE_MTIME, like the work tree files. */
+async function* indexEntry(tree: TreeEntry[], mtime: number): AsyncGenerator<Buffer> {
+  const indexSize = gitIndexSize(tree);
+  yield encodeTarHeader({ path: '.git/index', type: 'file', mode: 0o644, size: indexSize, mtime });
+  yield* gitIndexChunks(tree, FILE_MTIME);
   yield tarPadding(indexSize);
+}
 
-  yield* workTree(input);
-  yield TAR_END;
+/**
+ * The work tree cut into frame groups (index order kept): a group ends after an entry whose path
+ * hashes to 0 modulo the cut, and big files are groups of their own. Trees of more than
+ * WORK_TREE_CUT × 4096 entries use a larger power-of-two cut, so an archive has at most about 4096
+ * work tree frames (the frame table stays small enough for a record).
+ */
+export function* workTreeGroups(tree: TreeEntry[]): Generator<TreeEntry[]> {
+  let cut = WORK_TREE_CUT;
+  while (tree.length / cut > 4096) cut *= 2;
+  let group: TreeEntry[] = [];
+  for (const entry of tree) {
+    const big = entry.mode !== GITLINK && entry.mode !== SYMLINK && entry.size >= BIG_FILE;
+    if (big && group.length > 0) {
+      yield group;
+      group = [];
+    }
+    group.push(entry);
+    if (big || fnv1a32(entry.path) % cut === 0) {
+      yield group;
+      group = [];
+    }
+  }
+  if (group.length > 0) yield group;
 }
 
 async function* fileFromDisk(name: string, path: string, size: number, mtime: number): AsyncGenerator<Buffer> {
@@ -201,47 +341,40 @@ async function* fileFromDisk(name: string, path: string, size: number, mtime: nu
   yield tarPadding(size);
 }
 
-async function* workTree(input: TarInput): AsyncGenerator<Buffer> {
-  const mtime = input.commitTime;
-  const blobs = input.tree.filter((e) => e.mode !== GITLINK).map((e) => e.oid);
-  const reader = new BlobReader(input.gitDir, blobs, input.signal);
-  let finished = false;
-  try {
-    const dirs = new Set<string>();
-    const directory = (path: Buffer): Buffer | undefined => {
-      const key = path.toString('latin1');
-      if (dirs.has(key)) return undefined;
-      dirs.add(key);
-      return encodeTarHeader({ path, type: 'directory', mode: 0o755, size: 0, mtime });
-    };
-    for (const entry of input.tree) {
-      for (let at = entry.path.indexOf(0x2f); at >= 0; at = entry.path.indexOf(0x2f, at + 1)) {
-        const header = directory(entry.path.subarray(0, at));
-        if (header) yield header;
-      }
-      if (entry.mode === GITLINK) {
-        // A submodule is not part of this repository's objects: leave the empty directory git expects.
-        const header = directory(entry.path);
-        if (header) yield header;
-        continue;
-      }
-      const blob = await reader.next(entry.oid);
-      if (blob.size !== entry.size) throw new CachewError('internal', `blob ${entry.oid} size changed`);
-      if (entry.mode === SYMLINK) {
-        if (blob.size > MAX_SYMLINK_TARGET) throw new CachewError('internal', `symlink target too long in ${entry.oid}`);
-        const target = Buffer.concat(await collect(blob.body));
-        yield encodeTarHeader({ path: entry.path, type: 'symlink', mode: 0o777, size: 0, mtime, linkTarget: target });
-        continue;
-      }
-      const mode = entry.mode === 0o100755 ? 0o755 : 0o644;
-      yield encodeTarHeader({ path: entry.path, type: 'file', mode, size: blob.size, mtime });
-      yield* blob.body;
-      yield tarPadding(blob.size);
+/**
+ * The tar entries of one group: the directories not yet emitted (tracked in `dirs` across groups),
+ * then each file, symlink or submodule directory. Blobs come from the shared `reader` in tree order.
+ */
+async function* workTreeEntries(group: TreeEntry[], reader: BlobReader, dirs: Set<string>, mtime: number): AsyncGenerator<Buffer> {
+  const directory = (path: Buffer): Buffer | undefined => {
+    const key = path.toString('latin1');
+    if (dirs.has(key)) return undefined;
+    dirs.add(key);
+    return encodeTarHeader({ path, type: 'directory', mode: 0o755, size: 0, mtime });
+  };
+  for (const entry of group) {
+    for (let at = entry.path.indexOf(0x2f); at >= 0; at = entry.path.indexOf(0x2f, at + 1)) {
+      const header = directory(entry.path.subarray(0, at));
+      if (header) yield header;
     }
-    await reader.close();
-    finished = true;
-  } finally {
-    if (!finished) await reader.kill();
+    if (entry.mode === GITLINK) {
+      // A submodule is not part of this repository's objects: leave the empty directory git expects.
+      const header = directory(entry.path);
+      if (header) yield header;
+      continue;
+    }
+    const blob = await reader.next(entry.oid);
+    if (blob.size !== entry.size) throw new CachewError('internal', `blob ${entry.oid} size changed`);
+    if (entry.mode === SYMLINK) {
+      if (blob.size > MAX_SYMLINK_TARGET) throw new CachewError('internal', `symlink target too long in ${entry.oid}`);
+      const target = Buffer.concat(await collect(blob.body));
+      yield encodeTarHeader({ path: entry.path, type: 'symlink', mode: 0o777, size: 0, mtime, linkTarget: target });
+      continue;
+    }
+    const mode = entry.mode === 0o100755 ? 0o755 : 0o644;
+    yield encodeTarHeader({ path: entry.path, type: 'file', mode, size: blob.size, mtime });
+    yield* blob.body;
+    yield tarPadding(blob.size);
   }
 }
 

@@ -1,7 +1,13 @@
 /**
  * Streams the contents of many blobs, in a known order, from ONE `git cat-file --batch` process: the
  * object ids are piped to its stdin (with backpressure) and each answer `<oid> blob <size>\n<bytes>\n`
- * is handed out as a chunked body, so no blob is ever held whole in memory.
+ * is handed out as a chunked body, so no blob is ever held whole in memory here.
+ *
+ * Nor in git (READ_MEMORY_CONFIG): git 2.39 streams a packed blob only when it is larger than
+ * `core.bigFileThreshold`, and otherwise inflates it whole, so with the default (512 MiB) a 200 MiB
+ * file cost cat-file 2× its size (measured: 100 MiB blob → 204 MiB RSS). With a 1 MiB threshold
+ * every big blob streams, and small pack windows keep the mapped part of the mirror's packs small
+ * (100 MiB blob → 70 MiB RSS). Neither setting changes the bytes cat-file prints.
  */
 import { Readable } from 'node:stream';
 import { spawnGit, type GitProcess } from '../command.js';
@@ -13,6 +19,9 @@ import { OID_PATTERN } from '../../protocol/object-id.js';
 const HEADER = new RegExp(`^(${OID_PATTERN}) (\\w+) (\\d+)$`);
 
 const OIDS_PER_WRITE = 512;
+
+/** `git -c` options that bound git's memory while reading objects (see above); output unchanged. */
+export const READ_MEMORY_CONFIG = ['-c', 'core.bigFileThreshold=1m', '-c', 'core.packedGitWindowSize=16m', '-c', 'core.packedGitLimit=64m'];
 
 export interface BlobBody {
   size: number;
@@ -26,7 +35,7 @@ export class BlobReader {
 
   /** Starts cat-file and queues `oids` (read in this exact order by `next`). */
   constructor(gitDir: string, oids: readonly string[], signal?: AbortSignal) {
-    this.proc = spawnGit(['cat-file', '--batch', '--buffer'], {
+    this.proc = spawnGit([...READ_MEMORY_CONFIG, 'cat-file', '--batch', '--buffer'], {
       cwd: gitDir,
       env: PURE_OBJECT_ENV,
       signal,

@@ -8,14 +8,23 @@ export class ByteReader {
   private buffer: Buffer = Buffer.alloc(0);
   private ended = false;
 
+  private first: Promise<IteratorResult<Buffer>> | undefined;
+
   constructor(source: AsyncIterable<Buffer>) {
     this.iterator = source[Symbol.asyncIterator]();
+    // Start reading at once. A stream's iterator only starts listening on its first next(), and
+    // Node resumes (discards) the unread stdout of a child process that exits before anyone
+    // listens: a short `git cat-file` run can finish before its first answer is asked for.
+    this.first = this.iterator.next();
+    this.first.catch(() => undefined);
   }
 
   /** Pulls one more chunk; false at end of stream. */
   private async fill(): Promise<boolean> {
     if (this.ended) return false;
-    const next = await this.iterator.next();
+    const pending = this.first;
+    this.first = undefined;
+    const next = await (pending ?? this.iterator.next());
     if (next.done === true) {
       this.ended = true;
       return false;

@@ -1,20 +1,24 @@
 /**
- * Builds a byte-stable pack (+ .idx) of every object reachable from one commit, or (with `exclude`)
- * of the objects reachable from it but not from an ancestor: a checkpoint's increment (checkpoint.ts).
+ * The one deterministic pack builder: every pack cachew produces (snapshot layers, layer-build.ts,
+ * and delta bundles, ../bundle.ts) runs `git pack-objects` with the options below, so all of them
+ * are byte-stable across differently packed mirrors for one git version.
  *
  * Measured here with git 2.39: `pack-objects` with one thread and no reuse of the mirror's existing
  * deltas/objects produces identical bytes from independently cloned, differently repacked mirrors; with
  * several threads (delta search is split nondeterministically) or with reuse (output mirrors the source
  * packs) it does not. Every other knob that can change the output is pinned on the command line, so a
- * mirror's own config (or a future default) cannot leak into snapshot bytes:
- * bitmaps off (a bitmap walk loses the path-name hashes that guide delta selection), no verbatim pack
- * reuse, zlib default level, no window memory cap, no size limit, idx version 2, OFS_DELTA, and replace
- * refs ignored.
+ * mirror's own config (or a future default) cannot leak into the bytes: bitmaps off (a bitmap walk
+ * loses the path-name hashes that guide delta selection), no verbatim pack reuse, no sparse walk (the
+ * exact object set of a range), zlib default level, no window memory cap, no size limit, idx version 2,
+ * OFS_DELTA, and replace refs ignored (PURE_OBJECT_ENV). Blobs above `core.bigFileThreshold` are
+ * stored whole and streamed, never held in memory for a delta search.
  */
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { Readable } from 'node:stream';
 import { runGit } from '../command.js';
 import { PURE_OBJECT_ENV } from './tree-list.js';
+import { isSha1ObjectId } from '../../protocol/object-id.js';
 
 export interface PackFiles {
   /** The pack's name hash (its trailing checksum), as in `pack-<hash>.pack`. */
@@ -29,39 +33,26 @@ const PINNED_CONFIG = [
   'pack.useBitmaps=false',
   'pack.allowPackReuse=false',
   'pack.writeReverseIndex=false',
+  'pack.useSparse=false',
   'pack.compression=-1',
   'core.compression=-1',
-  'core.bigFileThreshold=512m',
+  'core.bigFileThreshold=64m',
   'pack.windowMemory=0',
   'pack.packSizeLimit=0',
-  'pack.useSparse=false',
   'pack.indexVersion=2',
+  // Memory only, never bytes: map the mirror's packs through small windows (blob-reader.ts).
+  'core.packedGitWindowSize=32m',
+  'core.packedGitLimit=128m',
 ];
 
-export interface DeterministicPackOptions {
-  signal?: AbortSignal;
-  /**
-   * Leave out what is reachable from this commit (an ancestor of `commit`). The pack is still
-   * self-contained (never `--thin`): a pack inside a repository must not depend on other packs.
-   */
-  exclude?: string;
-}
-
 /**
- * Writes `pack-<hash>.pack` and `.idx` for `commit` (minus `options.exclude`) into the (empty,
- * private) directory `outDir`.
+ * `git` arguments for a deterministic `pack-objects` run: the pinned config and flags shared by every
+ * pack cachew writes. Callers append their mode (`--revs`, `--stdout`, `--thin`) and destination.
  */
-export async function writeDeterministicPack(
-  gitDir: string,
-  commit: string,
-  outDir: string,
-  options: DeterministicPackOptions = {},
-): Promise<PackFiles> {
-  const { signal, exclude } = options;
-  const args = [
+export function deterministicPackObjectsArgs(): string[] {
+  return [
     ...PINNED_CONFIG.flatMap((kv) => ['-c', kv]),
     'pack-objects',
-    '--revs',
     '--threads=1',
     '--no-reuse-delta',
     '--no-reuse-object',
@@ -70,11 +61,31 @@ export async function writeDeterministicPack(
     '--delta-base-offset',
     '--index-version=2',
     '-q',
-    join(outDir, 'pack'),
   ];
-  const out = await runGit(args, { cwd: gitDir, env: PURE_OBJECT_ENV, signal, input: revisions(commit, exclude) });
+}
+
+/** The environment of every deterministic pack-objects run (replace refs ignored). */
+export const DETERMINISTIC_PACK_ENV = PURE_OBJECT_ENV;
+
+export interface DeterministicPackOptions {
+  signal?: AbortSignal;
+}
+
+/**
+ * Writes `pack-<hash>.pack` and `.idx` into the (empty, private) directory `outDir` from `objects`:
+ * pack-objects' non-`--revs` input, one `<oid>[ <path>]` line per object, in a deterministic order
+ * (layer-build.ts lists them with rev-list). The pack is self-contained (never thin).
+ */
+export async function writeDeterministicPack(
+  gitDir: string,
+  objects: Readable,
+  outDir: string,
+  options: DeterministicPackOptions = {},
+): Promise<PackFiles> {
+  const args = [...deterministicPackObjectsArgs(), join(outDir, 'pack')];
+  const out = await runGit(args, { cwd: gitDir, env: DETERMINISTIC_PACK_ENV, signal: options.signal, input: objects, timeoutMs: 6 * 3_600_000 });
   const hash = out.trim();
-  if (!/^[0-9a-f]{40}$/.test(hash)) throw new Error(`unexpected pack-objects output: ${hash.slice(0, 100)}`);
+  if (!isSha1ObjectId(hash)) throw new Error(`unexpected pack-objects output: ${out.slice(0, 100)}`);
   const names = await readdir(outDir);
   const expected = new Set([`pack-${hash}.pack`, `pack-${hash}.idx`]);
   if (names.length !== 2 || !names.every((n) => expected.has(n))) {
@@ -84,9 +95,4 @@ export async function writeDeterministicPack(
   const idxPath = join(outDir, `pack-${hash}.idx`);
   const [packStat, idxStat] = await Promise.all([stat(packPath), stat(idxPath)]);
   return { hash, packPath, packSize: packStat.size, idxPath, idxSize: idxStat.size };
-}
-
-/** pack-objects `--revs` input: the commit, and the excluded ancestor as a negative revision. */
-function revisions(commit: string, exclude: string | undefined): string {
-  return exclude === undefined ? `${commit}\n` : `${commit}\n^${exclude}\n`;
 }

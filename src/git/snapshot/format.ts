@@ -5,33 +5,35 @@
  * (the first published snapshot wins, SPEC §5) but worth seeing in records and logs.
  *
  * Bump SNAPSHOT_FORMAT_VERSION whenever our own layout changes: tar header encoding, entry order,
- * .git file contents, index encoding, pack-objects options, the checkpoint rule or the zstd level.
+ * .git file contents, index encoding, pack-objects options, the layer rule, the frame cuts or the
+ * zstd level.
  *
- * v2: `.git/objects/pack/` holds up to two packs. A commit at first-parent depth n (root = 1) above
- * SNAPSHOT_CHECKPOINT_INTERVAL (K) gets the full pack of its checkpoint, the first-parent ancestor at
- * depth K * floor((n - 1) / K), plus a pack of what the commit adds to it; n <= K gets one full pack
- * (checkpoint.ts). v1 always had one full pack.
- *
+ * v4: `.git/objects/pack/` holds the layers of the layer rule (layers.ts, SNAPSHOT_LAYER_BASE), each
+ * one or more packs (layer-build.ts); pack files and the work tree carry a fixed mtime; the archive
+ * is a sequence of independent zstd frames cut at stable places, led by a skippable frame holding the
+ * frame table (frames.ts).
  * v3: `.git/` also holds what `git clone` leaves and users rely on: `description`, `info/exclude`,
  * empty `hooks/` and `branches/`, and the checkout's reflog (`logs/HEAD`, `logs/refs/heads/<branch>`,
  * `logs/refs/remotes/origin/HEAD`) with a fixed identity and the commit time (git-dir-files.ts).
+ * v2: up to two packs, a checkpoint every 64 first-parent commits plus the increment; one zstd frame.
+ * v1 always had one full pack.
  */
 import { runGit } from '../command.js';
 import { ZSTD_LEVEL, zstdVersion } from './zstd.js';
 
-export const SNAPSHOT_FORMAT_VERSION = 'cachew-snapshot-v3';
+export const SNAPSHOT_FORMAT_VERSION = 'cachew-snapshot-v4';
 
 /**
- * K of the checkpoint rule: checkpoints sit at first-parent depths K, 2K, 3K, ... so a replica
- * recomputes the expensive full pack once every K commits of the default branch. Part of the format:
- * changing it changes the bytes of most snapshots.
+ * B of the layer rule (layers.ts): a snapshot at first-parent depth n carries one layer per non-zero
+ * digit of n - 1 in base B, plus its own top layer. Part of the format: changing it changes the bytes
+ * of most snapshots. Chosen by measured size against one pack (docs/benchmarks.md).
  */
-export const SNAPSHOT_CHECKPOINT_INTERVAL = 64;
+export const SNAPSHOT_LAYER_BASE = 2;
 
 let cached: Promise<string> | undefined;
 
 /**
- * e.g. `cachew-snapshot-v3;zstd-1.5.4;git-2.39.5` (zstd level included when not the default 3).
+ * e.g. `cachew-snapshot-v4;zstd-1.5.4;git-2.39.5` (zstd level included when not the default 3).
  * Computed once per process. Git's zlib is not part of the id: `git version --build-options` does not
  * report it; a distribution that relinks git against another zlib should be treated as a new git.
  */

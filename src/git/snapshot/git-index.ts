@@ -2,8 +2,8 @@
  * Writes a git index file (DIRC, version 2, no extensions) for a freshly extracted snapshot, so that a
  * clone restored with `tar -x` is clean at once: `git status` needs neither a rehash nor a checkout.
  *
- * Stat data is chosen, not measured: every entry claims mtime = ctime = the commit's committer time and
- * dev/ino/uid/gid 0. The snapshot's `.git/config` sets `core.checkStat = minimal` and
+ * Stat data is chosen, not measured: every entry claims mtime = ctime = the time the archive gives
+ * every work tree file (archive.ts FILE_MTIME) and dev/ino/uid/gid 0. The snapshot's `.git/config` sets `core.checkStat = minimal` and
  * `core.trustctime = false`, so git compares only mtime seconds, size and mode, and tar extraction
  * restores exactly that mtime from the archive headers. See archive.ts for the index file's own mtime
  * (which defeats git's racy-clean re-hash).

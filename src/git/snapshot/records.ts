@@ -26,6 +26,16 @@ export interface SnapshotRecord {
   created: string;
   /** Snapshot format version of the archive generator, when it states one. */
   format?: string;
+  /** Format v3 and later: the archive's data frames (offset, compressed length, tar bytes, sha256). */
+  frames?: RecordFrame[];
+}
+
+/** One zstd frame of a snapshot archive, as the record lists it (same as its frame table). */
+export interface RecordFrame {
+  offset: number;
+  length: number;
+  size: number;
+  sha256: string;
 }
 
 /** One delta bundle from `base` to `head`; the bundle bytes are the blob `digest`. */
@@ -137,8 +147,22 @@ export const parseSnapshotRecord: Parser<SnapshotRecord> = (value, key) => {
     created: field(obj, key, 'created', isTime),
   };
   if (obj.format !== undefined) record.format = field(obj, key, 'format', isString);
+  if (obj.frames !== undefined) record.frames = parseFrames(obj.frames, key);
   return record;
 };
+
+function parseFrames(value: unknown, key: string): RecordFrame[] {
+  if (!Array.isArray(value)) throw new CorruptRecordError(key, 'bad field "frames"');
+  return value.map((frame: unknown) => {
+    const obj = asObject(frame, key);
+    return {
+      offset: field(obj, key, 'offset', isSize),
+      length: field(obj, key, 'length', isSize),
+      size: field(obj, key, 'size', isSize),
+      sha256: field(obj, key, 'sha256', isDigest),
+    };
+  });
+}
 
 export const parseBundleRecord: Parser<BundleRecord> = (value, key) => {
   const obj = asObject(value, key);

@@ -21,8 +21,8 @@ import type { SnapshotStore } from './store.js';
 import type { BundleRecord, SnapshotRecord } from './records.js';
 import { createBundle, getOrCreateBundle } from '../bundle.js';
 import { collectGarbage } from './retention.js';
-import type { CheckpointShare } from './checkpoint.js';
-import type { SharedCheckpoints } from './shared-checkpoints.js';
+import { prepareNextLayers, type LayerShare } from './layer-packs.js';
+import type { SharedLayers } from './shared-layers.js';
 
 export interface SnapshotServiceOptions {
   store: SnapshotStore;
@@ -30,12 +30,12 @@ export interface SnapshotServiceOptions {
   /** Scratch space for archives being generated (same filesystem as the disk tier is best). */
   workDir: string;
   /**
-   * Root of the per-repository checkpoint-pack caches (`<packDir>/<host>/<repo>/`, ':' in the host
-   * replaced by '_'), which make regeneration after a new commit cheap; unset: no cache.
+   * Root of the per-repository layer caches (`<packDir>/<host>/<repo>/`, ':' in the host replaced by
+   * '_'), which make regeneration after a new commit cheap; unset: no cache.
    */
   packDir?: string;
-  /** Checkpoint packs shared with other replicas through the cache; unset: each replica computes its own. */
-  sharedCheckpoints?: SharedCheckpoints;
+  /** Layer packs shared with other replicas through the cache; unset: each replica computes its own. */
+  sharedLayers?: SharedLayers;
   graceMs: number;
   bundleTtlMs: number;
   logger: Logger;
@@ -52,6 +52,9 @@ export interface CurrentSnapshot {
 export class SnapshotService {
   private readonly generations = new SingleFlight<SnapshotRecord>();
   private readonly refreshes = new SingleFlight<SnapshotRecord | undefined>();
+  /** Background layer preparations (one per repository at a time); aborted by drain(). */
+  private readonly preparations = new SingleFlight<void>();
+  private readonly stopping = new AbortController();
   private readonly log: Logger;
   /** Repositories this replica has served, for the scheduler and retention. */
   readonly known = new Map<string, { host: string; repo: string }>();
@@ -153,8 +156,10 @@ export class SnapshotService {
 
   /** Waits for generations in flight (shutdown). */
   async drain(): Promise<void> {
+    this.stopping.abort();
     await this.generations.drain();
     await this.refreshes.drain();
+    await this.preparations.drain();
   }
 
   private async readyMirror(host: string, repo: string, signal?: AbortSignal): Promise<Mirror> {
@@ -189,7 +194,7 @@ export class SnapshotService {
         const result = await generateSnapshot(
           { gitDir: mirror.gitDir, commit, upstreamUrl: mirror.upstreamUrl, defaultBranch: branch },
           file,
-          { logger: this.log, packCacheDir: this.packCacheDir(host, repo), sharedCheckpoints: this.checkpointShare(host, repo) },
+          { logger: this.log, ...this.layerOptions(host, repo) },
         );
         const record = await this.options.store.publish({
           host,
@@ -199,12 +204,14 @@ export class SnapshotService {
           sha256: result.sha256,
           size: result.size,
           format: await snapshotFormatId(),
+          frames: result.frames,
           force,
           isAncestor: (a, b) => this.isAncestor(mirror, a, b),
         });
         this.options.metrics?.snapshotGenerations.inc({ outcome: 'ok' });
         this.log.info({ host, repo, commit, size: result.size, ms: Date.now() - started }, 'snapshot generated');
         void this.collectGarbageFor(host, repo);
+        void this.prepareNext(host, repo, mirror, commit);
         return record;
       } catch (err) {
         this.options.metrics?.snapshotGenerations.inc({ outcome: 'error' });
@@ -215,19 +222,34 @@ export class SnapshotService {
     });
   }
 
-  private packCacheDir(host: string, repo: string): string | undefined {
+  /** The layer cache and shared layers of one repository, as generateSnapshot takes them. */
+  private layerOptions(host: string, repo: string): { layerCacheDir?: string; sharedLayers?: LayerShare } {
     const root = this.options.packDir;
-    return root === undefined ? undefined : join(root, host.replace(/:/g, '_'), repo);
+    const shared = this.options.sharedLayers;
+    return {
+      layerCacheDir: root === undefined ? undefined : join(root, host.replace(/:/g, '_'), repo),
+      sharedLayers: shared && {
+        fetch: (key, format, outDir, signal) => shared.fetch(host, repo, key, format, outDir, signal),
+        publish: (key, format, packs, keep, signal) => shared.publish(host, repo, key, format, packs, keep, signal),
+      },
+    };
   }
 
-  /** The shared checkpoint packs bound to one repository, as generateSnapshot takes them. */
-  private checkpointShare(host: string, repo: string): CheckpointShare | undefined {
-    const shared = this.options.sharedCheckpoints;
-    if (shared === undefined) return undefined;
-    return {
-      fetch: (commit, format, outDir, signal) => shared.fetch(host, repo, commit, format, outDir, signal),
-      publish: (commit, format, pack, signal) => shared.publish(host, repo, commit, format, pack, signal),
-    };
+  /** Background: builds the layers the next commit's snapshot will need (layer-packs.ts). */
+  private prepareNext(host: string, repo: string, mirror: Mirror, commit: string): Promise<void> {
+    if (this.stopping.signal.aborted) return Promise.resolve();
+    return this.preparations.run(`${host}/${repo}@${commit}`, async () => {
+      const scratch = join(this.options.workDir, `layers-${randomUUID()}`);
+      const signal = this.stopping.signal;
+      try {
+        await mkdir(scratch, { recursive: true });
+        await prepareNextLayers(mirror.gitDir, commit, scratch, { signal, logger: this.log, ...this.layerOptions(host, repo) });
+      } catch (err) {
+        if (!signal.aborted) this.log.warn({ err, host, repo, commit }, 'could not prepare the next snapshot layers');
+      } finally {
+        await rm(scratch, { recursive: true, force: true });
+      }
+    });
   }
 
   private async collectGarbageFor(host: string, repo: string): Promise<void> {

@@ -23,6 +23,7 @@ import {
   recordKey,
   writeJson,
   type SnapshotRecord,
+  type RecordFrame,
 } from './records.js';
 import { advancePointer, readPointer, type AncestryCheck, type SnapshotPointer } from './pointer.js';
 import { collectGarbage, type GarbageReport } from './retention.js';
@@ -62,6 +63,8 @@ export interface PublishFile extends PublishCommon {
   size: number;
   /** Snapshot format version of the archive generator. */
   format?: string;
+  /** The archive's frame table (format v3 and later). */
+  frames?: RecordFrame[];
 }
 
 /** A commit that already has a record: only (re-)advance the pointer to it. */
@@ -157,6 +160,7 @@ export class SnapshotStore {
         created: new Date(this.now()).toISOString(),
       };
       if (input.format !== undefined) ours.format = input.format;
+      if (input.frames !== undefined) ours.frames = input.frames;
       let record: SnapshotRecord;
       try {
         await writeJson(this.metadataCache, key, ours, { ifNoneMatch: '*', signal });

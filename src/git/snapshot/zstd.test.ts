@@ -2,18 +2,20 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { access, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { access, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { compressToFile, zstdVersion } from './zstd.js';
+import { parseFrameTable, verifyFrameTable } from './frames.js';
+import { compressFrames, zstdVersion } from './zstd.js';
 
 const exec = promisify(execFile);
 
 async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'cachew-zstd-'));
   try {
+    await mkdir(join(dir, 'scratch'));
     await fn(dir);
   } finally {
     await rm(dir, { recursive: true, force: true });
@@ -26,21 +28,48 @@ async function* chunks(count: number, size: number): AsyncGenerator<Buffer> {
 
 const gone = (path: string): Promise<boolean> => access(path).then(() => false, () => true);
 
-void test('compresses to a valid zstd file and reports its sha256 and size', async () => {
+/** Three segments of different lengths (one empty), as compressFrames takes them. */
+async function* segments(): AsyncGenerator<AsyncIterable<Buffer> | Iterable<Buffer>> {
+  yield chunks(64, 64 * 1024);
+  yield [];
+  yield chunks(3, 1000);
+}
+
+void test('compresses each segment to its own frame behind a frame table, read by stock zstd', async () => {
   await withDir(async (dir) => {
     const out = join(dir, 'a.zst');
-    const result = await compressToFile(chunks(64, 64 * 1024), out);
+    const result = await compressFrames(segments(), out, join(dir, 'scratch'));
     const bytes = await readFile(out);
     assert.equal(result.size, bytes.length);
     assert.equal(result.sha256, createHash('sha256').update(bytes).digest('hex'));
+    assert.deepEqual(parseFrameTable(bytes), result.frames);
+    assert.deepEqual(await verifyFrameTable(out), result.frames);
+    assert.deepEqual(result.frames.map((f) => f.size), [64 * 64 * 1024, 0, 3000]);
     const { stdout } = await exec('sh', ['-c', `zstd -dc '${out}' | sha256sum`]);
     const original = createHash('sha256');
     for await (const c of chunks(64, 64 * 1024)) original.update(c);
+    for await (const c of chunks(3, 1000)) original.update(c);
     assert.equal(stdout.split(' ')[0], original.digest('hex'));
-    // Same input, same bytes (no timestamps or names in the frame).
-    const again = await compressToFile(chunks(64, 64 * 1024), join(dir, 'b.zst'));
+    assert.deepEqual(await readdir(join(dir, 'scratch')), [], 'frame files are removed');
+    // Same input, same bytes (no timestamps or names in the frames), and the frames stand alone.
+    const again = await compressFrames(segments(), join(dir, 'b.zst'), join(dir, 'scratch'));
     assert.equal(again.sha256, result.sha256);
+    const alone = await compressFrames((async function* () { yield chunks(3, 1000); })(), join(dir, 'c.zst'), join(dir, 'scratch'));
+    assert.equal(alone.frames[0].sha256, result.frames[2].sha256);
     assert.match(await zstdVersion(), /^\d+\.\d+\.\d+$/);
+  });
+});
+
+void test('a damaged archive fails frame table verification', async () => {
+  await withDir(async (dir) => {
+    const out = join(dir, 'a.zst');
+    await compressFrames(segments(), out, join(dir, 'scratch'));
+    const bytes = await readFile(out);
+    bytes[bytes.length - 5] ^= 0xff;
+    await writeFile(join(dir, 'bad.zst'), bytes);
+    await assert.rejects(verifyFrameTable(join(dir, 'bad.zst')), /does not match its sha256/);
+    await writeFile(join(dir, 'short.zst'), bytes.subarray(0, bytes.length - 1));
+    await assert.rejects(verifyFrameTable(join(dir, 'short.zst')), /sha256|end/);
   });
 });
 
@@ -51,7 +80,11 @@ void test('a failing source removes the output and surfaces the error', async ()
       yield Buffer.alloc(1024 * 1024, 1);
       throw new Error('source broke');
     }
-    await assert.rejects(compressToFile(broken(), out), /source broke/);
+    async function* segmentsBreaking(): AsyncGenerator<AsyncIterable<Buffer>> {
+      yield chunks(4, 1000);
+      yield broken();
+    }
+    await assert.rejects(compressFrames(segmentsBreaking(), out, join(dir, 'scratch')), /source broke/);
     assert.ok(await gone(out));
   });
 });
@@ -67,7 +100,10 @@ void test('abort mid-stream kills zstd and removes the output', async () => {
         await sleep(1);
       }
     }
-    await assert.rejects(compressToFile(endless(), out, controller.signal), (err: Error) => err.name === 'AbortedError');
+    async function* one(): AsyncGenerator<AsyncIterable<Buffer>> {
+      yield endless();
+    }
+    await assert.rejects(compressFrames(one(), out, join(dir, 'scratch'), controller.signal), (err: Error) => err.name === 'AbortedError');
     assert.ok(await gone(out));
   });
 });

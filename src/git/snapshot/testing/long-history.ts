@@ -1,6 +1,6 @@
 /**
- * Test fixture: a bare upstream whose `main` has a long first-parent history (enough to have a
- * checkpoint, checkpoint.ts), built by one `git fast-import` with fixed dates so every run makes the
+ * Test fixture: a bare upstream whose `main` has a long first-parent history (enough for several
+ * snapshot layers, layers.ts), built by one `git fast-import` with fixed dates so every run makes the
  * same objects. Each commit edits one line of a larger file (so packs have deltas) and adds a small one.
  */
 import { spawn } from 'node:child_process';

@@ -1,8 +1,9 @@
 /**
- * End to end: two cachewd replicas sharing S3 (moto) share checkpoint packs. Replica 1 snapshots a
- * repository with a checkpoint and publishes the checkpoint pack; replica 2, whose mirror and local
- * pack cache are new, snapshots the next commit with the checkpoint pack fetched from S3 (its log says
- * so), and its archive is byte-identical to one made from scratch without any cache.
+ * End to end: two cachewd replicas sharing S3 (moto) share layer packs. Replica 1 snapshots a
+ * repository at first-parent depth 66 (layers (0, 64], (64, 65], (65, 66]) and publishes the layers;
+ * replica 2, whose mirror and local layer cache are new, snapshots the next commit with the big
+ * layer fetched from S3 (its log says so), and its archive is byte-identical to one made from scratch
+ * without any cache.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -14,7 +15,7 @@ import { pino } from 'pino';
 import { runGit } from '../src/git/command.js';
 import { startServer } from '../src/server/server.js';
 import { generateSnapshot } from '../src/git/snapshot/archive.js';
-import { SNAPSHOT_CHECKPOINT_INTERVAL as K } from '../src/git/snapshot/format.js';
+import { verifyFrameTable } from '../src/git/snapshot/frames.js';
 import { buildLongHistory } from '../src/git/snapshot/testing/long-history.js';
 import { startUpstream, type Upstream } from './harness/upstream.js';
 import { testConfig } from './harness/cachew.js';
@@ -76,11 +77,15 @@ async function snapshotNow(replica: Replica): Promise<{ commit: string; digest: 
   return (await res.json()) as { commit: string; digest: string };
 }
 
-function checkpointSources(replica: Replica): unknown[] {
-  return replica.lines.filter((l) => l.msg === 'checkpoint packs ready').map((l) => l.checkpointSource);
+/** Depth of the big first layer of both snapshots. */
+const K = 64;
+
+/** Where each generation of `replica` got the layer (from, to] (in log order). */
+function layerSources(replica: Replica, from: number, to: number): unknown[] {
+  return replica.lines.filter((l) => l.msg === 'layer ready' && l.layer === `${from}..${to}`).map((l) => l.source);
 }
 
-test('a second replica takes the checkpoint pack from S3 instead of computing it', { timeout: 170_000 }, async () => {
+test('a second replica takes the layers from S3 instead of building them', { timeout: 170_000 }, async () => {
   const source = join(scratch, 'source.git');
   const mainline = await buildLongHistory(source, K + 3);
   const bare = join(upstream.root, 'org/long.git');
@@ -90,19 +95,21 @@ test('a second replica takes the checkpoint pack from S3 instead of computing it
   const r1 = await startReplica();
   const first = await snapshotNow(r1);
   assert.equal(first.commit, mainline[K + 1]);
-  assert.deepEqual(checkpointSources(r1), ['computed']);
+  assert.deepEqual(layerSources(r1, 0, K), ['built']);
 
   // Upstream moves on; a new replica (empty state) snapshots the new head.
   await runGit(['push', '-q', bare, `${mainline[K + 2]}:refs/heads/main`], { cwd: source });
   const r2 = await startReplica();
   const second = await snapshotNow(r2);
   assert.equal(second.commit, mainline[K + 2]);
-  assert.deepEqual(checkpointSources(r2), ['shared'], 'fetched from S3, not recomputed');
+  assert.deepEqual(layerSources(r2, 0, K), ['shared'], 'fetched from S3, not rebuilt');
+  assert.deepEqual(layerSources(r2, K + 2, K + 3), ['built'], 'only the new commit is packed');
 
   // The bytes are those of a snapshot made from scratch (no caches at all) from upstream's repository.
   const out = join(scratch, 'reference.tar.zst');
   const reference = await generateSnapshot({ gitDir: bare, commit: second.commit, upstreamUrl: `${upstream.url}/org/long`, defaultBranch: 'main' }, out);
   assert.equal(second.digest, reference.sha256);
+  assert.deepEqual(await verifyFrameTable(out), reference.frames);
   const res = await fetch(`${r2.url}/git/${upstream.hostName}/org/long/snapshot/${second.commit}.tar.zst`, { method: 'HEAD' });
   assert.equal(res.status, 200);
   assert.equal(res.headers.get('etag'), `"${reference.sha256}"`);

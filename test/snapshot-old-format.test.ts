@@ -1,0 +1,97 @@
+/**
+ * End to end: a snapshot of an older format (one zstd frame, no frame table, a v3 format id and no
+ * `frames` in its record, as cachew wrote them before layers and frames) keeps being served, at the
+ * stable and the immutable URL, beside the new-format snapshot that supersedes it, until retention
+ * removes it after the grace period (driven by an explicit clock, no waiting).
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { runGit } from '../src/git/command.js';
+import { collectGarbage } from '../src/git/snapshot/retention.js';
+import { SnapshotStore } from '../src/git/snapshot/store.js';
+import { startUpstream, type Upstream } from './harness/upstream.js';
+import { startCachew, type TestCachew } from './harness/cachew.js';
+import { get } from './harness/http.js';
+
+const GRACE_MS = 60 * 60_000;
+
+let upstream: Upstream;
+let cachew: TestCachew;
+let scratch: string;
+
+before(async () => {
+  upstream = await startUpstream();
+  cachew = await startCachew([upstream], { snapshotGraceMs: GRACE_MS });
+  scratch = await mkdtemp(join(tmpdir(), 'cachew-old-format-'));
+});
+after(async () => {
+  await cachew?.stop();
+  await upstream?.stop();
+  if (scratch) await rm(scratch, { recursive: true, force: true });
+});
+
+/** An archive the way a v2 generation looked to a client: `tar | zstd` of a clone, one frame. */
+async function oldFormatArchive(commitUrl: string, out: string): Promise<void> {
+  const clone = join(scratch, 'clone');
+  await runGit(['clone', '-q', commitUrl, clone]);
+  const child = spawn('sh', ['-c', `tar -C '${clone}' -cf - . | zstd -3 -T0 -q -o '${out}'`], { stdio: 'ignore' });
+  const [code] = (await once(child, 'close')) as [number | null];
+  assert.equal(code, 0);
+  await rm(clone, { recursive: true, force: true });
+}
+
+test('an old-format snapshot is served until retention removes it', { timeout: 120_000 }, async () => {
+  const url = await upstream.createRepo('org/old', { 'a.txt': 'one\n' });
+  const first = (await runGit(['ls-remote', url, 'refs/heads/main'])).split('\t')[0];
+  const host = upstream.hostName;
+  const store = new SnapshotStore({ cache: cachew.server.cache, graceMs: GRACE_MS });
+  const archive = join(scratch, 'old.tar.zst');
+  await oldFormatArchive(url, archive);
+  const bytes = await readFile(archive);
+  const digest = createHash('sha256').update(bytes).digest('hex');
+  const old = await store.publish({
+    host,
+    repo: 'org/old',
+    commit: first,
+    file: archive,
+    sha256: digest,
+    size: bytes.length,
+    format: 'cachew-snapshot-v3;zstd-1.5.4;git-2.39.5',
+    isAncestor: async () => true,
+  });
+  assert.equal(old.frames, undefined);
+
+  // The stable URL serves it as the current snapshot (upstream has not moved): no regeneration.
+  const base = `${cachew.url}/git/${host}/org/old`;
+  const stable = await get(`${base}/snapshot.tar.zst`);
+  assert.equal(stable.status, 200);
+  assert.equal(stable.headers.get('etag'), `"${digest}"`);
+  assert.equal(createHash('sha256').update(stable.body).digest('hex'), digest);
+
+  // Upstream moves on; the new snapshot has the current format, and the old one still serves.
+  const second = await upstream.commit('org/old', { 'a.txt': 'two\n' });
+  const res = await fetch(`${cachew.url}/api/v1/git/${host}/org/old/snapshots`, { method: 'POST' });
+  assert.equal(res.status, 200);
+  const made = (await res.json()) as { commit: string; digest: string };
+  assert.equal(made.commit, second);
+  const current = await store.record(host, 'org/old', second);
+  assert.match(current?.format ?? '', /^cachew-snapshot-v4;/);
+  assert.ok((current?.frames?.length ?? 0) > 0, 'the new record carries its frame table');
+  const immutable = await get(`${base}/snapshot/${first}.tar.zst`);
+  assert.equal(immutable.status, 200);
+  assert.equal(immutable.headers.get('etag'), `"${digest}"`);
+
+  // Within the grace period retention keeps it; past it, the old snapshot and its blob are gone.
+  await collectGarbage(store, { host, repo: 'org/old', graceMs: GRACE_MS, now: Date.now() });
+  assert.equal((await get(`${base}/snapshot/${first}.tar.zst`, {}, 'HEAD')).status, 200);
+  await collectGarbage(store, { host, repo: 'org/old', graceMs: GRACE_MS, now: Date.now() + GRACE_MS + 1000 });
+  assert.equal((await get(`${base}/snapshot/${first}.tar.zst`, {}, 'HEAD')).status, 404);
+  assert.equal(await cachew.server.cache.stat(`blobs/sha256/${digest}`), undefined);
+  assert.equal((await get(`${base}/snapshot/${second}.tar.zst`, {}, 'HEAD')).status, 200);
+});
