@@ -18,7 +18,8 @@ import { parseContentRange } from '../protocol/range.js';
 import { isCommit, stableSnapshotPath } from '../protocol/routes.js';
 import { CachewError, DigestMismatchError, abortReason } from '../util/errors.js';
 import { extractTar } from './archive.js';
-import { DownloadFailedError, NoSnapshotError, ProtocolError } from './errors.js';
+import { settleAll } from './first-failure.js';
+import { DownloadFailedError, NoSnapshotError, ProtocolError, SecondaryError } from './errors.js';
 import { discard, header, type HttpClient, type HttpResponse } from './http.js';
 import { ParallelGet, type ParallelGetStats } from './parallel-get.js';
 import { isRetryable, rangePieces, wholePieces, type FetchContext, type SnapshotSource } from './range-fetch.js';
@@ -125,7 +126,9 @@ export async function downloadSnapshot(options: DownloadOptions): Promise<Downlo
     zstd.on('error', (err) => reject(new CachewError('internal', `cannot run zstd: ${err.message}`, { cause: err })));
     zstd.on('close', (code, killedBy) => {
       if (code === 0) resolve();
-      else reject(new CachewError('internal', `zstd -d failed (${code ?? killedBy}): ${zstdStderr.trim().split('\n').pop() ?? ''}`));
+      // zstd only dies of a signal when its reader went away (SIGPIPE) or we killed it: a symptom.
+      else if (killedBy !== null || /broken pipe/i.test(zstdStderr)) reject(new SecondaryError(`zstd -d stopped (${code ?? killedBy})`));
+      else reject(new CachewError('internal', `zstd -d failed (${code}): ${zstdStderr.trim().split('\n').pop() ?? ''}`));
     });
   });
 
@@ -146,7 +149,7 @@ export async function downloadSnapshot(options: DownloadOptions): Promise<Downlo
   const extraction = extractTar(zstd.stdout, options.dir, { signal });
 
   await settleAll([feeding, extraction, zstdDone], () => {
-    controller.abort();
+    controller.abort(new SecondaryError('stopped after another part of the restore failed'));
     if (zstd.exitCode === null && zstd.signalCode === null) zstd.kill('SIGKILL');
   });
   return result;
@@ -175,24 +178,4 @@ async function openStable(options: DownloadOptions, stableUrl: URL): Promise<Htt
       await sleep(delay, undefined, { signal: options.signal }).catch(() => undefined);
     }
   }
-}
-
-/**
- * Waits for every promise to settle; on the first rejection calls `onFailure` (to stop the others)
- * and, once all have settled, rethrows that first error: the root cause, not the cascade it caused.
- */
-async function settleAll(promises: Array<Promise<unknown>>, onFailure: () => void): Promise<void> {
-  let failed = false;
-  let firstError: unknown;
-  await Promise.all(
-    promises.map((promise) =>
-      promise.catch((err: unknown) => {
-        if (failed) return;
-        failed = true;
-        firstError = err;
-        onFailure();
-      }),
-    ),
-  );
-  if (failed) throw firstError;
 }

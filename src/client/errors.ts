@@ -54,3 +54,21 @@ function describe(cause: unknown): string {
   const code = (cause as NodeJS.ErrnoException).code;
   return code && !cause.message.includes(code) ? `${cause.message} (${code})` : cause.message;
 }
+
+/**
+ * A step of a restore that failed only because another step failed first (a pipe closed under it, a
+ * process we killed, a stream we stopped, an archive cut short by its dying decompressor). Never the
+ * error to report when a real one exists.
+ */
+export class SecondaryError extends CachewError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('internal', message, options);
+  }
+}
+
+/** The system `tar` we extract with failed on its own (disk full, permissions): its own words. */
+export class TarFailedError extends CachewError {
+  constructor(message: string) {
+    super('internal', message);
+  }
+}

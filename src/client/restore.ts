@@ -7,7 +7,6 @@
  * back clean. On any failure the sibling is removed and `<dir>` is never created. If the immutable
  * snapshot ages out mid-download, the stable URL is resolved again once.
  */
-import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { repoFromUpstreamUrl } from '../protocol/routes.js';
@@ -17,6 +16,7 @@ import { finishCloneLayout } from './clone-layout.js';
 import { downloadSnapshot, type DownloadResult } from './download.js';
 import { SnapshotGoneError } from './errors.js';
 import { runGit } from './git.js';
+import { makeTempSibling, removeStaleSiblings } from './temp-siblings.js';
 import { HttpClient } from './http.js';
 import type { ParallelGetStats } from './parallel-get.js';
 import { syncRefs } from './ref-sync.js';
@@ -97,6 +97,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   const target = path.resolve(options.dir);
   await assertTargetFree(target, options.dir);
   await fs.mkdir(path.dirname(target), { recursive: true });
+  await removeStaleSiblings(target);
 
   const http = new HttpClient({ maxSockets: concurrency + 2, idleTimeoutMs: options.idleTimeoutMs });
   const stats: ParallelGetStats = { requests: 0, retries: 0, bufferedBytes: 0, maxBufferedBytes: 0, fellBack: false };
@@ -213,11 +214,4 @@ async function assertTargetFree(target: string, shown: string): Promise<void> {
   }
   if (stat.isDirectory() && (await fs.readdir(target)).length === 0) return;
   throw new CachewError('already_exists', `destination path '${shown}' already exists and is not an empty directory`);
-}
-
-/** Creates `<target>.cachew-tmp-<random>` with the default (umask) permissions a clone would get. */
-async function makeTempSibling(target: string): Promise<string> {
-  const temp = `${target}.cachew-tmp-${randomBytes(6).toString('hex')}`;
-  await fs.mkdir(temp, { mode: 0o777 });
-  return temp;
 }
