@@ -5,6 +5,8 @@
  *   BENCH_SIZE_MB  working-tree size of the synthetic repository (default 160: ≥ 10k files, 321 commits; cached in .bench/)
  *   BENCH_RUNS     runs per measurement; medians are reported (default 3)
  *   BENCH_ONLY     comma-separated sections to run (generation,serving,memory,restore; default all)
+ *   BENCH_LINK_MBPS, BENCH_LINK_LATENCY_MS  the restore section's throttled link (default 50 MB/s
+ *                  per connection, 10 ms each way)
  *
  * Sections: 1 generation (generateSnapshot vs clone + tar | zstd), 2 serving (cachewd vs nginx,
  * 4-way ranged), 3 memory (cachewd RSS under 8 concurrent downloads), 4 restore (restore() vs git
@@ -136,6 +138,7 @@ async function serverSections(repo: BenchRepo, runs: number, rows: Row[], sectio
     proxyCloneUrl: `${cachewd.url}/git/${upstream.hostName}/${REPO}`,
     head: repo.head,
     snapshot: served,
+    treeBytes: repo.treeBytes,
   };
   await section('restore', () => benchRestore(target, runs, cleanup));
   // Again with the memory tier off (same state dir, so the snapshot is on disk): streaming alone.
