@@ -121,6 +121,7 @@ void describe('errors and leftovers', () => {
     const server = await startSnapshotServer({
       archive: fixture.archive,
       commit: fixture.commit,
+      gitRoot: fixture.gitRoot,
       fault: (request) => {
         if (request.kind !== 'immutable' || !stall) return undefined;
         stalled();

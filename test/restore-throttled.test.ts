@@ -27,7 +27,7 @@ after(async () => {
 });
 
 void it('restores through a capped, delayed link with parallel ranges and the right digest', { timeout: 120_000 }, async () => {
-  const server = await startSnapshotServer({ archive: fixture.archive, commit: fixture.commit });
+  const server = await startSnapshotServer({ archive: fixture.archive, commit: fixture.commit, gitRoot: fixture.gitRoot });
   const proxy = await startThrottleProxy({ target: server.url, bytesPerSecond: 256 * 1024, latencyMs: 20 });
   try {
     const dir = path.join(root, 'clone');
