@@ -38,7 +38,7 @@ function headersOf(tar: Buffer): Array<{ type: string; name: string }> {
     const block = tar.subarray(at, at + BLOCK);
     if (isZeroBlock(block)) break;
     const header = decodeHeader(block);
-    found.push({ type: String.fromCharCode(header.typeflag), name: header.name.toString('latin1') });
+    found.push({ type: String.fromCharCode(header.typeflag), name: header.name });
     at += BLOCK + header.size + paddingLength(header.size);
   }
   return found;

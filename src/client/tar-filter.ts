@@ -17,6 +17,8 @@ import { BLOCK, END_OF_ARCHIVE, decodeHeader, encodeCanonical, isZeroBlock, padd
 /** Pax and GNU long-name records are names, not content: anything larger is not a real archive. */
 const MAX_META_BYTES = 1024 * 1024;
 const ZEROS = Buffer.alloc(BLOCK);
+/** PADDINGS[n]: n zero bytes, made once. */
+const PADDINGS: Buffer[] = Array.from({ length: BLOCK }, (_, n) => ZEROS.subarray(0, n));
 
 export interface FilterStats {
   /** Entries admitted (files, directories, symlinks; the root entry included). */
@@ -57,7 +59,7 @@ export class TarFilter {
           const block = this.takeBlock(chunk, at);
           if (!block) return out; // the rest of this chunk is the start of a header
           at = block.next;
-          this.onHeader(block.bytes, out);
+          this.onHeader(block.buf, block.offset, out);
           break;
         }
         case 'meta': {
@@ -78,7 +80,7 @@ export class TarFilter {
           at += take;
           if (state.remaining === 0) {
             // Our own zero padding, never the input's (which nobody checks to be zeros).
-            if (state.forward && state.padding > 0) out.push(ZEROS.subarray(0, state.padding));
+            if (state.forward && state.padding > 0) out.push(PADDINGS[state.padding]);
             this.state = state.padding > 0 ? { at: 'skip', remaining: state.padding } : { at: 'header' };
           }
           break;
@@ -101,26 +103,26 @@ export class TarFilter {
     if (this.state.at !== 'ended') throw new SecondaryError('snapshot archive is truncated (no end-of-archive marker)');
   }
 
-  /** A whole header block starting at `at` (joining a block split over chunks), or undefined for now. */
-  private takeBlock(chunk: Buffer, at: number): { bytes: Buffer; next: number } | undefined {
-    if (this.partialLength === 0 && chunk.length - at >= BLOCK) return { bytes: chunk.subarray(at, at + BLOCK), next: at + BLOCK };
+  /** Where the header block starting at `at` is (joining a block split over chunks), or undefined for now. */
+  private takeBlock(chunk: Buffer, at: number): { buf: Buffer; offset: number; next: number } | undefined {
+    if (this.partialLength === 0 && chunk.length - at >= BLOCK) return { buf: chunk, offset: at, next: at + BLOCK };
     const take = Math.min(BLOCK - this.partialLength, chunk.length - at);
     this.partial.push(chunk.subarray(at, at + take));
     this.partialLength += take;
     if (this.partialLength < BLOCK) return undefined;
-    const bytes = Buffer.concat(this.partial, BLOCK);
+    const buf = Buffer.concat(this.partial, BLOCK);
     this.partial = [];
     this.partialLength = 0;
-    return { bytes, next: at + take };
+    return { buf, offset: 0, next: at + take };
   }
 
-  private onHeader(block: Buffer, out: Buffer[]): void {
-    if (isZeroBlock(block)) {
+  private onHeader(buf: Buffer, offset: number, out: Buffer[]): void {
+    if (isZeroBlock(buf, offset)) {
       out.push(END_OF_ARCHIVE);
       this.state = { at: 'ended' };
       return;
     }
-    const header = decodeHeader(block);
+    const header = decodeHeader(buf, offset);
     switch (header.kind) {
       case 'pax':
       case 'pax-global':
@@ -144,7 +146,7 @@ export class TarFilter {
       if (global.path || global.linkpath || global.size !== undefined) throw new UnsafeArchiveError('global pax header sets a path or size');
     } else {
       const nul = body.indexOf(0);
-      const value = Buffer.from(nul === -1 ? body : body.subarray(0, nul));
+      const value = body.toString('latin1', 0, nul === -1 ? body.length : nul);
       if (header.kind === 'gnu-long-name') this.pending.path = value;
       else this.pending.linkpath = value;
     }
@@ -164,8 +166,17 @@ export class TarFilter {
     const padding = paddingLength(size);
     if (path !== undefined) {
       const kind = header.kind as 'file' | 'directory' | 'symlink';
-      const withSlash = kind === 'directory' ? Buffer.concat([path, Buffer.from('/')]) : path;
-      out.push(...encodeCanonical({ type: kind, path: withSlash, linkname: kind === 'symlink' ? linkname : undefined, mode: header.mode, size: isFile ? size : 0, mtime: overrides.mtime ?? header.mtime }));
+      encodeCanonical(
+        {
+          type: kind,
+          path: kind === 'directory' ? `${path}/` : path,
+          linkname: kind === 'symlink' ? linkname : undefined,
+          mode: header.mode,
+          size: isFile ? size : 0,
+          mtime: overrides.mtime ?? header.mtime,
+        },
+        out,
+      );
     }
     if (isFile) {
       this.stats.files++;

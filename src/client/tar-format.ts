@@ -3,8 +3,9 @@
  * and pax records a snapshot (or any common tar) uses, and encoding of the one canonical header form
  * we hand to the system `tar` (see tar-filter.ts for why we re-encode instead of forwarding).
  *
- * Names are bytes throughout: git paths are byte strings (not always UTF-8), so nothing here decodes
- * a path to a JS string.
+ * Names are bytes: git paths are byte strings (not always UTF-8). They are carried as *binary
+ * strings* (latin1: one char per byte, so every byte survives the round trip exactly), which is also
+ * the cheapest form to slice, compare and use as a map key on the hot path.
  */
 import { UnsafeArchiveError } from './errors.js';
 
@@ -30,9 +31,9 @@ export interface RawHeader {
   kind: HeaderKind;
   /** The typeflag byte, for messages about unsupported kinds. */
   typeflag: number;
-  /** The name: ustar prefix + '/' + name when the POSIX prefix field is used. */
-  name: Buffer;
-  linkname: Buffer;
+  /** The name as a binary string: ustar prefix + '/' + name when the POSIX prefix field is used. */
+  name: string;
+  linkname: string;
   mode: number;
   size: number;
   mtime: number;
@@ -57,57 +58,66 @@ const KIND_BY_FLAG: Record<number, HeaderKind> = {
 /** "ustar\0"; the version digits after it vary between writers. */
 const POSIX_MAGIC = Buffer.from('ustar\u0000', 'latin1');
 const GNU_MAGIC = Buffer.from('ustar  \u0000', 'latin1');
-const LONG_LINK_NAME = Buffer.from('././@LongLink', 'latin1');
+const LONG_LINK_NAME = '././@LongLink';
 const NAME_LEN = 100;
 const MAX_OCTAL_11 = 0o77777777777;
 
-/** True for the all-zero block that marks the end of an archive. */
-export function isZeroBlock(block: Buffer): boolean {
-  for (let i = 0; i < BLOCK; i++) if (block[i] !== 0) return false;
+/** True for the all-zero block (at `at` in `buf`) that marks the end of an archive. */
+export function isZeroBlock(buf: Buffer, at = 0): boolean {
+  for (let i = at; i < at + BLOCK; i++) if (buf[i] !== 0) return false;
   return true;
 }
 
-/** Decodes one 512-byte header block; throws UnsafeArchiveError on a bad checksum or format. */
-export function decodeHeader(block: Buffer): RawHeader {
-  const stored = readNumber(block, 148, 8, 'checksum');
-  let unsigned = 0;
-  let signed = 0;
-  for (let i = 0; i < BLOCK; i++) {
-    const byte = i >= 148 && i < 156 ? 0x20 : block[i];
-    unsigned += byte;
-    signed += byte > 127 ? byte - 256 : byte;
-  }
+/** Decodes the 512-byte header block at `at` in `buf`; throws UnsafeArchiveError on a bad checksum or format. */
+export function decodeHeader(buf: Buffer, at = 0): RawHeader {
+  const stored = readNumber(buf, at + 148, 8, 'checksum');
+  let unsigned = 8 * 0x20; // the checksum field itself counts as spaces
+  for (let i = at; i < at + 148; i++) unsigned += buf[i];
+  for (let i = at + 156; i < at + BLOCK; i++) unsigned += buf[i];
   // Some old writers summed signed bytes; every reader accepts both.
-  if (stored !== unsigned && stored !== signed) throw new UnsafeArchiveError('tar header checksum mismatch');
-  const magic = block.subarray(257, 265);
-  const posix = magic.subarray(0, 6).equals(POSIX_MAGIC);
-  if (!posix && !magic.equals(GNU_MAGIC)) throw new UnsafeArchiveError('not a ustar or GNU tar header');
-  let name = field(block, 0, NAME_LEN);
+  if (stored !== unsigned && stored !== signedSum(buf, at)) throw new UnsafeArchiveError('tar header checksum mismatch');
+  const posix = startsWith(buf, at + 257, POSIX_MAGIC);
+  if (!posix && !startsWith(buf, at + 257, GNU_MAGIC)) throw new UnsafeArchiveError('not a ustar or GNU tar header');
+  let name = field(buf, at, NAME_LEN);
   // The prefix field only exists in POSIX ustar; GNU headers keep other data there.
-  const prefix = posix ? field(block, 345, 155) : Buffer.alloc(0);
-  if (prefix.length > 0) name = Buffer.concat([prefix, Buffer.from('/'), name]);
-  const typeflag = block[156];
+  if (posix && buf[at + 345] !== 0) name = `${field(buf, at + 345, 155)}/${name}`;
+  const typeflag = buf[at + 156];
   return {
     kind: KIND_BY_FLAG[typeflag] ?? 'unsupported',
     typeflag,
     name,
-    linkname: field(block, 157, 100),
-    mode: readNumber(block, 100, 8, 'mode'),
-    size: readNumber(block, 124, 12, 'size'),
-    mtime: readNumber(block, 136, 12, 'mtime'),
+    linkname: buf[at + 157] === 0 ? '' : field(buf, at + 157, 100),
+    mode: readNumber(buf, at + 100, 8, 'mode'),
+    size: readNumber(buf, at + 124, 12, 'size'),
+    mtime: readNumber(buf, at + 136, 12, 'mtime'),
   };
 }
 
-/** A NUL-terminated (or full-width) byte field, as a view into the block. */
-function field(block: Buffer, offset: number, length: number): Buffer {
-  const view = block.subarray(offset, offset + length);
-  const nul = view.indexOf(0);
-  return nul === -1 ? view : view.subarray(0, nul);
+function signedSum(buf: Buffer, at: number): number {
+  let sum = 0;
+  for (let i = 0; i < BLOCK; i++) {
+    const byte = i >= 148 && i < 156 ? 0x20 : buf[at + i];
+    sum += byte > 127 ? byte - 256 : byte;
+  }
+  return sum;
+}
+
+function startsWith(buf: Buffer, at: number, expected: Buffer): boolean {
+  for (let i = 0; i < expected.length; i++) if (buf[at + i] !== expected[i]) return false;
+  return true;
+}
+
+/** A NUL-terminated (or full-width) byte field, as a binary string. */
+function field(buf: Buffer, at: number, length: number): string {
+  let end = at;
+  while (end < at + length && buf[end] !== 0) end++;
+  return buf.toString('latin1', at, end);
 }
 
 /** An octal field (leading spaces, NUL/space terminated) or GNU base-256 (high bit set). */
 function readNumber(block: Buffer, offset: number, length: number, what: string): number {
   if (block[offset] & 0x80) {
+    // GNU base-256; a leading 0xff would be negative, which no size or time of ours can be.
     if (block[offset] !== 0x80) throw new UnsafeArchiveError(`negative or oversized tar ${what}`);
     let value = 0;
     for (let i = offset + 1; i < offset + length; i++) value = value * 256 + block[i];
@@ -130,8 +140,9 @@ function readNumber(block: Buffer, offset: number, length: number, what: string)
 
 /** What pax records may change about the next entry; every other key is dropped (never forwarded). */
 export interface PaxOverrides {
-  path?: Buffer;
-  linkpath?: Buffer;
+  /** Binary strings, like every name here. */
+  path?: string;
+  linkpath?: string;
   size?: number;
   mtime?: number;
 }
@@ -157,8 +168,8 @@ export function parsePax(body: Buffer): PaxOverrides {
     const key = record.toString('latin1', 0, equals);
     const value = record.subarray(equals + 1);
     at += length;
-    if (key === 'path') result.path = value;
-    else if (key === 'linkpath') result.linkpath = value;
+    if (key === 'path') result.path = value.toString('latin1');
+    else if (key === 'linkpath') result.linkpath = value.toString('latin1');
     else if (key === 'size') result.size = paxInteger(value, key);
     else if (key === 'mtime') result.mtime = paxInteger(value, key);
     else if (key.startsWith('GNU.sparse.')) throw new UnsafeArchiveError('sparse files are not supported');
@@ -178,9 +189,9 @@ function paxInteger(value: Buffer, key: string): number {
 /** What we tell the system tar to create. */
 export interface CanonicalEntry {
   type: 'file' | 'directory' | 'symlink';
-  /** Normalised relative path: no `.`, `..` or empty components; directories end with `/`. */
-  path: Buffer;
-  linkname?: Buffer;
+  /** Normalised relative path (binary string): no `.`, `..` or empty components; directories end with `/`. */
+  path: string;
+  linkname?: string;
   /** Permission bits only (no setuid, setgid or sticky). */
   mode: number;
   size: number;
@@ -194,22 +205,20 @@ const CANONICAL_FLAG = { file: 0x30, directory: 0x35, symlink: 0x32 } as const;
  * long-name (`L`) or long-link (`K`) record, which GNU tar and bsdtar both read byte for byte
  * (unlike pax paths, which readers may re-encode by locale).
  */
-export function encodeCanonical(entry: CanonicalEntry): Buffer[] {
-  const out: Buffer[] = [];
-  const link = entry.linkname ?? Buffer.alloc(0);
-  if (link.length > NAME_LEN) out.push(...longRecord(0x4b, link));
-  if (entry.path.length > NAME_LEN) out.push(...longRecord(0x4c, entry.path));
+export function encodeCanonical(entry: CanonicalEntry, out: Buffer[]): void {
+  const link = entry.linkname ?? '';
+  if (link.length > NAME_LEN) longRecord(0x4b, link, out);
+  if (entry.path.length > NAME_LEN) longRecord(0x4c, entry.path, out);
   out.push(
-    headerBlock({
-      name: entry.path.subarray(0, NAME_LEN),
-      linkname: link.subarray(0, NAME_LEN),
-      mode: entry.mode & 0o777,
-      size: entry.type === 'file' ? entry.size : 0,
-      mtime: Math.min(Math.max(0, entry.mtime), MAX_OCTAL_11),
-      typeflag: CANONICAL_FLAG[entry.type],
-    }),
+    headerBlock(
+      entry.path.length > NAME_LEN ? entry.path.slice(0, NAME_LEN) : entry.path,
+      link.length > NAME_LEN ? link.slice(0, NAME_LEN) : link,
+      entry.mode & 0o777,
+      entry.type === 'file' ? entry.size : 0,
+      Math.min(Math.max(0, entry.mtime), MAX_OCTAL_11),
+      CANONICAL_FLAG[entry.type],
+    ),
   );
-  return out;
 }
 
 /** Two zero blocks: the end of the archive we forward. */
@@ -221,47 +230,52 @@ export function paddingLength(size: number): number {
   return rest === 0 ? 0 : BLOCK - rest;
 }
 
-function longRecord(typeflag: number, value: Buffer): Buffer[] {
+function longRecord(typeflag: number, value: string, out: Buffer[]): void {
   const size = value.length + 1; // the name is stored NUL-terminated
   const content = Buffer.alloc(size + paddingLength(size));
-  value.copy(content);
-  const header = headerBlock({ name: LONG_LINK_NAME, linkname: Buffer.alloc(0), mode: 0, size, mtime: 0, typeflag });
-  return [header, content];
+  content.write(value, 0, 'latin1');
+  out.push(headerBlock(LONG_LINK_NAME, '', 0, size, 0, typeflag), content);
 }
 
-interface BlockFields {
-  name: Buffer;
-  linkname: Buffer;
-  mode: number;
-  size: number;
-  mtime: number;
-  typeflag: number;
-}
-
-function headerBlock(f: BlockFields): Buffer {
+/** Every canonical header starts as this: zero owner ids, GNU magic, empty owner names. */
+const TEMPLATE = ((): Buffer => {
   const block = Buffer.alloc(BLOCK);
-  f.name.copy(block, 0);
-  writeOctal(block, 100, 8, f.mode);
   writeOctal(block, 108, 8, 0);
   writeOctal(block, 116, 8, 0);
-  if (f.size > MAX_OCTAL_11) {
+  GNU_MAGIC.copy(block, 257);
+  return block;
+})();
+
+function headerBlock(name: string, linkname: string, mode: number, size: number, mtime: number, typeflag: number): Buffer {
+  const block = Buffer.allocUnsafe(BLOCK);
+  TEMPLATE.copy(block);
+  block.write(name, 0, 'latin1');
+  writeOctal(block, 100, 8, mode);
+  if (size > MAX_OCTAL_11) {
     block[124] = 0x80;
-    let rest = f.size;
+    let rest = size;
     for (let i = 135; i > 124; i--, rest = Math.floor(rest / 256)) block[i] = rest % 256;
   } else {
-    writeOctal(block, 124, 12, f.size);
+    writeOctal(block, 124, 12, size);
   }
-  writeOctal(block, 136, 12, f.mtime);
-  block.fill(0x20, 148, 156);
-  block[156] = f.typeflag;
-  f.linkname.copy(block, 157);
-  GNU_MAGIC.copy(block, 257);
-  let sum = 0;
-  for (let i = 0; i < BLOCK; i++) sum += block[i];
-  block.write(`${sum.toString(8).padStart(6, '0')}\u0000 `, 148, 'latin1');
+  writeOctal(block, 136, 12, mtime);
+  block[156] = typeflag;
+  if (linkname.length > 0) block.write(linkname, 157, 'latin1');
+  let sum = 8 * 0x20;
+  for (let i = 0; i < 148; i++) sum += block[i];
+  for (let i = 156; i < BLOCK; i++) sum += block[i];
+  // The customary form: six octal digits, NUL, space.
+  writeOctal(block, 148, 7, sum);
+  block[155] = 0x20;
   return block;
 }
 
+/** `length - 1` zero-padded octal digits, then NUL. */
 function writeOctal(block: Buffer, offset: number, length: number, value: number): void {
-  block.write(`${value.toString(8).padStart(length - 1, '0')}\u0000`, offset, 'latin1');
+  let rest = value;
+  for (let i = offset + length - 2; i >= offset; i--) {
+    block[i] = 0x30 + (rest % 8);
+    rest = Math.floor(rest / 8);
+  }
+  block[offset + length - 1] = 0;
 }
