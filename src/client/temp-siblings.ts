@@ -21,9 +21,12 @@ export const STALE_AFTER_MS = 24 * 60 * 60 * 1000;
 
 const MARK = '.cachew-tmp-';
 const HOST = createHash('sha256').update(os.hostname()).digest('hex').slice(0, 8);
-/** Current shape, then the shape of versions that wrote only a random suffix. */
-const CURRENT = /^([0-9a-f]{8})-(\d+)-[0-9a-f]{12}$/;
-const LEGACY = /^[0-9a-f]{12}$/;
+/**
+ * Current shape (`<host>-<pid>-<random>`), then the shape of versions that wrote only a random suffix.
+ * The host hash and the random part are hex, which these lowercase-alphanumeric classes include.
+ */
+const CURRENT = /^([a-z\d]{8})-(\d+)-[a-z\d]{12}$/;
+const LEGACY = /^[a-z\d]{12}$/;
 
 /** Creates `<target>.cachew-tmp-<host>-<pid>-<random>` with the default (umask) permissions a clone would get. */
 export async function makeTempSibling(target: string): Promise<string> {
