@@ -22,10 +22,10 @@
 import { randomUUID } from 'node:crypto';
 import { mkdir, open, readdir, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
-import { Readable } from 'node:stream';
 import type { Cache, CacheWriter, CreateOptions, ObjectMeta, OpenOptions, OpenResult } from './cache.js';
 import { evaluateConditionals } from './conditional.js';
 import { encodeTrailer, readTrailer } from './disk-format.js';
+import { FileRangeBody } from './file-body.js';
 import { LruIndex, isExpired } from './lru-index.js';
 import { StreamingWriter, committedMeta, type WriteTarget, type WrittenBytes } from './hashing-sink.js';
 import { KeyedMutex } from './key-lock.js';
@@ -48,6 +48,12 @@ export interface DiskCacheOptions {
 }
 
 const TMP_DIR = '.tmp';
+/**
+ * Bytes per read(2) of a body. Measured (bench/serving.ts): 4 MiB halves the server's CPU per GB
+ * served compared with 256 KiB (fewer syscalls, thread-pool round trips and stream callbacks) and
+ * beats larger sizes; a download holds about two of these at a time.
+ */
+const READ_CHUNK_BYTES = 4 * 1024 * 1024;
 
 interface IndexEntry {
   meta: ObjectMeta;
@@ -141,11 +147,7 @@ export class DiskCache implements Cache {
       if (outcome.status === 304 || options.headOnly) return result;
       const start = outcome.range?.start ?? 0;
       const end = outcome.range ? outcome.range.end : meta.size - 1;
-      if (end < start) {
-        result.body = Readable.from([], { objectMode: false });
-        return result;
-      }
-      result.body = file.createReadStream({ start, end, highWaterMark: 256 * 1024, signal: options.signal });
+      result.body = new FileRangeBody(file, start, end, { chunkBytes: READ_CHUNK_BYTES, signal: options.signal });
       handedOff = true;
       return result;
     } finally {

@@ -3,11 +3,12 @@
  * objects with correct 200/206/304 headers. Bodies are piped with backpressure and abandoned (not
  * buffered) when the client goes away.
  */
-import { pipeline } from 'node:stream/promises';
+import { finished, pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
 import type { RequestContext } from './context.js';
 import { CachewError, RangeNotSatisfiableError, UnavailableError, type ErrorCode } from '../util/errors.js';
 import { formatContentRange, rangeLength, type ResolvedRange } from '../protocol/range.js';
+import { isDirectBody } from '../util/direct-body.js';
 
 /** What sendObject needs of a read of a stored object (storage's open result fits it). */
 export interface ObjectReply {
@@ -74,8 +75,18 @@ export function sendJson(ctx: RequestContext, status: number, value: unknown, he
   ctx.res.end(ctx.req.method === 'HEAD' ? undefined : body);
 }
 
-/** Pipes a body into the response; resolves when done, rejects on error, destroys the body on abort. */
+/**
+ * Pipes a body into the response; resolves with the byte count when done, rejects on error, destroys
+ * the body on abort. A body that can write itself (util/direct-body.ts, e.g. the disk tier's file
+ * reader) does so, skipping the stream layers on the hot path.
+ */
 export async function streamBody(ctx: RequestContext, body: Readable): Promise<number> {
+  if (isDirectBody(body)) {
+    const sent = await body.writeTo(ctx.res, ctx.signal);
+    ctx.res.end();
+    await finished(ctx.res);
+    return sent;
+  }
   let bytes = 0;
   body.on('data', (chunk: Buffer) => {
     bytes += chunk.length;

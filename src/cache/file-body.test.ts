@@ -1,0 +1,166 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, open, rm, truncate, writeFile, type FileHandle } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { FileRangeBody } from './file-body.js';
+import { isDirectBody, type ByteSink } from '../util/direct-body.js';
+
+const DATA = randomBytes(100_003);
+
+async function withFile(fn: (path: string) => Promise<void>): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'cachew-file-body-'));
+  try {
+    const path = join(dir, 'object');
+    await writeFile(path, DATA);
+    await fn(path);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** Resolves once `body` emitted 'close' (errors included: the tests look at what the caller got). */
+function closed(body: FileRangeBody): Promise<void> {
+  return body.closed ? Promise.resolve() : new Promise((resolve) => body.once('close', () => resolve()));
+}
+
+function afterTurns(turns: number, fn: () => void): void {
+  setImmediate(() => (turns > 1 ? afterTurns(turns - 1, fn) : fn()));
+}
+
+/**
+ * A sink that, like a slow socket, holds each chunk for a few turns of the event loop, and remembers
+ * which buffers it still holds.
+ */
+function slowSink(): ByteSink & { received: Buffer[]; held: Set<ArrayBufferLike>; heldAtOnce: number } {
+  const pending: Array<{ chunk: Buffer; callback: () => void }> = [];
+  const sink = {
+    received: [] as Buffer[],
+    held: new Set<ArrayBufferLike>(),
+    heldAtOnce: 0,
+    write(chunk: Buffer, callback: (error?: Error | null) => void): boolean {
+      pending.push({ chunk, callback });
+      sink.held.add(chunk.buffer);
+      sink.heldAtOnce = Math.max(sink.heldAtOnce, pending.length);
+      // Three turns of the loop: slower than the fake handle's one-turn read, so an early reuse shows.
+      afterTurns(3, () => {
+        const next = pending.shift();
+        if (!next) return;
+        sink.received.push(Buffer.from(next.chunk));
+        sink.held.delete(next.chunk.buffer);
+        next.callback();
+      });
+      return false;
+    },
+  };
+  return sink;
+}
+
+/** A file handle over DATA that fails the test if it is asked to read into a buffer the sink still holds. */
+function guardedHandle(sink: { held: Set<ArrayBufferLike> }): FileHandle & { closed: boolean } {
+  const fake = {
+    closed: false,
+    fd: 99,
+    async read(buffer: Buffer, offset: number, length: number, position: number) {
+      assert.ok(!sink.held.has(buffer.buffer), 'read into a buffer the sink had not released yet');
+      await new Promise((resolve) => setImmediate(resolve));
+      const bytesRead = DATA.copy(buffer, offset, position, Math.min(DATA.length, position + length));
+      return { bytesRead, buffer };
+    },
+    async close() {
+      fake.closed = true;
+    },
+  };
+  return fake as unknown as FileHandle & { closed: boolean };
+}
+
+test('as a Readable: exactly the requested range, in chunks, and the file is closed at the end', async () => {
+  await withFile(async (path) => {
+    const handle = await open(path, 'r');
+    const body = new FileRangeBody(handle, 10, 90_009, { chunkBytes: 4096 });
+    const chunks: Buffer[] = [];
+    for await (const chunk of body) chunks.push(chunk as Buffer);
+    assert.deepEqual(Buffer.concat(chunks), DATA.subarray(10, 90_010));
+    assert.ok(chunks.length > 20);
+    await closed(body);
+    assert.equal(handle.fd, -1);
+  });
+});
+
+test('writeTo: same bytes, at most two buffers in flight, none reused before the sink released it', async () => {
+  await withFile(async (path) => {
+    const handle = await open(path, 'r');
+    const body = new FileRangeBody(handle, 1, DATA.length - 1, { chunkBytes: 8192 });
+    assert.ok(isDirectBody(body));
+    const sink = slowSink();
+    const sent = await body.writeTo(sink);
+    assert.equal(sent, DATA.length - 1);
+    assert.deepEqual(Buffer.concat(sink.received), DATA.subarray(1));
+    assert.ok(sink.heldAtOnce <= 2, `held ${sink.heldAtOnce} chunks at once`);
+    await closed(body);
+    assert.equal(handle.fd, -1);
+    assert.equal(isDirectBody(body), false, 'a consumed body no longer offers writeTo');
+  });
+  // The same through a handle that checks every read's target buffer.
+  const sink = slowSink();
+  const handle = guardedHandle(sink);
+  const body = new FileRangeBody(handle, 0, DATA.length - 1, { chunkBytes: 4096 });
+  assert.equal(await body.writeTo(sink), DATA.length);
+  assert.deepEqual(Buffer.concat(sink.received), DATA);
+  await closed(body);
+  assert.ok(handle.closed);
+});
+
+test('writeTo of an empty range sends nothing', async () => {
+  await withFile(async (path) => {
+    const handle = await open(path, 'r');
+    const body = new FileRangeBody(handle, 5, 4, { chunkBytes: 8192 });
+    const sink = slowSink();
+    assert.equal(await body.writeTo(sink), 0);
+    assert.equal(sink.received.length, 0);
+  });
+});
+
+test('writeTo rejects and closes the file when the signal aborts or the sink fails', async () => {
+  await withFile(async (path) => {
+    const controller = new AbortController();
+    const handle = await open(path, 'r');
+    const body = new FileRangeBody(handle, 0, DATA.length - 1, { chunkBytes: 1024, signal: controller.signal });
+    let writes = 0;
+    const stalled: ByteSink = {
+      write() {
+        // Never calls back, like a socket torn down mid-write; the abort must still end writeTo.
+        if (++writes === 2) controller.abort();
+        return false;
+      },
+    };
+    await assert.rejects(body.writeTo(stalled, controller.signal), (err: Error) => /abort|destroyed/i.test(err.message));
+    await closed(body);
+    assert.equal(handle.fd, -1);
+
+    const second = await open(path, 'r');
+    const failing: ByteSink = {
+      write(_chunk, callback) {
+        setImmediate(() => callback(new Error('socket reset')));
+        return false;
+      },
+    };
+    await assert.rejects(new FileRangeBody(second, 0, DATA.length - 1, { chunkBytes: 1024 }).writeTo(failing), /socket reset/);
+  });
+});
+
+test('a file shorter than the range is an error, not a short body that looks complete', async () => {
+  await withFile(async (path) => {
+    const handle = await open(path, 'r');
+    await truncate(path, 50_000);
+    const body = new FileRangeBody(handle, 0, DATA.length - 1, { chunkBytes: 16_384 });
+    await assert.rejects(body.writeTo(slowSink()), /ended \d+ bytes early/);
+
+    const again = await open(path, 'r');
+    const readable = new FileRangeBody(again, 0, DATA.length - 1, { chunkBytes: 16_384 });
+    await assert.rejects(async () => {
+      for await (const chunk of readable) void chunk;
+    }, /ended \d+ bytes early/);
+  });
+});
