@@ -8,11 +8,13 @@ import { randomUUID } from 'node:crypto';
 import {
   AbortMultipartUploadCommand,
   DeleteObjectCommand,
+  GetObjectCommand,
   HeadObjectCommand,
   ListMultipartUploadsCommand,
   ListObjectsV2Command,
   type S3Client,
 } from '@aws-sdk/client-s3';
+import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import type { Cache, CacheWriter, CreateOptions, ObjectMeta, OpenOptions, OpenResult } from './cache.js';
 import { evaluateConditionals } from './conditional.js';
 import { AlreadyExistsError, BadRequestError, PreconditionFailedError, abortReason } from '../util/errors.js';
@@ -56,6 +58,14 @@ export interface S3CacheOptions {
   parallelThresholdBytes?: number;
   /** Clock for TTLs and commit times (default: the system clock). */
   clock?: Clock;
+}
+
+/** Options of {@link S3Cache.presignGet}. */
+export interface PresignOptions {
+  expiresInSeconds: number;
+  /** Signing time; the URL expires `expiresInSeconds` after it. Default now. */
+  signedAt?: Date;
+  signal?: AbortSignal;
 }
 
 /** What S3Cache.sweep() removed. */
@@ -173,6 +183,17 @@ export class S3Cache implements Cache {
       throw err;
     }
     return result;
+  }
+
+  /**
+   * A presigned GET URL of `key` that S3 honours for `expiresInSeconds` after `signedAt` (default now),
+   * so a client can fetch the bytes from S3 directly; undefined when the object is absent or expired
+   * here. The URL carries no conditions: its target is exactly the object's key.
+   */
+  async presignGet(key: string, options: PresignOptions): Promise<string | undefined> {
+    if (!(await this.live(key, options.signal))) return undefined;
+    const command = new GetObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key) });
+    return getSignedUrl(this.client, command, { expiresIn: options.expiresInSeconds, signingDate: options.signedAt });
   }
 
   async create(key: string, options: CreateOptions = {}): Promise<CacheWriter> {

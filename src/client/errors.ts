@@ -42,6 +42,16 @@ export class ProtocolError extends CachewError {
   }
 }
 
+/**
+ * The location the server redirected a snapshot GET to (a presigned object-store URL) refused it with
+ * 403, typically because the URL expired. The next attempt asks the server for a fresh location.
+ */
+export class RedirectExpiredError extends ProtocolError {
+  constructor(url: string) {
+    super(`redirect target ${url} refused the request (HTTP 403; expired?)`, 403);
+  }
+}
+
 /** A request kept failing (dropped, stalled, 5xx) until its retry budget ran out. */
 export class DownloadFailedError extends CachewError {
   constructor(url: string, attempts: number, cause: unknown) {

@@ -2,8 +2,13 @@
  * Resumable reads of one immutable snapshot: an exact byte range (`rangePieces`) or the tail of the
  * whole body when the server will not honour ranges (`wholePieces`). A dropped, stalled or short
  * response is retried with exponential backoff and resumes from the first byte not yet yielded, so a
- * consumer sees every byte exactly once, in order. Every request carries `If-Match` and `If-Range`
- * with the snapshot's ETag: bytes of two different archives can never be spliced.
+ * consumer sees every byte exactly once, in order. Every request to the server carries `If-Match` and
+ * `If-Range` with the snapshot's ETag: bytes of two different archives can never be spliced.
+ *
+ * A server may answer with a redirect (`--s3-redirect`: 307 to a presigned S3 URL of the content-
+ * addressed blob). The location is then used for every further range of this download, with only the
+ * Range header (our ETag means nothing to S3, whose URL names exactly one blob), until it answers 403
+ * (expired), when the server is asked again. The caller still verifies the digest of all the bytes.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseStrongEtag } from '../protocol/etag.js';
@@ -11,7 +16,7 @@ import { formatConditions, type Conditions } from '../protocol/conditions.js';
 import { parseContentRange } from '../protocol/range.js';
 import { Headers } from '../protocol/headers.js';
 import { CachewError, TimeoutError, abortReason } from '../util/errors.js';
-import { DownloadFailedError, ProtocolError, RangeIgnoredError, SnapshotGoneError } from './errors.js';
+import { DownloadFailedError, ProtocolError, RangeIgnoredError, RedirectExpiredError, SnapshotGoneError } from './errors.js';
 import { discard, header, readBody, type HttpClient, type HttpResponse } from './http.js';
 
 /** The immutable archive being downloaded. */
@@ -22,12 +27,18 @@ export interface SnapshotSource {
   etag: string;
   /** Total size in bytes. */
   size: number;
+  /** Where the server last redirected GETs of `url`; shared by every range of the download. */
+  redirect?: URL;
 }
 
 /** Counters shared by all reads of one download; handy in tests and for `--json` diagnostics. */
 export interface FetchStats {
   requests: number;
   retries: number;
+  /** Redirects followed (each one a location asked of the server). */
+  redirects?: number;
+  /** Redirect targets that refused us (expired) and were asked for again. */
+  expiredRedirects?: number;
 }
 
 export interface FetchContext {
@@ -118,15 +129,75 @@ export async function* wholePieces(
   }
 }
 
-/** GETs the snapshot (or `range` of it), conditional on its ETag so two archives are never spliced. */
+const REDIRECTS = new Set([301, 302, 303, 307, 308]);
+/** Responses that came from a redirect target rather than from the server itself. */
+const redirected = new WeakSet<HttpResponse>();
+
+function fromTarget(response: HttpResponse): HttpResponse {
+  redirected.add(response);
+  return response;
+}
+
+/**
+ * GETs the snapshot (or `range` of it). From the server, conditional on its ETag so two archives are
+ * never spliced; from a redirect target, with the Range only.
+ */
 async function request(ctx: FetchContext, range?: Conditions['range']): Promise<HttpResponse> {
-  if (ctx.stats) ctx.stats.requests++;
-  const etag = { tag: ctx.source.etag, weak: false };
+  const { source, stats } = ctx;
+  if (stats) stats.requests++;
+  const plain = formatConditions(range ? { range } : {});
+  if (source.redirect) return fromTarget(await ctx.http.get(source.redirect, plain, ctx.signal));
+  const etag = { tag: source.etag, weak: false };
   const conditions: Conditions = range ? { ifMatch: [etag], ifRange: etag, range } : { ifMatch: [etag] };
-  return ctx.http.get(ctx.source.url, formatConditions(conditions), ctx.signal);
+  const response = await ctx.http.get(source.url, formatConditions(conditions), ctx.signal);
+  if (!REDIRECTS.has(response.status)) return response;
+  discard(response);
+  const target = redirectTarget(source.url, header(response, 'location'));
+  if (!target) throw new ProtocolError(`unusable redirect from ${source.url.href}`, response.status);
+  source.redirect = target;
+  if (stats) {
+    stats.requests++;
+    stats.redirects = (stats.redirects ?? 0) + 1;
+  }
+  return fromTarget(await ctx.http.get(target, plain, ctx.signal));
+}
+
+function redirectTarget(base: URL, location: string | undefined): URL | undefined {
+  if (!location) return undefined;
+  try {
+    const url = new URL(location, base);
+    return url.protocol === 'http:' || url.protocol === 'https:' ? url : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A redirect target without its query: presigned URLs carry a signature that has no place in logs. */
+function shown(url: URL): string {
+  return `${url.origin}${url.pathname}`;
+}
+
+/** Checks a response from the redirect target: any 2xx carries the blob's bytes, 403 means expired. */
+function checkRedirected(ctx: FetchContext, response: HttpResponse): void {
+  const { status } = response;
+  if (status === 403) {
+    // Forget the location (unless another range already replaced it) so the next attempt asks anew.
+    if (ctx.source.redirect?.href === response.url.href) ctx.source.redirect = undefined;
+    if (ctx.stats) ctx.stats.expiredRedirects = (ctx.stats.expiredRedirects ?? 0) + 1;
+    throw new RedirectExpiredError(shown(response.url));
+  }
+  if (status === 404 || status === 410) throw new SnapshotGoneError(shown(response.url), status);
+  if (status !== 200 && status !== 206) throw new ProtocolError(`unexpected HTTP ${status} from ${shown(response.url)}`, status);
+  // S3 reports the sha256 cachew stored with the object; anything else is not our blob.
+  const sha256 = header(response, 'x-amz-meta-sha256');
+  if (sha256 !== undefined && sha256 !== ctx.source.etag) throw new SnapshotGoneError(shown(response.url), status);
 }
 
 function checkCommon(ctx: FetchContext, response: HttpResponse): void {
+  if (redirected.has(response)) {
+    checkRedirected(ctx, response);
+    return;
+  }
   const { status } = response;
   if (status === 404 || status === 410 || status === 412) throw new SnapshotGoneError(ctx.source.url.href, status);
   if (status === 200 || status === 206) {
@@ -156,7 +227,7 @@ function checkWholeResponse(ctx: FetchContext, response: HttpResponse): void {
 
 /** Whether a failed attempt is worth repeating: transport trouble and server-side 5xx/429. */
 export function isRetryable(err: unknown): boolean {
-  if (err instanceof TimeoutError) return true;
+  if (err instanceof TimeoutError || err instanceof RedirectExpiredError) return true;
   if (err instanceof ProtocolError) return err.status === undefined || err.status >= 500 || err.status === 429 || err.status === 206 || err.status === 200;
   if (err instanceof CachewError) return false;
   // Socket-level failures (ECONNRESET, EPIPE, "aborted", ECONNREFUSED) surface as plain Errors.

@@ -84,6 +84,42 @@ test('bad input is one clear ConfigError line', async () => {
   }
 });
 
+test('--s3-redirect and its TTL from flags, env and file; refused without S3 or with a bad TTL', async () => {
+  assert.equal(loadConfig([], {}).config.s3Redirect, false);
+  assert.equal(loadConfig([], {}).config.s3RedirectTtlMs, 300_000);
+  const flags = loadConfig(['--s3-bucket', 'b', '--s3-redirect', '--s3-redirect-ttl', '90s'], {}).config;
+  assert.equal(flags.s3Redirect, true);
+  assert.equal(flags.s3RedirectTtlMs, 90_000);
+  const env = loadConfig([], { CACHEW_S3_BUCKET: 'b', CACHEW_S3_REDIRECT: 'true', CACHEW_S3_REDIRECT_TTL: '10m' }).config;
+  assert.equal(env.s3Redirect, true);
+  assert.equal(env.s3RedirectTtlMs, 600_000);
+  const dir = await mkdtemp(join(tmpdir(), 'cachew-config-'));
+  try {
+    const file = join(dir, 'c.json');
+    await writeFile(file, JSON.stringify({ 's3-bucket': 'b', 's3-redirect': true, 's3-redirect-ttl': '1h' }));
+    const fromFile = loadConfig(['--config', file], {}).config;
+    assert.equal(fromFile.s3Redirect, true);
+    assert.equal(fromFile.s3RedirectTtlMs, 3_600_000);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+  const bad: Array<[string[], Record<string, string>, RegExp]> = [
+    [['--s3-redirect'], {}, /^--s3-redirect: needs S3/],
+    [[], { CACHEW_S3_REDIRECT: 'maybe' }, /^CACHEW_S3_REDIRECT: expected true or false/],
+    [['--s3-bucket', 'b', '--s3-redirect', '--s3-redirect-ttl', '8d'], {}, /^--s3-redirect-ttl: must be between 1s and 7d/],
+    [['--s3-bucket', 'b', '--s3-redirect-ttl', '500ms'], {}, /^--s3-redirect-ttl: must be between 1s and 7d/],
+    [['--s3-bucket', 'b', '--s3-redirect-ttl', 'soon'], {}, /^--s3-redirect-ttl: invalid duration/],
+  ];
+  for (const [argv, environment, pattern] of bad) {
+    assert.throws(() => loadConfig(argv, environment), (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.match(err.message, pattern);
+      assert.ok(!err.message.includes('\n'));
+      return true;
+    });
+  }
+});
+
 test('loadConfig does not mutate the defaults', () => {
   loadConfig(['--bind', '127.0.0.1:1234', '--upstream', 'a=http://a'], {});
   assert.deepEqual(DEFAULT_CONFIG.bind, { host: '127.0.0.1', port: 8080 });

@@ -79,6 +79,15 @@ export const SETTINGS: Setting[] = [
     apply: (c, v, w) => { s3(c).region = str(w, v); } },
   { flag: 's3-prefix', kind: 'string', help: 'key prefix inside the bucket',
     apply: (c, v, w) => { s3(c).prefix = str(w, v).replace(/^\/+|\/+$/g, ''); } },
+  { flag: 's3-redirect', kind: 'boolean', help: 'answer GETs of immutable snapshot URLs with 307 to a presigned S3 URL',
+    apply: (c, v, w) => { c.s3Redirect = parseBoolean(w, typeof v === 'boolean' ? v : str(w, v)); } },
+  { flag: 's3-redirect-ttl', kind: 'string', help: 'lifetime of those presigned URLs (default 5m; 1s..7d)',
+    apply: (c, v, w) => {
+      const ms = parseDuration(w, typeof v === 'number' ? v : str(w, v));
+      // SigV4 presigned URLs live from one second up to seven days.
+      if (ms < 1000 || ms > 7 * 86_400_000) throw new ConfigError(`${w}: must be between 1s and 7d`);
+      c.s3RedirectTtlMs = ms;
+    } },
   { flag: 'memory-limit-mb', kind: 'string', help: 'memory tier size (default 256)',
     apply: (c, v, w) => { c.memoryLimitMb = parsePositiveInt(w, str(w, v), { allowZero: true }); } },
   { flag: 'disk-limit-mb', kind: 'string', help: 'disk tier size (default 10240)',
@@ -160,6 +169,7 @@ function applyFile(config: CachewConfig, file: string): void {
 
 function validate(config: CachewConfig): void {
   if (config.s3 && !config.s3.bucket) throw new ConfigError('--s3-bucket: required when other S3 settings are given');
+  if (config.s3Redirect && !config.s3) throw new ConfigError('--s3-redirect: needs S3 (--s3-bucket) to redirect to');
   if (config.upstreams.length === 0) throw new ConfigError('--upstream: at least one upstream is required');
   if (config.refCheckIntervalMs <= 0) throw new ConfigError('--ref-check-interval: must be greater than 0');
 }

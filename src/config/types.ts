@@ -32,6 +32,10 @@ export interface CachewConfig {
   /** How long delta bundles are kept. */
   bundleTtlMs: number;
   s3?: S3Config;
+  /** Answer GETs of immutable snapshot URLs with 307 to a presigned S3 URL (needs `s3`). */
+  s3Redirect: boolean;
+  /** Lifetime of those presigned URLs. */
+  s3RedirectTtlMs: number;
   memoryLimitMb: number;
   diskLimitMb: number;
   readOnly: boolean;
@@ -58,6 +62,8 @@ export const DEFAULT_CONFIG: CachewConfig = {
   refCheckIntervalMs: 10_000,
   snapshotGraceMs: 60 * 60_000,
   bundleTtlMs: 24 * 60 * 60_000,
+  s3Redirect: false,
+  s3RedirectTtlMs: 5 * 60_000,
   memoryLimitMb: 256,
   diskLimitMb: 10_240,
   readOnly: false,

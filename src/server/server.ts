@@ -13,6 +13,7 @@ import { MemoryCache } from '../cache/memory.js';
 import { DiskCache } from '../cache/disk.js';
 import { S3Cache } from '../cache/s3.js';
 import { TieredCache } from '../cache/tiered.js';
+import { blobKey } from '../cache/write.js';
 import { AuthoritativeReadView } from '../cache/authoritative-view.js';
 import { UpstreamRegistry } from '../git/upstreams.js';
 import { MirrorManager } from '../git/mirrors.js';
@@ -26,7 +27,7 @@ import { systemClock, type Clock } from '../util/clock.js';
 import { createHttpServer } from '../http/server.js';
 import { createRouter } from '../http/router.js';
 import { createGitRoutes } from '../http/routes/git.js';
-import { createSnapshotRoutes } from '../http/routes/snapshot.js';
+import { createSnapshotRoutes, type BlobRedirect } from '../http/routes/snapshot.js';
 import { createApiRoutes } from '../http/routes/api.js';
 import { liveness, metricsHandler, readiness } from '../http/routes/health.js';
 
@@ -49,6 +50,11 @@ export interface StartOptions {
   logger?: Logger;
   /** The clock of TTLs, sweeps, ref checks, retention and the scheduler (tests pass a manual one). */
   clock?: Clock;
+  /**
+   * Signing time of presigned S3 URLs (`--s3-redirect`); default `clock`. Tests sign in the past to
+   * hand out URLs that are expired on arrival, without moving every other deadline.
+   */
+  presignClock?: () => number;
 }
 
 export async function startServer(config: CachewConfig, options: StartOptions = {}): Promise<RunningServer> {
@@ -107,7 +113,7 @@ export async function startServer(config: CachewConfig, options: StartOptions = 
   const router = createRouter({
     upstreams: new Map(config.upstreams.map((u) => [u.name, u.baseUrl])),
     git: createGitRoutes({ mirrors, upstreams, readOnly: config.readOnly, metrics, logger }).handle,
-    snapshots: createSnapshotRoutes({ service, store, metrics }),
+    snapshots: createSnapshotRoutes({ service, store, metrics, redirect: blobRedirect(config, cache, options.presignClock ?? (() => clock.now())) }),
     api: createApiRoutes({ service, store }),
     liveness,
     readiness: readiness(() => ready),
@@ -168,6 +174,14 @@ async function openCache(config: CachewConfig, stateDir: string, logger: Logger,
       miss: (tier: string) => metrics.cacheMisses.inc({ tier }),
     },
   });
+}
+
+/** `--s3-redirect`: presigned GET URLs of blobs in the S3 tier, or undefined when redirecting is off. */
+function blobRedirect(config: CachewConfig, cache: TieredCache, signingClock: () => number): BlobRedirect | undefined {
+  const s3 = cache.authoritative;
+  if (!config.s3Redirect || !(s3 instanceof S3Cache)) return undefined;
+  const expiresInSeconds = Math.floor(config.s3RedirectTtlMs / 1000);
+  return (digest, signal) => s3.presignGet(blobKey(digest), { expiresInSeconds, signedAt: new Date(signingClock()), signal });
 }
 
 /** Uploads and temp objects older than this are leftovers of a crashed writer (no write takes an hour). */

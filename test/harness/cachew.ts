@@ -38,15 +38,19 @@ export function testConfig(stateDir: string, upstreams: Upstream[], overrides: P
 
 /**
  * Starts cachewd. With `clock` (a ManualClock) the server's TTLs, ref checks, retention and scheduler
- * only move when the test advances it.
+ * only move when the test advances it; `presignClock` sets the signing time of presigned S3 URLs.
  */
 export async function startCachew(
   upstreams: Upstream[],
   overrides: Partial<CachewConfig> = {},
-  options: { stateDir?: string; clock?: Clock } = {},
+  options: { stateDir?: string; clock?: Clock; presignClock?: () => number } = {},
 ): Promise<TestCachew> {
   const stateDir = options.stateDir ?? (await mkdtemp(join(tmpdir(), 'cachew-state-')));
-  const server = await startServer(testConfig(stateDir, upstreams, overrides), { logger: silentLogger, clock: options.clock });
+  const server = await startServer(testConfig(stateDir, upstreams, overrides), {
+    logger: silentLogger,
+    clock: options.clock,
+    presignClock: options.presignClock,
+  });
   return {
     url: server.url,
     server,

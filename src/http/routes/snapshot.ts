@@ -8,7 +8,7 @@ import { sendObject, sendText } from '../reply.js';
 import { CachewError, NotFoundError } from '../../util/errors.js';
 import { bundlePath, immutableSnapshotPath } from '../../protocol/routes.js';
 import { formatEtag, sha256HexToReprDigest } from '../../protocol/etag.js';
-import { formatHttpDate, parseConditions, type ReadRequest } from '../../protocol/conditions.js';
+import { evaluateConditions, formatHttpDate, parseConditions, type ReadRequest } from '../../protocol/conditions.js';
 import {
   BUNDLE_CONTENT_TYPE,
   Headers,
@@ -20,10 +20,18 @@ import type { SnapshotService } from '../../git/snapshot/service.js';
 import type { SnapshotStore } from '../../git/snapshot/store.js';
 import type { Metrics } from '../../util/metrics.js';
 
+/**
+ * Where a GET of an immutable snapshot may be sent instead of being served here: a short-lived URL of
+ * the blob `digest` in S3, or undefined when there is none (the bytes are then served by cachewd).
+ */
+export type BlobRedirect = (digest: string, signal: AbortSignal) => Promise<string | undefined>;
+
 export interface SnapshotRouteDeps {
   service: SnapshotService;
   store: SnapshotStore;
   metrics?: Metrics;
+  /** `--s3-redirect`: GETs of immutable URLs answer 307 to this location when it gives one. */
+  redirect?: BlobRedirect;
 }
 
 /**
@@ -70,7 +78,34 @@ async function serveImmutable(deps: SnapshotRouteDeps, ctx: RequestContext, targ
     ...snapshotHeaders(record.digest, record.commit, created),
     'cache-control': IMMUTABLE_CACHE_CONTROL,
   };
+  if (deps.redirect && ctx.req.method === 'GET' && (await redirectToBlob(deps.redirect, ctx, record, created, headers))) return;
   await serveBlob(deps, ctx, record.digest, created, headers, 'snapshot');
+}
+
+/**
+ * Answers 307 to the blob's presigned S3 URL when the request's preconditions pass (a 304 or 412 is
+ * still ours to give) and S3 has the blob. Range and conditionals are not forwarded: the client sends
+ * its Range to the new location itself. Returns false when the bytes must be served here.
+ */
+async function redirectToBlob(
+  redirect: BlobRedirect,
+  ctx: RequestContext,
+  record: { digest: string; size: number },
+  created: Date,
+  headers: Record<string, string>,
+): Promise<boolean> {
+  // Only the preconditions: the Range (and its If-Range) travel with the client to the new location.
+  const { range: _range, ifRange: _ifRange, ...preconditions } = parseConditions(ctx.req.headers, 'GET');
+  const outcome = evaluateConditions({ etag: record.digest, lastModified: created, size: record.size }, preconditions);
+  if (outcome.status !== 200) return false; // serveBlob answers the 304 or 412 with the validators
+  const location = await redirect(record.digest, ctx.signal);
+  if (location === undefined) return false;
+  // The location expires: no cache may keep this answer, only the bytes behind it are immutable. The
+  // empty body has no content type of its own.
+  const { 'cache-control': _immutable, 'content-type': _type, ...validators } = headers;
+  ctx.res.writeHead(307, { ...validators, location, 'cache-control': 'no-store', 'content-length': 0 });
+  ctx.res.end();
+  return true;
 }
 
 async function serveBundle(deps: SnapshotRouteDeps, ctx: RequestContext, target: RepoTarget, base: string): Promise<void> {
