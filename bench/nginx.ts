@@ -14,6 +14,8 @@ export interface Nginx {
   url: string;
   /** Files put here are served at `url/<name>`. */
   docRoot: string;
+  /** The master process; its workers are its children. */
+  pid: number;
   stop(): Promise<void>;
 }
 
@@ -106,5 +108,6 @@ http {
     await stop();
     throw new Error(`nginx did not start: ${(err as Error).message} ${stderr.trim()}`);
   }
-  return { url, docRoot, stop };
+  if (child.pid === undefined) throw new Error('nginx has no pid');
+  return { url, docRoot, pid: child.pid, stop };
 }

@@ -4,13 +4,16 @@
  *
  *   BENCH_SIZE_MB  working-tree size of the synthetic repository (default 160: ≥ 10k files, 321 commits; cached in .bench/)
  *   BENCH_RUNS     runs per measurement; medians are reported (default 3)
- *   BENCH_ONLY     comma-separated sections to run (generation,serving,memory,restore; default all)
+ *   BENCH_ONLY     comma-separated sections to run (generation,serving,memory,restore,redirect; default all)
  *   BENCH_LINK_MBPS, BENCH_LINK_LATENCY_MS  the restore section's throttled link (default 50 MB/s
  *                  per connection, 10 ms each way)
  *
- * Sections: 1 generation (generateSnapshot vs clone + tar | zstd), 2 serving (cachewd vs nginx,
- * 4-way ranged), 3 memory (cachewd RSS under 8 concurrent downloads), 4 restore (restore() vs git
- * clone through cachewd vs curl | zstd | tar). A section that cannot run becomes a "skipped" row with
+ * Sections: 1 generation (generateSnapshot vs clone + tar | zstd), 2 serving (cachewd's memory and
+ * disk tiers vs nginx and a minimal Node file server, curl as the client, 1 stream and 4 ranges, MB/s
+ * and server CPU s/GB), 3 memory (cachewd RSS under 8 concurrent curl downloads), 4 restore (restore()
+ * vs git clone through cachewd vs curl | zstd | tar), 5 redirect (--s3-redirect with moto as S3).
+ * Needs git and zstd; curl, nginx and moto_server for their sections (a missing one is reported, never
+ * installed). A section that cannot run becomes a "skipped" row with
  * the reason. The table also goes to .bench/last-run.md for docs/benchmarks.md.
  */
 import { symlink, writeFile, mkdir } from 'node:fs/promises';
@@ -24,6 +27,7 @@ import { fetchText } from './http-get.js';
 import { benchMemory } from './memory.js';
 import { findNginx } from './nginx.js';
 import { ensureBenchRepo, type BenchRepo } from './repo.js';
+import { benchRedirect } from './redirect.js';
 import { benchRestore } from './restore.js';
 import { benchServing, type ServedSnapshot } from './serving.js';
 import { markdownTable, skippedRow, textTable, type Row } from './table.js';
@@ -78,7 +82,8 @@ async function main(cleanup: Cleanup): Promise<void> {
   };
 
   await section('generation', () => benchGeneration(repo, runs, cleanup));
-  if (only.length === 0 || only.some((name) => name !== 'generation')) await serverSections(repo, runs, rows, section, cleanup);
+  const selected = (name: string): boolean => only.length === 0 || only.includes(name);
+  if (only.length === 0 || only.some((name) => name !== 'generation')) await serverSections(repo, runs, rows, section, selected, cleanup);
 
   const table = textTable(rows);
   process.stdout.write(`\n${info.join('\n')}\n${repoLine}\n\n${table}\n`);
@@ -92,8 +97,18 @@ async function main(cleanup: Cleanup): Promise<void> {
 
 type Section = (name: string, fn: () => Promise<Row[]>) => Promise<void>;
 
+/** cachewd's default --memory-limit-mb (256) in bytes. */
+const DEFAULT_MEMORY_TIER_BYTES = 256 * 1024 * 1024;
+
 /** Everything that needs an upstream and a running cachewd: snapshot, serving, memory, restore. */
-async function serverSections(repo: BenchRepo, runs: number, rows: Row[], section: Section, cleanup: Cleanup): Promise<void> {
+async function serverSections(
+  repo: BenchRepo,
+  runs: number,
+  rows: Row[],
+  section: Section,
+  selected: (name: string) => boolean,
+  cleanup: Cleanup,
+): Promise<void> {
   const upstream = await startUpstream();
   cleanup.add('upstream', () => upstream.stop());
   // The harness serves <root>/<name>.git; point it at the cached repository instead of copying it.
@@ -124,13 +139,15 @@ async function serverSections(repo: BenchRepo, runs: number, rows: Row[], sectio
     ];
   });
   if (snapshot === undefined) {
-    for (const name of ['serving', 'memory', 'restore']) rows.push(skippedRow(name, 'all', 'no snapshot (see the snapshot row)'));
+    for (const name of ['serving', 'memory', 'restore', 'redirect']) rows.push(skippedRow(name, 'all', 'no snapshot (see the snapshot row)'));
     await cachewd.stop();
     return;
   }
 
   const served = snapshot;
-  await section('serving', () => benchServing(served, runs, cleanup));
+  // The first full read copies the blob into the memory tier, which then answers, if it fits.
+  const firstTier = served.size <= DEFAULT_MEMORY_TIER_BYTES ? 'memory tier' : 'default tiers (too big for memory: disk)';
+  await section('serving', () => benchServing(served, { label: firstTier, url: served.url, pid: cachewd.pid }, runs, cleanup));
   await section('memory', () => benchMemory(cachewd.pid, served, runs, 'default tiers'));
   const target = {
     serverUrl: cachewd.url,
@@ -141,14 +158,18 @@ async function serverSections(repo: BenchRepo, runs: number, rows: Row[], sectio
     treeBytes: repo.treeBytes,
   };
   await section('restore', () => benchRestore(target, runs, cleanup));
-  // Again with the memory tier off (same state dir, so the snapshot is on disk): streaming alone.
-  await section('memory', async () => {
+  // Again with the memory tier off (same state dir, so the snapshot is on disk): the disk tier alone.
+  if (selected('serving') || selected('memory')) {
     await cachewd.stop();
     cachewd = await startCachewd([...serverArgs, '--memory-limit-mb', '0'], cleanup);
-    const url = new URL(new URL(served.url).pathname, cachewd.url).toString();
-    return benchMemory(cachewd.pid, { ...served, url }, runs, 'memory tier off');
-  });
+    const onDisk = { ...served, url: new URL(new URL(served.url).pathname, cachewd.url).toString() };
+    const diskTier = cachewd;
+    await section('serving', () => benchServing(onDisk, { label: 'disk tier', url: onDisk.url, pid: diskTier.pid }, runs, cleanup));
+    await section('memory', () => benchMemory(diskTier.pid, onDisk, runs, 'memory tier off'));
+  }
   await cachewd.stop();
+  const redirectTarget = { upstreamName: upstream.hostName, upstreamUrl: upstream.url, repo: REPO, head: repo.head };
+  await section('redirect', () => benchRedirect(redirectTarget, runs, cleanup));
 }
 
 const cleanup = new Cleanup();
