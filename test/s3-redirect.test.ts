@@ -129,7 +129,7 @@ test('restore follows the redirect for every ranged GET, sends S3 no ETag precon
       assert.equal(r.ifRange, undefined);
       assert.equal(r.status, 206);
     }
-    // cachewd was asked for the location, not for the bytes: one 307 per range at most.
+    // cachewd was asked for the location, not for the bytes: at most one 307 per range.
     const immutableGets = proxy.requests.filter((r) => r.path === immutablePath);
     assert.ok(immutableGets.length >= 1 && immutableGets.length <= toS3.length, `${immutableGets.length} GETs of the immutable URL`);
     assert.ok((result.stats.redirects ?? 0) >= 1);
@@ -140,7 +140,9 @@ test('restore follows the redirect for every ranged GET, sends S3 no ETag precon
 });
 
 test('an expired presigned URL is refused by S3 and re-resolved through cachewd', { timeout: 180_000 }, async () => {
-  // The first location cachewd hands out was signed an hour ago: expired on arrival.
+  // Time passes (cachewd would reuse a URL signed less than half a TTL ago), and the next location
+  // cachewd hands out was signed an hour before: expired on arrival.
+  skewMs += TTL_MS;
   signingOverrides.push(clock() - 60 * 60_000);
   const before = blobGets().length;
   const result = await restore({ repoUrl, dir: join(tmp, 'expired-at-once'), serverUrl: cachew.url, chunkSize: 32 * 1024, concurrency: 1 });

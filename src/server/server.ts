@@ -12,6 +12,7 @@ import type { Cache } from '../cache/cache.js';
 import { MemoryCache } from '../cache/memory.js';
 import { DiskCache } from '../cache/disk.js';
 import { S3Cache } from '../cache/s3.js';
+import { PresignedUrls } from '../cache/presigned-urls.js';
 import { TieredCache } from '../cache/tiered.js';
 import { blobKey } from '../cache/write.js';
 import { AuthoritativeReadView } from '../cache/authoritative-view.js';
@@ -180,8 +181,8 @@ async function openCache(config: CachewConfig, stateDir: string, logger: Logger,
 function blobRedirect(config: CachewConfig, cache: TieredCache, signingClock: () => number): BlobRedirect | undefined {
   const s3 = cache.authoritative;
   if (!config.s3Redirect || !(s3 instanceof S3Cache)) return undefined;
-  const expiresInSeconds = Math.floor(config.s3RedirectTtlMs / 1000);
-  return (digest, signal) => s3.presignGet(blobKey(digest), { expiresInSeconds, signedAt: new Date(signingClock()), signal });
+  const urls = new PresignedUrls(s3, { ttlMs: config.s3RedirectTtlMs, now: signingClock });
+  return (digest, signal) => urls.get(blobKey(digest), signal);
 }
 
 /** Uploads and temp objects older than this are leftovers of a crashed writer (no write takes an hour). */
