@@ -15,6 +15,8 @@ const MAGIC = Buffer.from('CACHEW\x01\n', 'latin1');
 const FOOTER_BYTES = 4 + MAGIC.length;
 /** Metadata is "small string metadata"; anything bigger means a corrupt or foreign file. */
 const MAX_TRAILER_JSON = 1024 * 1024;
+/** Bytes read from the end of a file at first: trailers are a few hundred bytes. */
+const TAIL_GUESS_BYTES = 4096;
 
 interface TrailerJson {
   v: 1;
@@ -50,13 +52,20 @@ export function encodeTrailer(meta: ObjectMeta): Buffer {
  */
 export async function readTrailer(file: FileHandle, fileBytes: number): Promise<ObjectMeta | undefined> {
   if (fileBytes < FOOTER_BYTES) return undefined;
-  const footer = Buffer.alloc(FOOTER_BYTES);
-  await readExactly(file, footer, fileBytes - FOOTER_BYTES);
+  // One read of the tail usually holds the footer and the whole JSON: every open saves a round trip.
+  const tail = Buffer.alloc(Math.min(fileBytes, TAIL_GUESS_BYTES));
+  await readExactly(file, tail, fileBytes - tail.length);
+  const footer = tail.subarray(tail.length - FOOTER_BYTES);
   if (!footer.subarray(4).equals(MAGIC)) return undefined;
   const jsonBytes = footer.readUInt32BE(0);
   if (jsonBytes > MAX_TRAILER_JSON || jsonBytes > fileBytes - FOOTER_BYTES) return undefined;
-  const raw = Buffer.alloc(jsonBytes);
-  await readExactly(file, raw, fileBytes - FOOTER_BYTES - jsonBytes);
+  let raw: Buffer;
+  if (jsonBytes + FOOTER_BYTES <= tail.length) {
+    raw = tail.subarray(tail.length - FOOTER_BYTES - jsonBytes, tail.length - FOOTER_BYTES);
+  } else {
+    raw = Buffer.alloc(jsonBytes);
+    await readExactly(file, raw, fileBytes - FOOTER_BYTES - jsonBytes);
+  }
   let json: Partial<TrailerJson>;
   try {
     json = JSON.parse(raw.toString('utf8')) as Partial<TrailerJson>;

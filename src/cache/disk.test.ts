@@ -155,3 +155,21 @@ void test('DiskCache rejects reserved and conflicting keys', async () => {
     await rm(root, { recursive: true, force: true });
   }
 });
+
+void test('DiskCache reads a trailer longer than its first tail read, and objects smaller than that read', async () => {
+  const root = await tempRoot();
+  try {
+    const cache = await DiskCache.open({ root, limitBytes: 1e9, clock: new ManualClock() });
+    const metadata = { note: 'n'.repeat(10_000) };
+    await put(cache, 'big/trailer', 'body', { metadata });
+    await put(cache, 'tiny/object', 'x');
+    const big = await cache.open('big/trailer');
+    assert.deepEqual(big?.meta.metadata, metadata);
+    assert.equal((await readAll(big!.body!)).toString(), 'body');
+    const tiny = await cache.open('tiny/object');
+    assert.equal((await readAll(tiny!.body!)).toString(), 'x');
+    await cache.close();
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
