@@ -88,11 +88,13 @@ void test('reuses mirrors found on disk and cleans .tmp at start-up', { timeout:
   const f = await fixture(t);
   await f.up.createRepo('org/keep');
   await f.manager().mirrors.get(f.up.hostName, 'org/keep').ensureReady();
-  await fs.mkdir(path.join(f.root, '.tmp', 'half.git'), { recursive: true });
   const before = f.up.requests.length;
 
+  await fs.mkdir(path.join(f.root, '.tmp', 'half.git'), { recursive: true });
   const { mirrors } = f.manager();
   assert.equal(existsSync(path.join(f.root, '.tmp', 'half.git')), false);
+  // The inventory lists the mirror from the earlier manager before anyone asks for it.
+  assert.deepEqual(await mirrors.list(), [{ host: f.up.hostName, repo: 'org/keep' }]);
   const mirror = mirrors.get(f.up.hostName, 'org/keep');
   assert.equal(mirror.state, 'ready');
   await mirror.ensureReady();

@@ -3,11 +3,13 @@
  * repository. Clones are staged in `<root>/.tmp`, which is emptied at start-up, so only complete
  * mirrors are ever found at their final path; those are reused as ready.
  */
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, rmSync, type Dirent } from 'node:fs';
+import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { Mirror } from './mirror.js';
 import type { UpstreamRegistry } from './upstreams.js';
 import { BadRequestError, NotFoundError } from '../util/errors.js';
+import { MAX_REPO_SEGMENTS } from '../protocol/routes.js';
 import type { Logger } from '../util/logger.js';
 import type { Metrics } from '../util/metrics.js';
 import { systemClock, type Clock } from '../util/clock.js';
@@ -85,6 +87,38 @@ export class MirrorManager {
   /** Scratch space on the same filesystem as the mirrors, emptied at start-up. */
   get tmpDir(): string {
     return this.#tmpRoot;
+  }
+
+  /**
+   * The inventory: every repository with a complete mirror under the root, whether this process
+   * created it or found it from an earlier run (the scheduler and retention walk this, so a restart
+   * does not make them forget repositories nobody has requested since).
+   */
+  async list(): Promise<Array<{ host: string; repo: string }>> {
+    const found: Array<{ host: string; repo: string }> = [];
+    const walk = async (host: string, dir: string, rel: string[], depth: number): Promise<void> => {
+      if (depth > MAX_REPO_SEGMENTS) return;
+      let entries: Dirent[];
+      try {
+        entries = await readdir(dir, { withFileTypes: true });
+      } catch {
+        return;
+      }
+      for (const entry of entries) {
+        if (entry.name.startsWith('.') || !entry.isDirectory()) continue;
+        if (entry.name.endsWith('.git')) found.push({ host, repo: [...rel, entry.name.slice(0, -4)].join('/') });
+        else await walk(host, path.join(dir, entry.name), [...rel, entry.name], depth + 1);
+      }
+    };
+    let hosts: string[] = [];
+    try {
+      hosts = await readdir(this.root);
+    } catch {
+      return found;
+    }
+    // `.tmp` holds clones in progress, never complete mirrors.
+    for (const host of hosts) if (!host.startsWith('.')) await walk(host, path.join(this.root, host), [], 0);
+    return found;
   }
 
   /** Stops every running clone and fetch (their process groups are killed). */

@@ -7,8 +7,11 @@ import type { Logger } from '../util/logger.js';
 import { systemClock, type Clock, type Timer } from '../util/clock.js';
 import type { SnapshotService } from './snapshot/service.js';
 
+/** What the scheduler drives (the SnapshotService). */
+export type ScheduledService = Pick<SnapshotService, 'known' | 'refresh' | 'collectGarbage'>;
+
 export interface SchedulerOptions {
-  service: SnapshotService;
+  service: ScheduledService;
   /** 0 disables periodic snapshots (retention still runs). */
   snapshotIntervalMs: number;
   /** How often superseded snapshots are collected. */
@@ -48,13 +51,7 @@ export class Scheduler {
   runSnapshots(): Promise<void> {
     this.snapshotTick ??= (async () => {
       try {
-        const known = this.options.service.known;
-        try {
-          for (const r of (await this.options.listRepos?.()) ?? []) known.set(`${r.host}/${r.repo}`, r);
-        } catch (err) {
-          this.log.warn({ err: (err as Error).message }, 'listing mirrors failed');
-        }
-        for (const { host, repo } of [...known.values()]) {
+        for (const { host, repo } of await this.repositories()) {
           if (this.abort.signal.aborted) return;
           try {
             await this.options.service.refresh(host, repo, this.abort.signal);
@@ -69,11 +66,31 @@ export class Scheduler {
     return this.snapshotTick;
   }
 
+  /** One retention pass over every known repository (also callable from tests). */
   runRetention(): Promise<void> {
-    this.retentionTick ??= this.options.service.collectGarbage().finally(() => {
-      this.retentionTick = undefined;
-    });
+    this.retentionTick ??= (async () => {
+      try {
+        await this.options.service.collectGarbage(await this.repositories());
+      } finally {
+        this.retentionTick = undefined;
+      }
+    })();
     return this.retentionTick;
+  }
+
+  /**
+   * The repositories served since start-up plus the mirror inventory (mirrors from earlier runs too),
+   * without adding anything to the service's own list.
+   */
+  private async repositories(): Promise<Array<{ host: string; repo: string }>> {
+    const repos = new Map<string, { host: string; repo: string }>();
+    for (const r of this.options.service.known.values()) repos.set(`${r.host}/${r.repo}`, r);
+    try {
+      for (const r of (await this.options.listRepos?.()) ?? []) repos.set(`${r.host}/${r.repo}`, r);
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'listing mirrors failed');
+    }
+    return [...repos.values()];
   }
 
   async stop(): Promise<void> {

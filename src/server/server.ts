@@ -2,7 +2,7 @@
  * The composition root: config → storage tiers → mirrors and snapshots → HTTP. Nothing imports this
  * module except the cachewd CLI and tests; every other module receives plain options objects.
  */
-import { mkdir, readdir, stat } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { S3Client } from '@aws-sdk/client-s3';
 import type { CachewConfig } from '../config/types.js';
@@ -105,7 +105,7 @@ export async function startServer(config: CachewConfig, options: StartOptions = 
     service,
     snapshotIntervalMs: config.snapshotIntervalMs,
     retentionIntervalMs: Math.max(1000, Math.min(60_000, Math.floor(config.snapshotGraceMs / 4) || 1000)),
-    listRepos: () => mirroredRepos(join(stateDir, 'mirrors')),
+    listRepos: () => mirrors.list(),
     logger,
     clock,
   });
@@ -207,33 +207,4 @@ function startS3Sweeper(cache: TieredCache, logger: Logger, clock: Clock): () =>
     first.cancel();
     timer.cancel();
   };
-}
-
-/** `<root>/<host>/<repo>.git` directories left by an earlier run. */
-async function mirroredRepos(root: string): Promise<Array<{ host: string; repo: string }>> {
-  const found: Array<{ host: string; repo: string }> = [];
-  const walk = async (host: string, dir: string, rel: string[], depth: number): Promise<void> => {
-    if (depth > 8) return;
-    let names: string[];
-    try {
-      names = await readdir(dir);
-    } catch {
-      return;
-    }
-    for (const name of names) {
-      if (name.startsWith('.')) continue;
-      const path = join(dir, name);
-      if (!(await stat(path)).isDirectory()) continue;
-      if (name.endsWith('.git')) found.push({ host, repo: [...rel, name.slice(0, -4)].join('/') });
-      else await walk(host, path, [...rel, name], depth + 1);
-    }
-  };
-  let hosts: string[] = [];
-  try {
-    hosts = await readdir(root);
-  } catch {
-    return found;
-  }
-  for (const host of hosts) if (!host.startsWith('.')) await walk(host, join(root, host), [], 0);
-  return found;
 }

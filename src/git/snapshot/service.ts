@@ -143,9 +143,9 @@ export class SnapshotService {
     });
   }
 
-  /** Deletes superseded snapshots past the grace period for every known repository. */
-  async collectGarbage(): Promise<void> {
-    for (const { host, repo } of this.known.values()) {
+  /** Deletes superseded snapshots past the grace period for `repos` (default: the ones served here). */
+  async collectGarbage(repos: Iterable<{ host: string; repo: string }> = this.known.values()): Promise<void> {
+    for (const { host, repo } of repos) {
       try {
         await collectGarbage(this.options.store, { host, repo, graceMs: this.options.graceMs });
       } catch (err) {
