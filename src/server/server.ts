@@ -23,7 +23,7 @@ import { SnapshotService } from '../git/snapshot/service.js';
 import { SharedLayers } from '../git/snapshot/shared-layers.js';
 import { Scheduler } from '../git/scheduler.js';
 import { snapshotFormatId } from '../git/snapshot/format.js';
-import { CachewError } from '../util/errors.js';
+import { AbortedError, CachewError } from '../util/errors.js';
 import { systemClock, type Clock } from '../util/clock.js';
 import { createHttpServer } from '../http/server.js';
 import { createRouter } from '../http/router.js';
@@ -88,7 +88,10 @@ export async function startServer(config: CachewConfig, options: StartOptions = 
     graceMs: config.snapshotGraceMs,
     now: () => clock.now(),
   });
+  // Aborted once in-flight responses are done: background generations stop instead of delaying exit.
+  const shutdown = new AbortController();
   const service = new SnapshotService({
+    shutdown: shutdown.signal,
     store,
     mirrors,
     workDir: join(stateDir, 'tmp'),
@@ -142,6 +145,7 @@ export async function startServer(config: CachewConfig, options: StartOptions = 
         await http.close(config.shutdownGraceMs);
         stopS3Sweeper();
         await scheduler.stop();
+        shutdown.abort(new AbortedError('cachewd is shutting down'));
         await service.drain();
         await mirrors.close();
         await cache.close();

@@ -40,6 +40,11 @@ export interface SnapshotServiceOptions {
   bundleTtlMs: number;
   logger: Logger;
   metrics?: Metrics;
+  /**
+   * Aborted at shutdown: a generation or publish still running stops (nothing partial is published)
+   * instead of holding the shutdown for a whole generation.
+   */
+  shutdown?: AbortSignal;
 }
 
 /** What the stable URL serves: the current snapshot and, when the mirror is ahead, the head to bundle to. */
@@ -183,7 +188,7 @@ export class SnapshotService {
     return this.generations.run(`${host}/${repo}@${commit}`, async () => {
       const existing = await this.options.store.record(host, repo, commit);
       if (existing) {
-        await this.options.store.publish({ host, repo, commit, existing, force, isAncestor: (a, b) => this.isAncestor(mirror, a, b) });
+        await this.options.store.publish({ host, repo, commit, existing, force, isAncestor: (a, b) => this.isAncestor(mirror, a, b), signal: this.options.shutdown });
         return existing;
       }
       await mkdir(this.options.workDir, { recursive: true });
@@ -194,7 +199,7 @@ export class SnapshotService {
         const result = await generateSnapshot(
           { gitDir: mirror.gitDir, commit, upstreamUrl: mirror.upstreamUrl, defaultBranch: branch },
           file,
-          { logger: this.log, ...this.layerOptions(host, repo) },
+          { logger: this.log, ...this.layerOptions(host, repo), signal: this.options.shutdown },
         );
         const record = await this.options.store.publish({
           host,
@@ -207,6 +212,7 @@ export class SnapshotService {
           frames: result.frames,
           force,
           isAncestor: (a, b) => this.isAncestor(mirror, a, b),
+          signal: this.options.shutdown,
         });
         this.options.metrics?.snapshotGenerations.inc({ outcome: 'ok' });
         this.log.info({ host, repo, commit, size: result.size, ms: Date.now() - started }, 'snapshot generated');
