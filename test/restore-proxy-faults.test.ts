@@ -15,6 +15,7 @@ import { startUpstream, type Upstream } from './harness/upstream.js';
 import { startCachew, type TestCachew } from './harness/cachew.js';
 import { startFaultProxy, type ProxiedRequest, type ProxyFault } from './harness/fault-proxy.js';
 import { restore } from '../src/client/restore.js';
+import { ManualClock } from '../src/util/testing/manual-clock.js';
 
 const exec = promisify(execFile);
 let upstream: Upstream;
@@ -29,7 +30,9 @@ before(async () => {
   upstream = await startUpstream();
   // ~1.5 MB of incompressible content: a snapshot of many 64 KiB chunks.
   repoUrl = (await upstream.createRepo('org/faulty', { 'data.b64': randomBytes(1024 * 1024).toString('base64'), 'README.md': 'hi\n' })).replace(/\.git$/, '');
-  cachew = await startCachew([upstream]);
+  // A clock that stands still: no request re-checks upstream (a fetch on a loaded machine could outlast
+  // the client's 1 s idle timeout that the stall case needs).
+  cachew = await startCachew([upstream], {}, { clock: new ManualClock() });
   const head = await fetch(`${cachew.url}/git/${upstream.hostName}/org/faulty/snapshot.tar.zst`, { method: 'HEAD' });
   assert.equal(head.status, 200);
   etag = head.headers.get('etag')!.replaceAll('"', '');
