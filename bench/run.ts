@@ -4,14 +4,16 @@
  *
  *   BENCH_SIZE_MB  working-tree size of the synthetic repository (default 160: ≥ 10k files, 321 commits; cached in .bench/)
  *   BENCH_RUNS     runs per measurement; medians are reported (default 3)
- *   BENCH_ONLY     comma-separated sections to run (generation,serving,memory,restore,redirect; default all)
+ *   BENCH_ONLY     comma-separated sections to run (generation,serving,memory,restore,redirect,refs; default all)
+ *   BENCH_TAGS, BENCH_BRANCHES  shape of the refs section's repository (default 2000 tags, 50 branches)
  *   BENCH_LINK_MBPS, BENCH_LINK_LATENCY_MS  the restore section's throttled link (default 50 MB/s
  *                  per connection, 10 ms each way)
  *
  * Sections: 1 generation (generateSnapshot vs clone + tar | zstd), 2 serving (cachewd's memory and
  * disk tiers vs nginx and a minimal Node file server, curl as the client, 1 stream and 4 ranges, MB/s
  * and server CPU s/GB), 3 memory (cachewd RSS under 8 concurrent curl downloads), 4 restore (restore()
- * vs git clone through cachewd vs curl | zstd | tar), 5 redirect (--s3-redirect with moto as S3).
+ * vs git clone through cachewd vs curl | zstd | tar), 5 redirect (--s3-redirect with moto as S3), 6 refs (the cost of the
+ * branches and tags after the archive, on its own repository with many tags).
  * Needs git and zstd; curl, nginx and moto_server for their sections (a missing one is reported, never
  * installed). A section that cannot run becomes a "skipped" row with
  * the reason. The table also goes to .bench/last-run.md for docs/benchmarks.md.
@@ -28,6 +30,7 @@ import { benchMemory } from './memory.js';
 import { findNginx } from './nginx.js';
 import { ensureBenchRepo, type BenchRepo } from './repo.js';
 import { benchRedirect } from './redirect.js';
+import { benchRefs } from './refs.js';
 import { benchRestore } from './restore.js';
 import { benchServing, type ServedSnapshot } from './serving.js';
 import { markdownTable, skippedRow, textTable, type Row } from './table.js';
@@ -117,6 +120,8 @@ async function serverSections(
   const serverArgs = ['--state', state, '--upstream', `${upstream.hostName}=${upstream.url}`, '--snapshot-interval', '0', '--log-level', 'info'];
   let cachewd = await startCachewd(serverArgs, cleanup);
   log(`cachewd (pid ${cachewd.pid}) at ${cachewd.url}`);
+  const refsTarget = { serverUrl: cachewd.url, upstreamUrl: upstream.url, upstreamHost: upstream.hostName, upstreamRoot: upstream.root };
+  await section('refs', () => benchRefs(refsTarget, runs, cleanup));
 
   let snapshot: ServedSnapshot | undefined;
   await section('snapshot', async () => {
