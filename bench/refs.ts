@@ -42,7 +42,7 @@ function importStream(tags: number, branches: number): string {
     parts.push('\n');
   }
   for (let i = 1; i <= tags; i++) {
-    if (i % 2 === 0) parts.push(`tag v1.${i}\nfrom :${i}\ntagger Bench <bench@example.com> ${EPOCH + i * 60} +0000\n${data(`release 1.${i}`)}\n`);
+    if (i % 2 === 0) parts.push(`tag v1.${i}\nfrom :${i}\ntagger Bench <bench@example.com> ${EPOCH + i * 60} +0000\n${data(`release 1.${i}`)}`);
     else parts.push(`reset refs/tags/l${i}\nfrom :${i}\n\n`);
   }
   const step = Math.max(1, Math.floor(tags / Math.max(1, branches)));
@@ -57,6 +57,7 @@ async function buildRepo(gitDir: string, tags: number, branches: number): Promis
   const env = cleanGitEnv();
   await run('git', ['init', '-q', '--bare', '-b', 'main', gitDir], { env, timeoutMs: TEN_MINUTES });
   const child = spawn('git', ['fast-import', '--quiet'], { cwd: gitDir, env, stdio: ['pipe', 'ignore', 'inherit'] });
+  child.stdin.on('error', () => undefined); // a dying fast-import reports through its exit code
   child.stdin.end(importStream(tags, branches));
   const [code] = (await once(child, 'close')) as [number | null];
   if (code !== 0) throw new Error(`git fast-import exited ${code}`);

@@ -13,6 +13,7 @@ import { repoFromUpstreamUrl } from '../protocol/routes.js';
 import { BadRequestError, CachewError } from '../util/errors.js';
 import { applyBundle } from './bundle.js';
 import { finishCloneLayout } from './clone-layout.js';
+import { adoptWorkTreeStats } from './index-stat.js';
 import { downloadSnapshot, type DownloadResult } from './download.js';
 import { SnapshotGoneError } from './errors.js';
 import { runGit } from './git.js';
@@ -143,8 +144,9 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
 }
 
 /**
- * Applies the bundle, fetches the other branches and tags, gives the clone the user's side of a
- * clone's layout (origin as typed, templates, reflog) and checks it is clean. Archives without `.git` (not a clone) are left
+ * Records the work tree's real stat data in the index, applies the bundle, fetches the other branches
+ * and tags, gives the clone the user's side of a clone's layout (origin as typed, templates, reflog)
+ * and checks it is clean. Archives without `.git` (not a clone) are left
  * as extracted; the commit then comes from the snapshot header alone.
  */
 async function finishClone(
@@ -165,6 +167,8 @@ async function finishClone(
   if (snapshot.commit && snapshot.commit !== head) {
     throw new CachewError('internal', `snapshot claims commit ${snapshot.commit} but contains ${head}`);
   }
+  // First, so that git runs below under its default stat rules and the snapshot's keys are gone.
+  await adoptWorkTreeStats(dir, options.signal);
   let commit = head;
   let bundleApplied = false;
   if (snapshot.bundleUrl && options.bundle !== false) {

@@ -1,0 +1,207 @@
+/**
+ * Gives a restored clone the index a checkout would have written, so that it needs none of the
+ * snapshot's own config keys.
+ *
+ * The snapshot's `.git/index` cannot know the stat data of files that do not exist yet: it carries the
+ * commit time as mtime and zeros for ctime, device, inode, uid and gid, and the archive's config sets
+ * `core.checkStat=minimal` and `core.trustctime=false` so that git compares only what tar extraction
+ * restores (docs/snapshots.md). Those keys are right for `tar -x`, but in a user's clone they would
+ * stay forever and make git blind to a file replaced with the same size and mtime. So after
+ * extraction the client writes each entry's real `lstat` data into the index — no file is read or
+ * hashed: the entries and the files come from the same verified archive — and removes both keys.
+ * `git status` is then a plain stat comparison under git's default, strict rules.
+ *
+ * Only an index git can read as version 2 (what the generator writes) is rewritten, only when the
+ * archive's config carries `core.checkStat=minimal`, and only if its checksum verifies; anything else
+ * leaves index and config as they are (still a correct clone, with the snapshot's keys). The index is
+ * streamed in batches (bounded memory whatever the number of files) into `index.lock`, which is then
+ * renamed over the index, as git itself does.
+ */
+import { createHash } from 'node:crypto';
+import { constants as fsConstants } from 'node:fs';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { abortReason } from '../util/errors.js';
+import { runGit } from './git.js';
+
+const HEADER_BYTES = 12;
+const CHECKSUM_BYTES = 20;
+/** ctime(8) mtime(8) dev ino mode uid gid size (4 each), sha1(20), flags(2). */
+const ENTRY_FIXED_BYTES = 62;
+const READ_BYTES = 1024 * 1024;
+/** Entries whose lstat runs concurrently: keeps the libuv pool busy without a burst of promises. */
+const BATCH_ENTRIES = 512;
+const GITLINK = 0o160000;
+const MODE_TYPE_MASK = 0o170000;
+const NAME_MASK = 0x0fff;
+const EXTENDED_FLAG = 0x4000;
+
+/** Why the index was left alone, or 'adopted'. */
+export type AdoptResult = 'adopted' | 'not a snapshot index' | 'unsupported index';
+
+/**
+ * Rewrites `<cloneDir>/.git/index` with the work tree's real stat data and drops the snapshot's
+ * `core.checkStat`/`core.trustctime`. See the module comment for when it declines.
+ */
+export async function adoptWorkTreeStats(cloneDir: string, signal?: AbortSignal): Promise<AdoptResult> {
+  const checkStat = await runGit(['config', '--local', '--get', 'core.checkStat'], cloneDir, signal).catch(() => '');
+  if (checkStat !== 'minimal') return 'not a snapshot index';
+  const indexPath = path.join(cloneDir, '.git', 'index');
+  const lockPath = `${indexPath}.lock`;
+  const lock = await fs.open(lockPath, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o644);
+  let ok = false;
+  try {
+    ok = await rewriteIndex(cloneDir, indexPath, lock, signal);
+    await lock.sync();
+  } finally {
+    await lock.close();
+    if (!ok) await fs.rm(lockPath, { force: true });
+  }
+  if (!ok) return 'unsupported index';
+  await fs.rename(lockPath, indexPath);
+  await runGit(['config', '--local', '--unset', 'core.checkStat'], cloneDir, signal);
+  await runGit(['config', '--local', '--unset-all', 'core.trustctime'], cloneDir, signal).catch(() => undefined);
+  return 'adopted';
+}
+
+/** Sequential reader over a file handle that hands out exact byte counts, reading 1 MiB at a time. */
+class IndexReader {
+  private buffer = Buffer.alloc(0);
+  private offset = 0;
+  private position = 0;
+  /** Bytes handed out so far. */
+  consumed = 0;
+
+  constructor(
+    private readonly handle: fs.FileHandle,
+    readonly size: number,
+  ) {}
+
+  /** Makes `length` bytes available at the read offset; false when the file ends first. */
+  private async fill(length: number): Promise<boolean> {
+    while (this.buffer.length - this.offset < length) {
+      if (this.position >= this.size) return false;
+      const chunk = Buffer.alloc(Math.min(Math.max(READ_BYTES, length), this.size - this.position));
+      const { bytesRead } = await this.handle.read(chunk, 0, chunk.length, this.position);
+      if (bytesRead === 0) return false;
+      this.position += bytesRead;
+      // Bytes already handed out stay valid: concat copies into a new buffer.
+      this.buffer = Buffer.concat([this.buffer.subarray(this.offset), chunk.subarray(0, bytesRead)]);
+      this.offset = 0;
+    }
+    return true;
+  }
+
+  /** The next `length` bytes without consuming them, or undefined when the file ends first. */
+  async peek(length: number): Promise<Buffer | undefined> {
+    return (await this.fill(length)) ? this.buffer.subarray(this.offset, this.offset + length) : undefined;
+  }
+
+  /** The next `length` bytes, or undefined when the file ends first. */
+  async take(length: number): Promise<Buffer | undefined> {
+    const bytes = await this.peek(length);
+    if (bytes !== undefined) {
+      this.offset += length;
+      this.consumed += length;
+    }
+    return bytes;
+  }
+}
+
+/** Streams the patched index into `out`; false when the index is not one we can rewrite. */
+async function rewriteIndex(cloneDir: string, indexPath: string, out: fs.FileHandle, signal?: AbortSignal): Promise<boolean> {
+  const input = await fs.open(indexPath, 'r');
+  try {
+    const size = (await input.stat()).size;
+    if (size < HEADER_BYTES + CHECKSUM_BYTES) return false;
+    const reader = new IndexReader(input, size);
+    const original = createHash('sha1');
+    const patched = createHash('sha1');
+    const write = async (bytes: Buffer): Promise<void> => {
+      patched.update(bytes);
+      await out.write(bytes);
+    };
+    const header = (await reader.take(HEADER_BYTES))!;
+    original.update(header);
+    if (header.toString('latin1', 0, 4) !== 'DIRC' || header.readUInt32BE(4) !== 2) return false;
+    let remaining = header.readUInt32BE(8);
+    await write(header);
+    const root = Buffer.from(cloneDir + path.sep);
+    while (remaining > 0) {
+      if (signal?.aborted) throw abortReason(signal);
+      const batch: Buffer[] = [];
+      while (batch.length < BATCH_ENTRIES && remaining > 0) {
+        const entry = await readEntry(reader);
+        if (entry === undefined) return false;
+        original.update(entry);
+        batch.push(Buffer.from(entry)); // a copy: patched in place below
+        remaining--;
+      }
+      if (!(await patchBatch(root, batch))) return false;
+      for (const entry of batch) await write(entry);
+    }
+    // Extensions (e.g. TREE) do not depend on stat data: copied as they are, up to the checksum.
+    while (reader.consumed < size - CHECKSUM_BYTES) {
+      const bytes = (await reader.take(Math.min(READ_BYTES, size - CHECKSUM_BYTES - reader.consumed)))!;
+      original.update(bytes);
+      await write(bytes);
+    }
+    const checksum = await reader.take(CHECKSUM_BYTES);
+    if (checksum === undefined || !original.digest().equals(checksum)) return false;
+    await out.write(patched.digest());
+    return true;
+  } finally {
+    await input.close();
+  }
+}
+
+/** One version-2 entry with its padding, or undefined when malformed. */
+async function readEntry(reader: IndexReader): Promise<Buffer | undefined> {
+  const fixed = await reader.peek(ENTRY_FIXED_BYTES);
+  if (fixed === undefined) return undefined;
+  const flags = fixed.readUInt16BE(60);
+  if ((flags & EXTENDED_FLAG) !== 0) return undefined; // not valid in version 2
+  let nameLength = flags & NAME_MASK;
+  if (nameLength === NAME_MASK) {
+    // A name of 4095 bytes or more: its length is where the NUL is.
+    const longest = await reader.peek(Math.min(reader.size - reader.consumed, ENTRY_FIXED_BYTES + 64 * 1024));
+    const nul = longest?.indexOf(0, ENTRY_FIXED_BYTES) ?? -1;
+    if (nul < 0) return undefined;
+    nameLength = nul - ENTRY_FIXED_BYTES;
+  }
+  // The entry is padded with 1 to 8 NUL bytes to a multiple of 8.
+  const length = (ENTRY_FIXED_BYTES + nameLength + 8) & ~7;
+  return reader.take(length);
+}
+
+/** Writes each entry's lstat data in place; false when a file is missing or of another type. */
+async function patchBatch(root: Buffer, entries: Buffer[]): Promise<boolean> {
+  const results = await Promise.all(
+    entries.map(async (entry) => {
+      const mode = entry.readUInt32BE(24);
+      if ((mode & MODE_TYPE_MASK) === GITLINK) return true; // git ignores stat data of gitlinks
+      const nameLength = entry.indexOf(0, ENTRY_FIXED_BYTES) - ENTRY_FIXED_BYTES;
+      const file = Buffer.concat([root, entry.subarray(ENTRY_FIXED_BYTES, ENTRY_FIXED_BYTES + nameLength)]);
+      let st;
+      try {
+        st = await fs.lstat(file, { bigint: true });
+      } catch {
+        return false;
+      }
+      if (Number(st.mode & BigInt(MODE_TYPE_MASK)) !== (mode & MODE_TYPE_MASK)) return false;
+      const u32 = (value: bigint): number => Number(value & 0xffffffffn);
+      const billion = 1_000_000_000n;
+      entry.writeUInt32BE(u32(st.ctimeNs / billion), 0);
+      entry.writeUInt32BE(u32(st.ctimeNs % billion), 4);
+      entry.writeUInt32BE(u32(st.mtimeNs / billion), 8);
+      entry.writeUInt32BE(u32(st.mtimeNs % billion), 12);
+      entry.writeUInt32BE(u32(st.dev), 16);
+      entry.writeUInt32BE(u32(st.ino), 20);
+      entry.writeUInt32BE(u32(st.uid), 28);
+      entry.writeUInt32BE(u32(st.gid), 32);
+      entry.writeUInt32BE(u32(st.size), 36);
+      return true;
+    }),
+  );
+  return results.every(Boolean);
+}
