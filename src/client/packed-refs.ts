@@ -11,6 +11,7 @@
  */
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { isObjectId } from '../protocol/object-id.js';
 
 export interface PackedRef {
   name: string;
@@ -20,7 +21,6 @@ export interface PackedRef {
 }
 
 const HEADER = '# pack-refs with: peeled fully-peeled sorted \n';
-const OID = /^[0-9a-f]{40}([0-9a-f]{24})?$/;
 
 /**
  * True for a ref name git accepts (git-check-ref-format rules), decoded without loss. A name with a
@@ -44,14 +44,14 @@ export function parsePackedRefs(text: string): PackedRef[] {
     if (line === '' || line.startsWith('#')) continue;
     if (line.startsWith('^')) {
       const last = refs[refs.length - 1];
-      if (last === undefined || !OID.test(line.slice(1))) throw new Error(`malformed packed-refs line: ${line.slice(0, 100)}`);
+      if (last === undefined || !isObjectId(line.slice(1))) throw new Error(`malformed packed-refs line: ${line.slice(0, 100)}`);
       last.peeled = line.slice(1);
       continue;
     }
     const space = line.indexOf(' ');
     const oid = line.slice(0, space);
     const name = line.slice(space + 1);
-    if (space < 0 || !OID.test(oid) || !isValidRefName(name)) throw new Error(`malformed packed-refs line: ${line.slice(0, 100)}`);
+    if (space < 0 || !isObjectId(oid) || !isValidRefName(name)) throw new Error(`malformed packed-refs line: ${line.slice(0, 100)}`);
     refs.push({ name, oid });
   }
   return refs;
@@ -77,7 +77,7 @@ export async function writePackedRefs(gitDir: string, updates: readonly PackedRe
   const merged = new Map<string, PackedRef>();
   for (const ref of parsePackedRefs(existing)) merged.set(ref.name, ref);
   for (const ref of updates) {
-    if (!isValidRefName(ref.name) || !OID.test(ref.oid) || (ref.peeled !== undefined && !OID.test(ref.peeled))) {
+    if (!isValidRefName(ref.name) || !isObjectId(ref.oid) || (ref.peeled !== undefined && !isObjectId(ref.peeled))) {
       throw new Error(`refusing to write ref ${JSON.stringify(ref.name.slice(0, 100))}`);
     }
     merged.set(ref.name, ref);

@@ -131,7 +131,7 @@ async function cloneRefs(cloneDir: string, url: URL, env: Record<string, string>
  */
 async function moveObjects(from: string, to: string): Promise<void> {
   for (const dir of await fs.readdir(from)) {
-    if (dir !== 'pack' && !/^[0-9a-f]{2}$/.test(dir)) continue; // info/alternates points at `to`
+    if (dir === 'info') continue; // info/alternates points at `to`; the rest is packs and loose objects
     await fs.mkdir(path.join(to, dir), { recursive: true });
     for (const name of await fs.readdir(path.join(from, dir))) {
       const target = path.join(to, dir, name);
