@@ -42,7 +42,7 @@ export interface SyncRefsOptions {
    * them.
    */
   headers?: Record<string, string>;
-  /** Attempts before giving up (default 5): `git fetch` is idempotent, a retry only repeats work. */
+  /** Attempts before giving up (default 5): the scratch clone starts afresh, a retry only repeats work. */
   maxAttempts?: number;
   /** First retry delay in ms, doubling per failure (default 200). */
   backoffMs?: number;

@@ -146,8 +146,8 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
 /**
  * Records the work tree's real stat data in the index, applies the bundle, fetches the other branches
  * and tags, gives the clone the user's side of a clone's layout (origin as typed, templates, reflog)
- * and checks it is clean. Archives without `.git` (not a clone) are left
- * as extracted; the commit then comes from the snapshot header alone.
+ * and checks it is clean. Archives without `.git` (not a clone) are left as extracted; the commit
+ * then comes from the snapshot header alone.
  */
 async function finishClone(
   dir: string,
