@@ -9,6 +9,7 @@ import { NoSnapshotError } from '../client/errors.js';
 import { ProgressBar } from '../client/progress.js';
 import { DEFAULT_CHUNK_SIZE, DEFAULT_CONCURRENCY, restore } from '../client/restore.js';
 import { parseSize } from '../client/size.js';
+import { gitCredentialFill, tokenAuthorization } from '../client/credentials.js';
 import { AbortedError } from '../util/errors.js';
 
 const USAGE = `Usage: cachew git restore <repo-url> <dir> [options]
@@ -20,6 +21,8 @@ Options:
   --concurrency N     parallel Range requests (default ${DEFAULT_CONCURRENCY})
   --chunk-size SIZE   bytes per request: 4194304, 512KiB, 16MiB, 1GiB, 64k, 2m (default 16MiB)
   --no-bundle         restore the snapshot alone: its commit and default branch, no tags or other branches
+  --token TOKEN       credential for a server that checks access (default: $CACHEW_TOKEN; without
+                      either, on a 401 git's credential helper is asked for <repo-url>)
   --json              print {"commit","digest","bytes","seconds","bundleApplied"} on stdout
   -h, --help          show this help
 
@@ -39,6 +42,7 @@ async function main(argv: string[]): Promise<number> {
         concurrency: { type: 'string' },
         'chunk-size': { type: 'string' },
         'no-bundle': { type: 'boolean', default: false },
+        token: { type: 'string' },
         json: { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
       },
@@ -59,6 +63,8 @@ async function main(argv: string[]): Promise<number> {
   if (!Number.isInteger(concurrency) || concurrency < 1) throw new UsageError(`invalid --concurrency "${values.concurrency}"`);
   const chunkSize = values['chunk-size'] === undefined ? DEFAULT_CHUNK_SIZE : parseSize(values['chunk-size']);
   const serverUrl = values.url || process.env.CACHEW_URL || 'http://127.0.0.1:8080';
+  const token = values.token || process.env.CACHEW_TOKEN;
+  const credentials = token ? { authorization: tokenAuthorization(token) } : { fill: () => gitCredentialFill(repoUrl) };
 
   const controller = new AbortController();
   const onSignal = (): void => {
@@ -77,6 +83,7 @@ async function main(argv: string[]): Promise<number> {
       concurrency,
       chunkSize,
       bundle: !values['no-bundle'],
+      credentials,
       signal: controller.signal,
       onProgress: bar
         ? (progress) => bar.update(progress.bytes, progress.total, progress.phase === 'download' ? '' : `${progress.phase}…`)

@@ -35,6 +35,18 @@ export class UnsafeArchiveError extends CachewError {
   }
 }
 
+/** The server answered 401: no credentials, or the upstream refused the ones we sent. Never retried. */
+export class AuthenticationError extends CachewError {
+  constructor(serverOrigin: string, repoUrl: string, sentCredentials: boolean) {
+    super(
+      'unauthorized',
+      sentCredentials
+        ? `${serverOrigin} refused our credentials for ${repoUrl} (HTTP 401): check the token or the git credential helper for that URL`
+        : `${serverOrigin} requires credentials for ${repoUrl} (HTTP 401): set up a git credential helper for that URL, or pass --token / CACHEW_TOKEN`,
+    );
+  }
+}
+
 /** An HTTP answer the client cannot use (unexpected status, missing or inconsistent headers). */
 export class ProtocolError extends CachewError {
   constructor(message: string, readonly status?: number) {

@@ -8,13 +8,16 @@ import http from 'node:http';
 import https from 'node:https';
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import { TimeoutError, abortReason } from '../util/errors.js';
-import { ProtocolError } from './errors.js';
+import { AuthenticationError, ProtocolError } from './errors.js';
+import type { ServerCredentials } from './credentials.js';
 
 export interface HttpClientOptions {
   /** Keep-alive sockets per origin; size it to the download concurrency plus a spare. */
   maxSockets?: number;
   /** Fail a request when no byte (or no response head) arrives for this long while we wait. */
   idleTimeoutMs?: number;
+  /** Credentials for the cachew server (sent to its origin only; see credentials.ts). */
+  credentials?: ServerCredentials;
 }
 
 export interface HttpResponse {
@@ -31,19 +34,53 @@ export class HttpClient {
   readonly idleTimeoutMs: number;
   private readonly httpAgent: http.Agent;
   private readonly httpsAgent: https.Agent;
+  private readonly credentials: ServerCredentials | undefined;
+  /** The Authorization value in use; filled on the first 401 when none was given. */
+  private authorization: Promise<string | undefined> | undefined;
+  private filled = false;
 
   constructor(options: HttpClientOptions = {}) {
     this.idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+    this.credentials = options.credentials;
+    this.authorization = options.credentials?.authorization ? Promise.resolve(options.credentials.authorization) : undefined;
     const maxSockets = options.maxSockets ?? 16;
     this.httpAgent = new http.Agent({ keepAlive: true, maxSockets });
     this.httpsAgent = new https.Agent({ keepAlive: true, maxSockets });
   }
 
   /**
-   * Sends a GET and resolves once the response head arrived (any status). The caller MUST either
-   * consume `body` or call `discard(response)`.
+   * Sends a GET and resolves once the response head arrived (any status but a final 401 from the
+   * server, which rejects with AuthenticationError). The caller MUST either consume `body` or call
+   * `discard(response)`. Requests to the server's origin carry its credentials; on the first 401
+   * without any, they are filled once (git's credential helper) and the request is repeated.
    */
-  get(url: URL, headers: Record<string, string> = {}, signal?: AbortSignal): Promise<HttpResponse> {
+  async get(url: URL, headers: Record<string, string> = {}, signal?: AbortSignal): Promise<HttpResponse> {
+    const creds = this.credentials;
+    const toServer = creds !== undefined && url.origin === creds.origin;
+    let authorization = toServer ? await this.authorization : undefined;
+    let response = await this.send(url, authorization ? { ...headers, authorization } : headers, signal);
+    if (!toServer || response.status !== 401) return response;
+    discard(response);
+    if (authorization === undefined && creds.fill && !this.filled) {
+      this.filled = true;
+      this.authorization = creds.fill();
+    }
+    const fresh = await this.authorization;
+    if (fresh !== undefined && fresh !== authorization) {
+      authorization = fresh;
+      response = await this.send(url, { ...headers, authorization }, signal);
+      if (response.status !== 401) return response;
+      discard(response);
+    }
+    throw new AuthenticationError(url.origin, creds.repoUrl, authorization !== undefined);
+  }
+
+  /** The Authorization value requests to the server carry now (given, or filled after a 401), if any. */
+  async serverAuthorization(): Promise<string | undefined> {
+    return this.authorization === undefined ? undefined : await this.authorization;
+  }
+
+  private send(url: URL, headers: Record<string, string>, signal?: AbortSignal): Promise<HttpResponse> {
     if (signal?.aborted) return Promise.reject(abortReason(signal));
     const transport = url.protocol === 'https:' ? https : url.protocol === 'http:' ? http : undefined;
     if (!transport) return Promise.reject(new ProtocolError(`unsupported URL scheme: ${url.protocol}`));

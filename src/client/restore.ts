@@ -60,6 +60,12 @@ export interface RestoreOptions {
   backoffMs?: number;
   /** A request waiting this long for its next byte fails and is retried (default 30 s). */
   idleTimeoutMs?: number;
+  /**
+   * Credentials for a server that checks callers against the upstream: a known Authorization value
+   * (see tokenAuthorization) and/or a way to get one on the first 401 (see gitCredentialFill).
+   * Sent to the cachew server only.
+   */
+  credentials?: { authorization?: string; fill?: () => Promise<string | undefined> };
 }
 
 export interface RestoreResult {
@@ -100,7 +106,8 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   await fs.mkdir(path.dirname(target), { recursive: true });
   await removeStaleSiblings(target);
 
-  const http = new HttpClient({ maxSockets: concurrency + 2, idleTimeoutMs: options.idleTimeoutMs });
+  const credentials = options.credentials && { ...options.credentials, origin: serverUrl.origin, repoUrl: options.repoUrl };
+  const http = new HttpClient({ maxSockets: concurrency + 2, idleTimeoutMs: options.idleTimeoutMs, credentials });
   const stats: ParallelGetStats = { requests: 0, retries: 0, bufferedBytes: 0, maxBufferedBytes: 0, fellBack: false };
   try {
     for (let round = 0; ; round++) {
@@ -191,7 +198,8 @@ async function finishClone(
       serverUrl: options.serverUrl,
       host: options.host,
       repo: options.repo,
-      headers: options.serverHeaders,
+      // git sends the same credential the downloads used (if the server asked for one), scoped to its URL.
+      headers: await withAuthorization(http, options.serverHeaders),
       maxAttempts: options.maxAttempts,
       backoffMs: options.backoffMs,
       signal: options.signal,
@@ -218,4 +226,11 @@ async function assertTargetFree(target: string, shown: string): Promise<void> {
   }
   if (stat.isDirectory() && (await fs.readdir(target)).length === 0) return;
   throw new CachewError('already_exists', `destination path '${shown}' already exists and is not an empty directory`);
+}
+
+/** `headers` plus the HTTP client's current Authorization for the server, unless the caller set one. */
+async function withAuthorization(http: HttpClient, headers: Record<string, string> = {}): Promise<Record<string, string>> {
+  const authorization = await http.serverAuthorization();
+  const named = Object.keys(headers).some((name) => name.toLowerCase() === 'authorization');
+  return authorization && !named ? { ...headers, Authorization: authorization } : headers;
 }

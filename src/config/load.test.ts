@@ -65,6 +65,11 @@ test('bad input is one clear ConfigError line', async () => {
     [['--disk-limit-mb=-3'], {}, /positive integer/],
     [[], { CACHEW_LOG_LEVEL: 'loud' }, /CACHEW_LOG_LEVEL: must be one of/],
     [['--config', '/nonexistent/cachew.json'], {}, /no such file/],
+    [['--upstream-auth', 'github.com=private'], {}, /--upstream-auth: invalid mode "private" \(expected public or passthrough\) for upstream github.com/],
+    [['--upstream-auth', 'passthrough'], {}, /--upstream-auth: expected NAME=public\|passthrough/],
+    [['--upstream-auth', 'example.org=passthrough'], {}, /--upstream-auth: unknown upstream "example.org" \(configured: github.com, /],
+    [[], { CACHEW_UPSTREAM_TOKEN_FILE: 'nope.example=/t' }, /CACHEW_UPSTREAM_TOKEN_FILE: unknown upstream "nope.example"/],
+    [['--upstream-auth-deny-ttl', '2m'], {}, /must not be longer than --upstream-auth-ttl/],
   ];
   for (const [argv, env, pattern] of cases) {
     assert.throws(() => loadConfig(argv, env), (err: unknown) => {
@@ -118,6 +123,34 @@ test('--s3-redirect and its TTL from flags, env and file; refused without S3 or 
       return true;
     });
   }
+});
+
+test('per-upstream auth mode and server token: file, env and flags merge per name', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'cachew-config-'));
+  try {
+    const file = join(dir, 'c.json');
+    await writeFile(file, JSON.stringify({
+      upstream: { 'a.example': 'https://a.example', 'b.example': 'https://b.example', 'c.example': 'https://c.example' },
+      'upstream-auth': { 'a.example': 'passthrough', 'b.example': 'passthrough' },
+      'upstream-token-file': ['a.example=/run/a-token'],
+    }));
+    const { config } = loadConfig(
+      ['--config', file, '--upstream-auth', 'b.example=public', '--upstream-auth-ttl', '2m', '--upstream-auth-deny-ttl', '5s'],
+      { CACHEW_UPSTREAM_TOKEN_ENV: 'c.example=C_TOKEN', CACHEW_UPSTREAM_AUTH: 'c.example=passthrough' },
+    );
+    assert.deepEqual(config.upstreams, [
+      { name: 'a.example', baseUrl: 'https://a.example', auth: 'passthrough', tokenFile: '/run/a-token' },
+      { name: 'b.example', baseUrl: 'https://b.example', auth: 'public' },
+      { name: 'c.example', baseUrl: 'https://c.example', auth: 'passthrough', tokenEnv: 'C_TOKEN' },
+    ]);
+    assert.equal(config.authAllowTtlMs, 120_000);
+    assert.equal(config.authDenyTtlMs, 5_000);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+  const defaults = loadConfig([], {}).config;
+  assert.ok(defaults.upstreams.every((u) => u.auth === undefined), 'public (no check) unless configured');
+  assert.equal(defaults.authAllowTtlMs, 60_000);
 });
 
 test('loadConfig does not mutate the defaults', () => {

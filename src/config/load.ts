@@ -6,8 +6,8 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { ConfigError } from '../util/errors.js';
-import { DEFAULT_CONFIG, type CachewConfig } from './types.js';
-import { parseBind, parseBoolean, parseDuration, parsePositiveInt, parseUpstream } from './parse.js';
+import { DEFAULT_CONFIG, type CachewConfig, type UpstreamAuthMode } from './types.js';
+import { parseBind, parseBoolean, parseDuration, parseNamed, parsePositiveInt, parseUpstream } from './parse.js';
 
 type RawValue = string | number | boolean | string[];
 
@@ -16,7 +16,35 @@ interface Setting {
   flag: string;
   kind: 'string' | 'boolean' | 'list';
   help: string;
-  apply(config: CachewConfig, value: RawValue, where: string): void;
+  apply(config: CachewConfig, value: RawValue, where: string, perUpstream: PerUpstream): void;
+}
+
+/** A NAME=VALUE setting as given, with where it came from for the error message. */
+interface NamedValue {
+  value: string;
+  where: string;
+}
+
+/**
+ * Per-upstream settings (`--upstream-auth`, `--upstream-token-file`, `--upstream-token-env`). They are
+ * collected across file, env and flags (a later layer wins per name) and only then checked against
+ * the upstream list, which any layer may have replaced.
+ */
+interface PerUpstream {
+  auth: Map<string, NamedValue>;
+  tokenFile: Map<string, NamedValue>;
+  tokenEnv: Map<string, NamedValue>;
+}
+
+const AUTH_MODES: readonly UpstreamAuthMode[] = ['public', 'passthrough'];
+
+function named(target: Map<string, NamedValue>, where: string, value: RawValue, what: string, check?: (v: string) => string | undefined): void {
+  for (const item of list(where, value)) {
+    const parsed = parseNamed(where, item, what);
+    const problem = check?.(parsed.value);
+    if (problem) throw new ConfigError(`${where}: ${problem} for upstream ${parsed.name}`);
+    target.set(parsed.name, { value: parsed.value, where });
+  }
 }
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -96,6 +124,17 @@ export const SETTINGS: Setting[] = [
     apply: (c, v, w) => { c.readOnly = parseBoolean(w, typeof v === 'boolean' ? v : str(w, v)); } },
   { flag: 'api-token', kind: 'string', help: 'bearer token for POST /api/v1 from non-loopback clients',
     apply: (c, v, w) => { c.apiToken = str(w, v) || undefined; } },
+  { flag: 'upstream-auth', kind: 'list', help: 'NAME=public|passthrough, repeatable: who may read through that upstream (default public)',
+    apply: (_c, v, w, p) => named(p.auth, w, v, 'public|passthrough', (mode) =>
+      (AUTH_MODES as readonly string[]).includes(mode) ? undefined : `invalid mode "${mode}" (expected public or passthrough)`) },
+  { flag: 'upstream-token-file', kind: 'list', help: "NAME=PATH, repeatable: file with the server's own token for that upstream (read at use)",
+    apply: (_c, v, w, p) => named(p.tokenFile, w, v, 'PATH') },
+  { flag: 'upstream-token-env', kind: 'list', help: "NAME=VAR, repeatable: env variable with the server's own token for that upstream",
+    apply: (_c, v, w, p) => named(p.tokenEnv, w, v, 'VAR') },
+  { flag: 'upstream-auth-ttl', kind: 'string', help: 'how long a passthrough check that allowed is reused (default 60s)',
+    apply: (c, v, w) => { c.authAllowTtlMs = parseDuration(w, str(w, v)); } },
+  { flag: 'upstream-auth-deny-ttl', kind: 'string', help: 'how long a passthrough check that denied is reused (default 10s)',
+    apply: (c, v, w) => { c.authDenyTtlMs = parseDuration(w, str(w, v)); } },
   { flag: 'mirror-wait', kind: 'string', help: 'how long a request waits for a first clone before 503 (default 2m)',
     apply: (c, v, w) => { c.mirrorWaitMs = parseDuration(w, str(w, v)); } },
   { flag: 'shutdown-grace', kind: 'string', help: 'how long in-flight requests may finish on SIGTERM (default 30s)',
@@ -130,21 +169,23 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env)
   const config: CachewConfig = structuredClone(DEFAULT_CONFIG);
   if (values.help) return { config, help: true };
 
+  const perUpstream: PerUpstream = { auth: new Map(), tokenFile: new Map(), tokenEnv: new Map() };
   const file = (values.config as string | undefined) ?? env.CACHEW_CONFIG;
-  if (file) applyFile(config, file);
+  if (file) applyFile(config, file, perUpstream);
   for (const s of SETTINGS) {
     const value = env[envName(s.flag)];
-    if (value !== undefined) s.apply(config, value, envName(s.flag));
+    if (value !== undefined) s.apply(config, value, envName(s.flag), perUpstream);
   }
   for (const s of SETTINGS) {
     const value = values[s.flag];
-    if (value !== undefined) s.apply(config, value, `--${s.flag}`);
+    if (value !== undefined) s.apply(config, value, `--${s.flag}`, perUpstream);
   }
+  applyPerUpstream(config, perUpstream);
   validate(config);
   return { config, help: false };
 }
 
-function applyFile(config: CachewConfig, file: string): void {
+function applyFile(config: CachewConfig, file: string, perUpstream: PerUpstream): void {
   let data: unknown;
   try {
     data = JSON.parse(readFileSync(file, 'utf8'));
@@ -158,13 +199,29 @@ function applyFile(config: CachewConfig, file: string): void {
   for (const [key, value] of Object.entries(data)) {
     const setting = SETTINGS.find((s) => s.flag === key);
     if (!setting) throw new ConfigError(`--config ${file}: unknown setting "${key}"`);
-    // `upstream` may also be an object {"NAME": "BASEURL"} in the file.
+    // NAME=VALUE lists (`upstream`, `upstream-auth`, ...) may also be objects {"NAME": "VALUE"} in the file.
     const raw: RawValue =
-      key === 'upstream' && value && typeof value === 'object' && !Array.isArray(value)
-        ? Object.entries(value as Record<string, string>).map(([n, u]) => `${n}=${u}`)
+      setting.kind === 'list' && value && typeof value === 'object' && !Array.isArray(value)
+        ? Object.entries(value as Record<string, unknown>).map(([n, u]) => `${n}=${String(u)}`)
         : (value as RawValue);
-    setting.apply(config, raw, `${file}: ${key}`);
+    setting.apply(config, raw, `${file}: ${key}`, perUpstream);
   }
+}
+
+/** Folds the per-upstream settings into the upstream list; a name that is not an upstream is an error. */
+function applyPerUpstream(config: CachewConfig, perUpstream: PerUpstream): void {
+  const byName = new Map(config.upstreams.map((u) => [u.name, u]));
+  const known = [...byName.keys()].join(', ');
+  const each = (entries: Map<string, NamedValue>, set: (u: CachewConfig['upstreams'][number], value: string) => void): void => {
+    for (const [name, { value, where }] of entries) {
+      const upstream = byName.get(name);
+      if (!upstream) throw new ConfigError(`${where}: unknown upstream "${name}" (configured: ${known})`);
+      set(upstream, value);
+    }
+  };
+  each(perUpstream.auth, (u, v) => { u.auth = v as UpstreamAuthMode; });
+  each(perUpstream.tokenFile, (u, v) => { u.tokenFile = v; });
+  each(perUpstream.tokenEnv, (u, v) => { u.tokenEnv = v; });
 }
 
 function validate(config: CachewConfig): void {
@@ -172,14 +229,19 @@ function validate(config: CachewConfig): void {
   if (config.s3Redirect && !config.s3) throw new ConfigError('--s3-redirect: needs S3 (--s3-bucket) to redirect to');
   if (config.upstreams.length === 0) throw new ConfigError('--upstream: at least one upstream is required');
   if (config.refCheckIntervalMs <= 0) throw new ConfigError('--ref-check-interval: must be greater than 0');
+  if (config.authDenyTtlMs > config.authAllowTtlMs) {
+    throw new ConfigError('--upstream-auth-deny-ttl: must not be longer than --upstream-auth-ttl');
+  }
 }
 
 export function usage(): string {
   const lines = ['Usage: cachewd [flags]', '', 'Flags (each also settable as CACHEW_<FLAG> or a key of the --config JSON file):'];
-  lines.push('  --config FILE'.padEnd(30) + 'JSON file with any of the settings below');
+  // Long flags push their help one space to the right rather than run into it.
+  const column = (text: string): string => (text.length >= 30 ? `${text} ` : text.padEnd(30));
+  lines.push(column('  --config FILE') + 'JSON file with any of the settings below');
   for (const s of SETTINGS) {
     const arg = s.kind === 'boolean' ? '' : ' VALUE';
-    lines.push(`  --${s.flag}${arg}`.padEnd(30) + s.help);
+    lines.push(column(`  --${s.flag}${arg}`) + s.help);
   }
   return lines.join('\n');
 }

@@ -67,3 +67,15 @@ export function parseUpstream(setting: string, value: string): { name: string; b
   }
   return { name, baseUrl };
 }
+
+/**
+ * `NAME=VALUE` for per-upstream settings (`--upstream-auth github.com=passthrough`). The name is not
+ * checked against the configured upstreams here: that happens once every layer is read.
+ */
+export function parseNamed(setting: string, value: string, what: string): { name: string; value: string } {
+  const eq = value.indexOf('=');
+  const name = eq > 0 ? value.slice(0, eq).trim() : '';
+  const rest = eq > 0 ? value.slice(eq + 1).trim() : '';
+  if (!name || !rest) throw new ConfigError(`${setting}: expected NAME=${what}, got "${value}"`);
+  return { name, value: rest };
+}

@@ -7,10 +7,18 @@ export interface UpstreamConfig {
   name: string;
   /** Where `/git/{name}/{repo}` maps: `https://github.com` → `https://github.com/{repo}`. */
   baseUrl: string;
-  /** Optional credentials for the mirror's own fetches (never logged). */
+  /**
+   * Who may read through this upstream: `public` (anyone who reaches cachewd; today's behaviour) or
+   * `passthrough` (every request is checked with the caller's own credentials against the upstream).
+   * Absent = `public`.
+   */
+  auth?: UpstreamAuthMode;
+  /** The server's own credentials for mirror clones and fetches, read at use (never logged). */
   tokenEnv?: string;
   tokenFile?: string;
 }
+
+export type UpstreamAuthMode = 'public' | 'passthrough';
 
 export interface S3Config {
   bucket: string;
@@ -40,6 +48,10 @@ export interface CachewConfig {
   diskLimitMb: number;
   readOnly: boolean;
   apiToken?: string;
+  /** How long an upstream's "yes, this credential may read this repository" is reused. */
+  authAllowTtlMs: number;
+  /** How long an upstream's "no" is reused (shorter, so a fixed credential works soon). */
+  authDenyTtlMs: number;
   /** How long a request waits for a mirror's first clone before 503. */
   mirrorWaitMs: number;
   /** How long in-flight responses may take to finish after SIGTERM. */
@@ -67,6 +79,8 @@ export const DEFAULT_CONFIG: CachewConfig = {
   memoryLimitMb: 256,
   diskLimitMb: 10_240,
   readOnly: false,
+  authAllowTtlMs: 60_000,
+  authDenyTtlMs: 10_000,
   mirrorWaitMs: 120_000,
   shutdownGraceMs: 30_000,
 };

@@ -34,16 +34,17 @@ void test('tokens come from the environment or a file, read at each use, never s
   const fromFile = registry.get('file')!;
   assert.equal(env.authorizationHeader(), undefined);
   process.env[envName] = 'secret-env';
-  assert.equal(env.authorizationHeader(), 'Bearer secret-env');
+  const basic = (login: string): string => `Basic ${Buffer.from(login).toString('base64')}`;
+  assert.equal(env.authorizationHeader(), basic('x-access-token:secret-env'));
   assert.deepEqual(env.gitEnv(), {
     GIT_CONFIG_COUNT: '1',
     GIT_CONFIG_KEY_0: 'http.extraHeader',
-    GIT_CONFIG_VALUE_0: 'Authorization: Bearer secret-env',
+    GIT_CONFIG_VALUE_0: `Authorization: ${basic('x-access-token:secret-env')}`,
   });
   assert.equal(fromFile.authorizationHeader(), undefined, 'missing file = no credentials');
   await fs.writeFile(file, 'secret-file\n');
-  assert.equal(fromFile.authorizationHeader(), 'Bearer secret-file');
-  await fs.writeFile(file, 'rotated\n');
-  assert.equal(fromFile.authorizationHeader(), 'Bearer rotated');
+  assert.equal(fromFile.authorizationHeader(), basic('x-access-token:secret-file'));
+  await fs.writeFile(file, 'x-token-auth:rotated\n');
+  assert.equal(fromFile.authorizationHeader(), basic('x-token-auth:rotated'), 'a rotated file is read at the next use; USER:TOKEN names the user');
   assert.doesNotMatch(JSON.stringify({ env, fromFile }), /secret|rotated/);
 });

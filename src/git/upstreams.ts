@@ -4,6 +4,7 @@
  * picked up without a restart) and never logged.
  */
 import { readFileSync } from 'node:fs';
+import { tokenAuthorization } from '../protocol/token-auth.js';
 
 /** One upstream as the composition root hands it over (mirrors the config's shape; git/ never imports config/). */
 export interface UpstreamOptions {
@@ -11,9 +12,9 @@ export interface UpstreamOptions {
   name: string;
   /** Base URL, e.g. `https://github.com`; a trailing slash is ignored. */
   baseUrl: string;
-  /** Environment variable holding a bearer token for the mirror's own fetches. */
+  /** Environment variable holding the server's token for the mirror's own fetches. */
   tokenEnv?: string;
-  /** File holding a bearer token (first line, trimmed). */
+  /** File holding that token (first line, trimmed; `USER:TOKEN` names the user too). */
   tokenFile?: string;
 }
 
@@ -37,8 +38,9 @@ export class Upstream {
   }
 
   /**
-   * `Bearer <token>` when a token is configured and available, else undefined. Read at each call; a
-   * missing file or empty variable simply means "no credentials".
+   * The server's own credentials as an Authorization value (see protocol/token-auth.ts for the form),
+   * else undefined. Read at each call, so a rotated file is picked up at the next fetch; a missing
+   * file or empty variable means "none".
    */
   authorizationHeader(): string | undefined {
     let token: string | undefined;
@@ -50,7 +52,7 @@ export class Upstream {
         token = undefined;
       }
     }
-    return token ? `Bearer ${token}` : undefined;
+    return token ? tokenAuthorization(token) : undefined;
   }
 
   /**

@@ -6,7 +6,7 @@
 import { finished, pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
 import type { RequestContext } from './context.js';
-import { CachewError, RangeNotSatisfiableError, UnavailableError, type ErrorCode } from '../util/errors.js';
+import { CachewError, RangeNotSatisfiableError, UnauthorizedError, UnavailableError, type ErrorCode } from '../util/errors.js';
 import { formatContentRange, rangeLength, type ResolvedRange } from '../protocol/range.js';
 import { isDirectBody } from '../util/direct-body.js';
 
@@ -60,6 +60,7 @@ export function sendError(ctx: RequestContext, err: unknown): void {
   const headers: Record<string, string | number> = { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' };
   if (err instanceof RangeNotSatisfiableError) headers['content-range'] = formatContentRange(undefined, err.size);
   if (err instanceof UnavailableError) headers['retry-after'] = err.retryAfterSeconds;
+  if (err instanceof UnauthorizedError && err.challenge) headers['www-authenticate'] = err.challenge;
   sendText(ctx, status, message, headers);
 }
 

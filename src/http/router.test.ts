@@ -4,14 +4,15 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createRouter, type RouterDeps } from './router.js';
 import type { RepoTarget, RequestContext } from './context.js';
 import { silentLogger } from '../util/logger.js';
-import { CachewError, NotFoundError, BadRequestError } from '../util/errors.js';
+import { CachewError, NotFoundError, BadRequestError, UnauthorizedError } from '../util/errors.js';
+import type { AccessRequest } from '../git/access/gate.js';
 
 function fakeCtx(method: string, url: string, remoteAddress: string, headers: Record<string, string> = {}): RequestContext {
   const req = { method, url, headers, socket: { remoteAddress } } as unknown as IncomingMessage;
   return { req, res: {} as ServerResponse, url: new URL(url, 'http://x'), log: silentLogger, signal: new AbortController().signal, route: 'unknown' };
 }
 
-function router(apiToken?: string): { handler: ReturnType<typeof createRouter>; seen: Array<{ kind: string; target: RepoTarget }> } {
+function router(apiToken?: string, access?: RouterDeps['access']): { handler: ReturnType<typeof createRouter>; seen: Array<{ kind: string; target: RepoTarget }> } {
   const seen: Array<{ kind: string; target: RepoTarget }> = [];
   const record = (kind: string) => async (_ctx: RequestContext, target: RepoTarget) => {
     seen.push({ kind, target });
@@ -26,6 +27,7 @@ function router(apiToken?: string): { handler: ReturnType<typeof createRouter>; 
     readiness: noop,
     metrics: noop,
     apiToken,
+    access,
   };
   return { handler: createRouter(deps), seen };
 }
@@ -64,4 +66,41 @@ test('POST /api/v1 needs loopback or the bearer token', async () => {
   await post('s3cret', '10.1.2.3', 'Bearer s3cret');
   // GET (the list) is not restricted.
   await router('s3cret').handler(fakeCtx('GET', '/api/v1/git/github.com/org/repo/snapshots', '10.1.2.3'));
+});
+
+test('the access gate runs before every repository handler, with the caller header; the API token never reaches it', async () => {
+  const asked: AccessRequest[] = [];
+  const access = {
+    async authorize(request: AccessRequest) {
+      asked.push(request);
+      if (request.authorization !== 'Basic ok') throw new UnauthorizedError('authentication required', 'Basic realm="x"');
+    },
+  };
+  const { handler, seen } = router('op-token', access);
+  const paths = [
+    '/git/github.com/org/repo.git/info/refs?service=git-upload-pack',
+    '/git/github.com/org/repo/git-upload-pack',
+    '/git/github.com/org/repo/git-receive-pack',
+    '/git/github.com/org/repo.git/info/lfs/objects/batch',
+    '/git/github.com/org/repo/snapshot.tar.zst',
+    `/git/github.com/org/repo/snapshot/${'a'.repeat(40)}.tar.zst`,
+    `/git/github.com/org/repo/snapshot.bundle?base=${'a'.repeat(40)}`,
+    '/api/v1/git/github.com/org/repo/snapshots',
+  ];
+  for (const path of paths) {
+    await assert.rejects(handler(fakeCtx('GET', path, '127.0.0.1', { authorization: 'Basic nope' })), UnauthorizedError, path);
+  }
+  assert.equal(seen.length, 0, 'no handler ran for a refused caller');
+  assert.equal(asked.length, paths.length);
+  assert.ok(asked.every((a) => a.host === 'github.com' && a.canonicalRepo === 'org/repo' && a.authorization === 'Basic nope'));
+  for (const path of paths) await handler(fakeCtx('GET', path, '127.0.0.1', { authorization: 'Basic ok' }));
+  assert.equal(seen.length, paths.length);
+
+  asked.length = 0;
+  await handler(fakeCtx('POST', '/api/v1/git/github.com/org/repo/snapshots', '10.0.0.1', { authorization: 'Bearer op-token' }));
+  assert.equal(asked.length, 0, 'the operator token on the API is ours: not checked upstream');
+  await assert.rejects(handler(fakeCtx('GET', '/git/github.com/org/repo/snapshot.tar.zst', '10.0.0.1', { authorization: 'Bearer op-token' })), UnauthorizedError);
+  assert.equal(asked[0].authorization, undefined, 'elsewhere it counts as no credential and is not sent upstream');
+  await handler(fakeCtx('GET', '/_liveness', '10.0.0.1'));
+  assert.equal(asked.length, 1, 'health routes are not gated');
 });

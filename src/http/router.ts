@@ -2,13 +2,20 @@
  * Maps requests to handlers: the route grammar (src/protocol/routes.ts) parses the path once into a
  * typed route, and the router dispatches on its kind.
  * The router validates everything a handler would otherwise have to trust: the upstream host is
- * configured (an unknown host is answered 404 and never contacted), repo segments are safe, and the
- * API's caller is allowed.
+ * configured (an unknown host is answered 404 and never contacted), repo segments are safe, the
+ * API's caller is allowed, and — for upstreams in passthrough mode — the caller's own credentials may
+ * read the repository (the access gate runs here, before any handler, for every repository route).
  */
 import type { RepoHandler, RequestContext, RepoTarget, Handler } from './context.js';
 import { sendError, sendText } from './reply.js';
 import { BadRequestError, CachewError, NotFoundError } from '../util/errors.js';
 import { canonicalRepo, formatRoute, isRoute, parseRoute, repoBase, type RepoRoute } from '../protocol/routes.js';
+import type { AccessRequest } from '../git/access/gate.js';
+
+/** Decides whether the caller may read a repository (src/git/access/gate.ts); throws 401/404 if not. */
+export interface RepoAuthorizer {
+  authorize(request: AccessRequest): Promise<void>;
+}
 
 export interface RouterDeps {
   /** Configured upstreams: name → base URL. */
@@ -24,6 +31,8 @@ export interface RouterDeps {
   metrics: Handler;
   /** Bearer token for non-loopback POSTs to /api/v1; undefined = loopback only. */
   apiToken?: string;
+  /** The passthrough access gate; absent = every upstream is public. */
+  access?: RepoAuthorizer;
 }
 
 export function createRouter(deps: RouterDeps): Handler {
@@ -40,26 +49,30 @@ export function createRouter(deps: RouterDeps): Handler {
       case 'metrics':
         ctx.route = route.kind;
         return deps[route.kind](ctx);
-      case 'api.snapshots': {
-        const target = resolveTarget(deps, route);
-        ctx.route = route.kind;
-        if (ctx.req.method === 'POST') authorizeApi(ctx, deps.apiToken);
-        return deps.api(ctx, target);
-      }
-      case 'snapshot.stable':
-      case 'snapshot.immutable':
-      case 'snapshot.bundle': {
-        const target = resolveTarget(deps, route);
-        ctx.route = route.kind;
-        return deps.snapshots(ctx, target);
-      }
-      default: {
-        const target = resolveTarget(deps, route);
-        ctx.route = route.kind;
-        return deps.git(ctx, target);
-      }
+      default:
+        break;
     }
+    const target = resolveTarget(deps, route);
+    ctx.route = route.kind;
+    const isApi = route.kind === 'api.snapshots';
+    if (isApi && ctx.req.method === 'POST') authorizeApi(ctx, deps.apiToken);
+    // The one place every repository request passes before any handler sees it.
+    await authorizeRepo(ctx, target, deps, isApi);
+    return handlerFor(deps, route)(ctx, target);
   };
+}
+
+function handlerFor(deps: RouterDeps, route: RepoRoute): RepoHandler {
+  switch (route.kind) {
+    case 'api.snapshots':
+      return deps.api;
+    case 'snapshot.stable':
+    case 'snapshot.immutable':
+    case 'snapshot.bundle':
+      return deps.snapshots;
+    default:
+      return deps.git;
+  }
 }
 
 /** Checks that the route's upstream is configured (an unknown host is never contacted) and adds what handlers need. */
@@ -89,6 +102,24 @@ function authorizeApi(ctx: RequestContext, token: string | undefined): void {
   if (ctx.req.headers.authorization !== `Bearer ${token}`) {
     throw new CachewError('unauthorized', 'missing or wrong bearer token');
   }
+}
+
+/**
+ * Runs the access gate for a repository route. The operator's API token is ours, not an upstream
+ * credential: on the API it stands for the operator (who holds the server's own token anyway) and
+ * passes; anywhere else it counts as no credential. Either way it is never sent to an upstream.
+ */
+async function authorizeRepo(ctx: RequestContext, target: RepoTarget, deps: RouterDeps, isApi: boolean): Promise<void> {
+  if (!deps.access) return;
+  const header = ctx.req.headers.authorization;
+  const isApiToken = deps.apiToken !== undefined && header === `Bearer ${deps.apiToken}`;
+  if (isApi && isApiToken) return;
+  await deps.access.authorize({
+    host: target.host,
+    repo: target.repo,
+    canonicalRepo: target.canonicalRepo,
+    authorization: isApiToken ? undefined : header,
+  });
 }
 
 /** Wraps a handler so every error becomes a response (used by the HTTP server and in tests). */

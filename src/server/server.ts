@@ -25,6 +25,7 @@ import { Scheduler } from '../git/scheduler.js';
 import { snapshotFormatId } from '../git/snapshot/format.js';
 import { AbortedError, CachewError } from '../util/errors.js';
 import { systemClock, type Clock } from '../util/clock.js';
+import { AccessGate } from '../git/access/gate.js';
 import { createHttpServer } from '../http/server.js';
 import { createRouter } from '../http/router.js';
 import { createGitRoutes } from '../http/routes/git.js';
@@ -113,6 +114,20 @@ export async function startServer(config: CachewConfig, options: StartOptions = 
     clock,
   });
 
+  const passthrough = new Set(config.upstreams.filter((u) => u.auth === 'passthrough').map((u) => u.name));
+  const access =
+    passthrough.size > 0
+      ? new AccessGate({
+          upstreams,
+          passthrough,
+          allowTtlMs: config.authAllowTtlMs,
+          denyTtlMs: config.authDenyTtlMs,
+          clock,
+          logger,
+          metrics,
+        })
+      : undefined;
+
   let ready = false;
   const router = createRouter({
     upstreams: new Map(config.upstreams.map((u) => [u.name, u.baseUrl])),
@@ -123,13 +138,14 @@ export async function startServer(config: CachewConfig, options: StartOptions = 
     readiness: readiness(() => ready),
     metrics: metricsHandler(metrics),
     apiToken: config.apiToken,
+    access,
   });
   const http = createHttpServer(router, { logger, metrics });
   await http.listen(config.bind.host, config.bind.port);
   scheduler.start();
   ready = true;
   const url = http.url();
-  logger.info({ url, stateDir, s3: config.s3?.bucket, upstreams: config.upstreams.map((u) => u.name), snapshotFormat: formatId }, 'cachewd listening');
+  logger.info({ url, stateDir, s3: config.s3?.bucket, upstreams: config.upstreams.map((u) => u.name), passthrough: [...passthrough], snapshotFormat: formatId }, 'cachewd listening');
 
   let closing: Promise<void> | undefined;
   return {

@@ -41,6 +41,13 @@ export class NotFoundError extends CachewError {
   }
 }
 
+/** The caller must (re)authenticate: 401, with `WWW-Authenticate: <challenge>` when one is given. */
+export class UnauthorizedError extends CachewError {
+  constructor(message: string, readonly challenge?: string) {
+    super('unauthorized', message);
+  }
+}
+
 /** A create-if-absent write found the key already present: the first writer won. */
 export class AlreadyExistsError extends CachewError {
   constructor(readonly key: string, options?: { cause?: unknown }) {

@@ -70,6 +70,25 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly authChecks = new Counter({
+    name: 'cachew_auth_checks_total',
+    help: 'Passthrough access checks sent to the upstream, by outcome (allow, unauthorized, not_found, error)',
+    labelNames: ['host', 'outcome'] as const,
+    registers: [this.registry],
+  });
+  readonly authCacheHits = new Counter({
+    name: 'cachew_auth_cache_hits_total',
+    help: 'Passthrough access decisions answered from the decision cache, by decision',
+    labelNames: ['host', 'decision'] as const,
+    registers: [this.registry],
+  });
+  readonly authDenials = new Counter({
+    name: 'cachew_auth_denials_total',
+    help: 'Requests refused by the passthrough access gate, by status (401, 404)',
+    labelNames: ['host', 'status'] as const,
+    registers: [this.registry],
+  });
+
   constructor(options: { defaultMetrics?: boolean } = {}) {
     if (options.defaultMetrics) collectDefaultMetrics({ register: this.registry });
   }

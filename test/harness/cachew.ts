@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEFAULT_CONFIG, type CachewConfig } from '../../src/config/types.js';
 import { startServer, type RunningServer } from '../../src/server/server.js';
-import { silentLogger } from '../../src/util/logger.js';
+import { silentLogger, type Logger } from '../../src/util/logger.js';
 import type { Clock } from '../../src/util/clock.js';
 import type { Upstream } from './upstream.js';
 
@@ -43,11 +43,11 @@ export function testConfig(stateDir: string, upstreams: Upstream[], overrides: P
 export async function startCachew(
   upstreams: Upstream[],
   overrides: Partial<CachewConfig> = {},
-  options: { stateDir?: string; clock?: Clock; presignClock?: () => number } = {},
+  options: { stateDir?: string; clock?: Clock; presignClock?: () => number; logger?: Logger } = {},
 ): Promise<TestCachew> {
   const stateDir = options.stateDir ?? (await mkdtemp(join(tmpdir(), 'cachew-state-')));
   const server = await startServer(testConfig(stateDir, upstreams, overrides), {
-    logger: silentLogger,
+    logger: options.logger ?? silentLogger,
     clock: options.clock,
     presignClock: options.presignClock,
   });

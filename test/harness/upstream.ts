@@ -2,6 +2,10 @@
  * A local upstream git host for tests: `git http-backend` (CGI) behind a small Node HTTP wrapper on a
  * free 127.0.0.1 port. It serves clone/fetch (protocol v0 and v2), push, and gzip request bodies, and
  * records every request so tests can assert what reached "upstream".
+ *
+ * With `{ users }` it behaves like a private forge: every request needs HTTP Basic credentials of a
+ * listed user (401 with a challenge otherwise), and a user sees only its own repositories (404 for
+ * the others, as GitHub answers). `users` stays editable, so a test can revoke a user mid-run.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { promises as fs } from 'node:fs';
@@ -14,6 +18,29 @@ import { cleanGitEnv, runGit } from '../../src/git/command.js';
 /** A file to commit: plain content, or content with a mode ('120000' = symlink whose target is content). */
 export type UpstreamFile = string | { content: string; mode?: '100755' | '120000' };
 
+/** A user of the private-forge mode: its password and the repositories (names as in createRepo) it may read. */
+export interface UpstreamUser {
+  password: string;
+  repos: string[];
+}
+
+export interface UpstreamOptions {
+  /** Require HTTP Basic auth: user name → password and readable repositories. Default: open to all. */
+  users?: Record<string, UpstreamUser>;
+}
+
+/** One request as the upstream saw it. */
+export interface SeenRequest {
+  method: string;
+  /** The raw request target (path and query). */
+  path: string;
+  /** The authenticated user in private-forge mode, when the credentials were valid. */
+  user?: string;
+  /** Private-forge mode: the raw Authorization header (tests check which credentials reached the upstream). */
+  authorization?: string;
+  status?: number;
+}
+
 export interface Upstream {
   /** `http://127.0.0.1:PORT` */
   url: string;
@@ -22,7 +49,9 @@ export interface Upstream {
   /** Directory holding the bare repositories. */
   root: string;
   /** Every request seen, in order. `path` is the raw request target (path and query). */
-  requests: Array<{ method: string; path: string }>;
+  requests: SeenRequest[];
+  /** Private-forge mode's users (edit to revoke or grant); undefined when the upstream is open. */
+  users?: Record<string, UpstreamUser>;
   /** Creates `<root>/<name>.git` (bare, default branch main) with one commit; returns its URL. */
   createRepo(name: string, files?: Record<string, UpstreamFile>): Promise<string>;
   /** Adds a commit on main and pushes it to the bare repository; returns the commit sha. */
@@ -40,25 +69,41 @@ export interface Upstream {
 const EPOCH = 1_700_000_000;
 
 /** Starts an upstream on a free loopback port. Call `stop()` to remove everything it created. */
-export async function startUpstream(): Promise<Upstream> {
+export async function startUpstream(options: UpstreamOptions = {}): Promise<Upstream> {
   const tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'cachew-upstream-'));
   const root = path.join(tmp, 'repos');
   const workRoot = path.join(tmp, 'work');
   await fs.mkdir(root, { recursive: true });
   await fs.mkdir(workRoot, { recursive: true });
 
-  const requests: Array<{ method: string; path: string }> = [];
+  const requests: SeenRequest[] = [];
+  const users = options.users;
   const children = new Set<ChildProcess>();
   let down = false;
   let tick = 0;
 
   const server = http.createServer((req, res) => {
-    requests.push({ method: req.method ?? 'GET', path: req.url ?? '/' });
+    const seen: SeenRequest = { method: req.method ?? 'GET', path: req.url ?? '/' };
+    // Only the private-forge mode records credentials, so open-mode request logs keep their shape.
+    if (users && req.headers.authorization) seen.authorization = req.headers.authorization;
+    requests.push(seen);
     if (down) {
       req.resume();
       res.writeHead(503, { 'content-type': 'text/plain', connection: 'close' });
       res.end('upstream is down\n');
       return;
+    }
+    if (users) {
+      const verdict = authorize(users, req);
+      seen.user = verdict.user;
+      if (verdict.status !== 200) {
+        seen.status = verdict.status;
+        req.resume();
+        const challenge: Record<string, string> = verdict.status === 401 ? { 'www-authenticate': 'Basic realm="test upstream"' } : {};
+        res.writeHead(verdict.status, { 'content-type': 'text/plain', ...challenge });
+        res.end(verdict.status === 401 ? 'authentication required\n' : 'not found\n');
+        return;
+      }
     }
     serveCgi(req, res, root, children);
   });
@@ -96,6 +141,7 @@ export async function startUpstream(): Promise<Upstream> {
     hostName: `127.0.0.1:${port}`,
     root,
     requests,
+    users,
     async createRepo(name, files = { 'README.md': `# ${name}\n` }) {
       const bare = bareDir(name);
       await fs.mkdir(bare, { recursive: true });
@@ -131,6 +177,23 @@ export async function startUpstream(): Promise<Upstream> {
       await fs.rm(tmp, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * Private-forge rules: no or wrong credentials → 401; a valid user asking for a repository that is not
+ * in its list (existing or not) → 404; otherwise 200 (served).
+ */
+function authorize(users: Record<string, UpstreamUser>, req: http.IncomingMessage): { status: number; user?: string } {
+  const match = /^Basic +([A-Za-z0-9+/=]+)$/i.exec(req.headers.authorization ?? '');
+  if (!match) return { status: 401 };
+  const login = Buffer.from(match[1], 'base64').toString('utf8');
+  const colon = login.indexOf(':');
+  const name = login.slice(0, colon);
+  const user = colon > 0 ? users[name] : undefined;
+  if (!user || user.password !== login.slice(colon + 1)) return { status: 401 };
+  const pathname = new URL(req.url ?? '/', 'http://upstream.invalid').pathname;
+  const repo = /^\/(.+?)(?:\.git)?\/(?:info\/|objects\/|HEAD$|git-upload-pack$|git-receive-pack$)/.exec(pathname)?.[1];
+  return repo !== undefined && user.repos.includes(repo) ? { status: 200, user: name } : { status: 404, user: name };
 }
 
 async function writeFiles(dir: string, files: Record<string, UpstreamFile>): Promise<void> {

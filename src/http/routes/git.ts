@@ -119,7 +119,7 @@ async function serveUploadPack(ctx: RequestContext, target: RepoTarget, deps: Gi
       deps.metrics?.upstreamRequests.inc({ kind: 'upload-pack-fallback' });
       return await forward(ctx, target, deps, {
         body: createReadStream(spool),
-        headers: uploadPackForwardHeaders(ctx, target, deps),
+        headers: uploadPackForwardHeaders(ctx),
       });
     }
     const gitProtocol = sanitizeGitProtocol(ctx.req.headers['git-protocol']);
@@ -181,13 +181,14 @@ async function spoolRequest(ctx: RequestContext, tmpDir: string): Promise<string
   return file;
 }
 
-function uploadPackForwardHeaders(ctx: RequestContext, target: RepoTarget, deps: GitRouteDeps): http.OutgoingHttpHeaders {
+function uploadPackForwardHeaders(ctx: RequestContext): http.OutgoingHttpHeaders {
   const headers: http.OutgoingHttpHeaders = { 'content-type': UPLOAD_PACK_REQUEST, accept: UPLOAD_PACK_RESULT };
   const gitProtocol = sanitizeGitProtocol(ctx.req.headers['git-protocol']);
   if (gitProtocol) headers['git-protocol'] = gitProtocol;
   const userAgent = ctx.req.headers['user-agent'];
   if (userAgent) headers['user-agent'] = userAgent;
-  const auth = ctx.req.headers.authorization ?? deps.upstreams.get(target.host)?.authorizationHeader();
+  // Only the caller's own credential: the server's token is for mirror fetches and nothing else.
+  const auth = ctx.req.headers.authorization;
   if (auth) headers.authorization = auth;
   return headers;
 }
