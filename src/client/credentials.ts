@@ -5,7 +5,7 @@
  * A cachew server in passthrough mode checks them against that upstream and sends them nowhere else.
  * They are held in memory only and never printed.
  */
-import { spawn } from 'node:child_process';
+import { runProcess } from '../util/process.js';
 
 export { tokenAuthorization } from '../protocol/token-auth.js';
 
@@ -28,42 +28,28 @@ const FILL_TIMEOUT_MS = 60_000;
  * their credential helpers (and, on a terminal, git's prompt) answer. Resolves undefined when git has
  * nothing (no helper, prompts disabled); never rejects.
  */
-export function gitCredentialFill(repoUrl: string): Promise<string | undefined> {
-  return new Promise((resolve) => {
-    let url: URL;
-    try {
-      url = new URL(repoUrl);
-    } catch {
-      resolve(undefined);
-      return;
-    }
-    // The description git expects; a URL with credentials in it is never written out again.
-    url.username = '';
-    url.password = '';
-    const child = spawn('git', ['credential', 'fill'], { stdio: ['pipe', 'pipe', 'ignore'] });
-    const timer = setTimeout(() => child.kill('SIGKILL'), FILL_TIMEOUT_MS);
-    const out: Buffer[] = [];
-    child.stdout.on('data', (chunk: Buffer) => out.push(chunk));
-    child.stdin.on('error', () => undefined);
-    child.on('error', () => {
-      clearTimeout(timer);
-      resolve(undefined);
-    });
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      if (code !== 0) {
-        resolve(undefined);
-        return;
-      }
-      const fields = new Map<string, string>();
-      for (const line of Buffer.concat(out).toString('utf8').split('\n')) {
-        const eq = line.indexOf('=');
-        if (eq > 0) fields.set(line.slice(0, eq), line.slice(eq + 1));
-      }
-      const username = fields.get('username');
-      const password = fields.get('password');
-      resolve(username !== undefined && password ? `Basic ${Buffer.from(`${username}:${password}`, 'utf8').toString('base64')}` : undefined);
-    });
-    child.stdin.end(`url=${url.href}\n\n`);
-  });
+export async function gitCredentialFill(repoUrl: string): Promise<string | undefined> {
+  let url: URL;
+  try {
+    url = new URL(repoUrl);
+  } catch {
+    return undefined;
+  }
+  // The description git expects; a URL with credentials in it is never written out again.
+  url.username = '';
+  url.password = '';
+  let output: string;
+  try {
+    output = await runProcess('git', ['credential', 'fill'], { env: process.env, input: `url=${url.href}\n\n`, timeoutMs: FILL_TIMEOUT_MS });
+  } catch {
+    return undefined;
+  }
+  const fields = new Map<string, string>();
+  for (const line of output.split('\n')) {
+    const eq = line.indexOf('=');
+    if (eq > 0) fields.set(line.slice(0, eq), line.slice(eq + 1));
+  }
+  const username = fields.get('username');
+  const password = fields.get('password');
+  return username !== undefined && password ? `Basic ${Buffer.from(`${username}:${password}`, 'utf8').toString('base64')}` : undefined;
 }
