@@ -34,13 +34,29 @@ export function isConditionFailure(err: unknown): boolean {
 }
 
 /**
+ * The shared tier failed. The message is what a client sees in a 503 body, so it names the operation
+ * and the S3 error class but never the object key (keys reveal the bucket layout and other tenants'
+ * repositories); the key is kept in `objectKey` for logs.
+ */
+export class S3UnavailableError extends UnavailableError {
+  constructor(
+    readonly op: string,
+    readonly objectKey: string,
+    detail: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`shared storage unavailable (s3 ${op}: ${detail})`, 5, options);
+  }
+}
+
+/**
  * Converts any failure of an S3 call into a CachewError: the signal's reason when it was aborted, a
- * CachewError unchanged, anything else UnavailableError (the shared tier is down or refusing us).
+ * CachewError unchanged, anything else S3UnavailableError (the shared tier is down or refusing us).
  */
 export function toCachewError(op: string, objectKey: string, err: unknown, signal?: AbortSignal): CachewError {
   if (signal?.aborted) return abortReason(signal) as CachewError;
   if (err instanceof CachewError) return err;
   const status = s3Status(err);
   const detail = `${shape(err).name ?? 'Error'}${status ? ` (HTTP ${status})` : ''}`;
-  return new UnavailableError(`s3 ${op} ${objectKey} failed: ${detail}`, 5, { cause: err });
+  return new S3UnavailableError(op, objectKey, detail, { cause: err });
 }

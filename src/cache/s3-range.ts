@@ -6,8 +6,8 @@
  */
 import { Readable } from 'node:stream';
 import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
-import { PreconditionFailedError, UnavailableError, abortReason } from '../util/errors.js';
-import { isConditionFailure, isNotFound, toCachewError } from './s3-errors.js';
+import { PreconditionFailedError, abortReason } from '../util/errors.js';
+import { S3UnavailableError, isConditionFailure, isNotFound, toCachewError } from './s3-errors.js';
 
 export interface RangeSource {
   client: S3Client;
@@ -39,7 +39,7 @@ async function getRange(source: RangeSource, start: number, end: number, signal:
       new GetObjectCommand({ Bucket: source.bucket, Key: source.objectKey, Range: `bytes=${start}-${end}`, IfMatch: source.s3Etag }),
       { abortSignal: signal },
     );
-    if (!(response.Body instanceof Readable)) throw new UnavailableError(`s3 get ${source.objectKey} returned no stream`);
+    if (!(response.Body instanceof Readable)) throw new S3UnavailableError('get', source.objectKey, 'no response stream');
     return response.Body;
   } catch (err) {
     throw mapGetError(source, err, signal);
@@ -60,7 +60,7 @@ async function getChunk(source: RangeSource, start: number, end: number, signal:
   }
   const expected = end - start + 1;
   if (length !== expected) {
-    throw new UnavailableError(`s3 get ${source.objectKey} returned ${length} bytes for a ${expected}-byte range`);
+    throw new S3UnavailableError('get', source.objectKey, `${length} bytes for a ${expected}-byte range`);
   }
   return Buffer.concat(parts, length);
 }

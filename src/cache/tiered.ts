@@ -49,6 +49,7 @@ export class TieredCache implements Cache {
   private readonly watched = new Map<string, { version: number; refs: number }>();
   /** Backfills still committing or copying in the background. */
   private readonly backfills = new Set<Backfill>();
+  private localView: Cache | undefined;
 
   constructor(tiers: Cache[], options: TieredCacheOptions = {}) {
     if (tiers.length === 0) throw new ConfigError('a tiered cache needs at least one tier');
@@ -65,6 +66,20 @@ export class TieredCache implements Cache {
 
   private get locals(): readonly Cache[] {
     return this.tiers.slice(0, -1);
+  }
+
+  /**
+   * The local tiers alone, as one Cache (the farthest local tier decides), for what must work while
+   * the authoritative tier is unreachable: local copies of shared metadata and snapshots published
+   * while degraded. Undefined with a single tier. It shares the tiers with this instance (closing it
+   * closes nothing) but not the backfill bookkeeping, so it is meant for keys this instance does not
+   * backfill: small metadata read through authoritative-view.ts, and content-addressed blobs whose
+   * bytes can never differ.
+   */
+  get local(): Cache | undefined {
+    if (this.tiers.length < 2) return undefined;
+    this.localView ??= new LocalTiers(new TieredCache([...this.locals], { logger: this.logger }));
+    return this.localView;
   }
 
   /** Nearest-first; a tier that fails makes stat fail (a failure is never reported as a miss). */
@@ -207,6 +222,28 @@ export class TieredCache implements Cache {
       },
     };
   }
+}
+
+/** A view of the local tiers that does not close them (the owning TieredCache does). */
+class LocalTiers implements Cache {
+  readonly name = 'local';
+  constructor(private readonly tiers: TieredCache) {}
+  stat(key: string, signal?: AbortSignal): Promise<ObjectMeta | undefined> {
+    return this.tiers.stat(key, signal);
+  }
+  open(key: string, options?: OpenOptions): Promise<OpenResult | undefined> {
+    return this.tiers.open(key, options);
+  }
+  create(key: string, options?: CreateOptions): Promise<CacheWriter> {
+    return this.tiers.create(key, options);
+  }
+  delete(key: string, signal?: AbortSignal): Promise<boolean> {
+    return this.tiers.delete(key, signal);
+  }
+  list(prefix: string, signal?: AbortSignal): AsyncIterable<ObjectMeta> {
+    return this.tiers.list(prefix, signal);
+  }
+  async close(): Promise<void> {}
 }
 
 function bodyBytes(result: OpenResult): number {

@@ -139,6 +139,10 @@ export const SETTINGS: Setting[] = [
     apply: (c, v, w) => { c.mirrorWaitMs = parseDuration(w, str(w, v)); } },
   { flag: 'shutdown-grace', kind: 'string', help: 'how long in-flight requests may finish on SIGTERM (default 30s)',
     apply: (c, v, w) => { c.shutdownGraceMs = parseDuration(w, str(w, v)); } },
+  { flag: 's3-stale-reads', kind: 'string', help: 'while S3 is down, serve locally cached pointers up to this old (default 1h; 0 = never)',
+    apply: (c, v, w) => { c.s3StaleReadsMs = parseDuration(w, str(w, v)); } },
+  { flag: 'generation-lease', kind: 'string', help: 'generation lease TTL between replicas sharing S3 (default 1m)',
+    apply: (c, v, w) => { c.generationLeaseMs = parseDuration(w, str(w, v)); } },
 ];
 
 function envName(flag: string): string {

@@ -56,6 +56,10 @@ export interface CachewConfig {
   mirrorWaitMs: number;
   /** How long in-flight responses may take to finish after SIGTERM. */
   shutdownGraceMs: number;
+  /** While S3 is unreachable: how old a locally cached snapshot pointer may be and still be served. */
+  s3StaleReadsMs: number;
+  /** How long a replica's generation lease lasts without renewal (replicas sharing S3). */
+  generationLeaseMs: number;
 }
 
 export const DEFAULT_UPSTREAMS: UpstreamConfig[] = [
@@ -83,4 +87,6 @@ export const DEFAULT_CONFIG: CachewConfig = {
   authDenyTtlMs: 10_000,
   mirrorWaitMs: 120_000,
   shutdownGraceMs: 30_000,
+  s3StaleReadsMs: 60 * 60_000,
+  generationLeaseMs: 60_000,
 };

@@ -3,6 +3,8 @@
  * module except the cachewd CLI and tests; every other module receives plain options objects.
  */
 import { mkdir } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { randomUUID } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { S3Client } from '@aws-sdk/client-s3';
 import type { CachewConfig } from '../config/types.js';
@@ -16,9 +18,12 @@ import { PresignedUrls } from '../cache/presigned-urls.js';
 import { TieredCache } from '../cache/tiered.js';
 import { blobKey } from '../cache/write.js';
 import { AuthoritativeReadView } from '../cache/authoritative-view.js';
+import { GuardedCache } from '../cache/guarded.js';
 import { UpstreamRegistry } from '../git/upstreams.js';
 import { MirrorManager } from '../git/mirrors.js';
-import { SnapshotStore } from '../git/snapshot/store.js';
+import { SnapshotStore, staleReadLimits } from '../git/snapshot/store.js';
+import { GenerationLeases } from '../git/snapshot/lease.js';
+import { PublishBacklog } from '../git/snapshot/backlog.js';
 import { SnapshotService } from '../git/snapshot/service.js';
 import { SharedLayers } from '../git/snapshot/shared-layers.js';
 import { Scheduler } from '../git/scheduler.js';
@@ -70,8 +75,18 @@ export async function startServer(config: CachewConfig, options: StartOptions = 
     throw new CachewError('internal', `git and zstd must be on PATH (${(err as Error).message.split('\n')[0]})`);
   });
 
-  const cache = await openCache(config, stateDir, logger, metrics, clock);
-  const stopS3Sweeper = startS3Sweeper(cache, logger, clock);
+  // Set once the snapshot service exists: S3 answering again publishes the backlog.
+  let onS3Recovered = (): void => {};
+  const cache = await openCache(config, stateDir, logger, metrics, clock, () => onS3Recovered());
+  const shared = cache.authoritative instanceof GuardedCache ? cache.authoritative : undefined;
+  const stopS3Sweeper = startS3Sweeper(shared, logger, clock);
+  // Pointers and records are read from S3; while it is unreachable, local copies answer (bounded).
+  const metadataCache = new AuthoritativeReadView(cache, {
+    staleLimitMs: staleReadLimits(config.s3StaleReadsMs),
+    onStaleRead: () => metrics.staleReads.inc(),
+    logger,
+    clock,
+  });
   const upstreams = new UpstreamRegistry(config.upstreams);
   const mirrors = new MirrorManager({
     root: join(stateDir, 'mirrors'),
@@ -82,12 +97,18 @@ export async function startServer(config: CachewConfig, options: StartOptions = 
     upstreams,
     clock,
   });
+  const local = cache.local;
+  const backlog =
+    shared && local
+      ? new PublishBacklog({ dir: join(stateDir, 'backlog'), logger, onSize: (entries) => metrics.publishBacklog.set(entries) })
+      : undefined;
   const store = new SnapshotStore({
     cache,
-    metadataCache: new AuthoritativeReadView(cache),
+    metadataCache,
     logger,
     graceMs: config.snapshotGraceMs,
     now: () => clock.now(),
+    degraded: shared && local && backlog ? { local, shared, backlog } : undefined,
   });
   // Aborted once in-flight responses are done: background generations stop instead of delaying exit.
   const shutdown = new AbortController();
@@ -100,11 +121,26 @@ export async function startServer(config: CachewConfig, options: StartOptions = 
     // Only S3 is shared between replicas; without it the local layer cache already does the job and a
     // copy in the disk tier (under the same state directory) would only cost space.
     sharedLayers: config.s3 ? new SharedLayers({ cache, metadataCache: new AuthoritativeReadView(cache), logger }) : undefined,
+    leases: shared
+      ? new GenerationLeases({
+          cache: shared,
+          owner: `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`,
+          ttlMs: config.generationLeaseMs,
+          logger,
+          // Wall time on purpose, even when tests inject a clock: a lease's expiry is compared across
+          // processes, and a waiter must poll while a test's manual clock stands still.
+          clock: systemClock,
+          onOutcome: (outcome) => metrics.generationLeases.inc({ outcome }),
+        })
+      : undefined,
+    backlog,
     graceMs: config.snapshotGraceMs,
     bundleTtlMs: config.bundleTtlMs,
     logger,
     metrics,
   });
+  const stopBacklog = startBacklogPublisher(service, backlog, logger);
+  onS3Recovered = () => void publishBacklog(service, logger);
   const scheduler = new Scheduler({
     service,
     snapshotIntervalMs: config.snapshotIntervalMs,
@@ -135,7 +171,10 @@ export async function startServer(config: CachewConfig, options: StartOptions = 
     snapshots: createSnapshotRoutes({ service, store, metrics, redirect: blobRedirect(config, cache, options.presignClock ?? (() => clock.now())) }),
     api: createApiRoutes({ service, store }),
     liveness,
-    readiness: readiness(() => ready),
+    readiness: readiness(
+      () => ready,
+      () => (shared?.state === 'degraded' ? `s3 unreachable since ${new Date(shared.since).toISOString()}` : undefined),
+    ),
     metrics: metricsHandler(metrics),
     apiToken: config.apiToken,
     access,
@@ -160,6 +199,7 @@ export async function startServer(config: CachewConfig, options: StartOptions = 
         ready = false;
         await http.close(config.shutdownGraceMs);
         stopS3Sweeper();
+        stopBacklog();
         await scheduler.stop();
         shutdown.abort(new AbortedError('cachewd is shutting down'));
         await service.drain();
@@ -172,7 +212,14 @@ export async function startServer(config: CachewConfig, options: StartOptions = 
   };
 }
 
-async function openCache(config: CachewConfig, stateDir: string, logger: Logger, metrics: Metrics, clock: Clock): Promise<TieredCache> {
+async function openCache(
+  config: CachewConfig,
+  stateDir: string,
+  logger: Logger,
+  metrics: Metrics,
+  clock: Clock,
+  onS3Recovered: () => void,
+): Promise<TieredCache> {
   const tiers: Cache[] = [];
   if (config.memoryLimitMb > 0) tiers.push(new MemoryCache({ limitBytes: config.memoryLimitMb * MB, logger, clock }));
   tiers.push(await DiskCache.open({ root: join(stateDir, 'cache'), limitBytes: config.diskLimitMb * MB, logger, clock }));
@@ -181,8 +228,23 @@ async function openCache(config: CachewConfig, stateDir: string, logger: Logger,
       region: config.s3.region,
       endpoint: config.s3.endpoint,
       forcePathStyle: config.s3.endpoint !== undefined,
+      // An unreachable S3 (no RST, packets dropped) must fail in bounded time so degraded mode starts.
+      requestHandler: { connectionTimeout: 5_000 },
     });
-    tiers.push(new S3Cache({ client, bucket: config.s3.bucket, prefix: config.s3.prefix || undefined, logger, clock }));
+    const s3 = new S3Cache({ client, bucket: config.s3.bucket, prefix: config.s3.prefix || undefined, logger, clock });
+    // Fails fast while S3 is unreachable and probes it until it answers (degraded mode).
+    tiers.push(
+      new GuardedCache(s3, {
+        logger,
+        clock,
+        onStateChange: (state) => {
+          metrics.storageDegraded.set({ tier: 's3' }, state === 'degraded' ? 1 : 0);
+          if (state === 'healthy') onS3Recovered();
+        },
+        onFailure: () => metrics.storageFailures.inc({ tier: 's3' }),
+      }),
+    );
+    metrics.storageDegraded.set({ tier: 's3' }, 0);
   }
   return new TieredCache(tiers, {
     logger,
@@ -212,8 +274,8 @@ const S3_LEFTOVER_AGE_MS = 60 * 60_000;
  * Periodically aborts multipart uploads and deletes temp objects that a crashed replica left in S3
  * (a bucket lifecycle rule does the same; see docs/config.md). Returns a stop function.
  */
-function startS3Sweeper(cache: TieredCache, logger: Logger, clock: Clock): () => void {
-  const s3 = cache.authoritative;
+function startS3Sweeper(shared: GuardedCache | undefined, logger: Logger, clock: Clock): () => void {
+  const s3 = shared?.inner;
   if (!(s3 instanceof S3Cache)) return () => {};
   const sweep = (): void => {
     s3.sweep(S3_LEFTOVER_AGE_MS).then(
@@ -226,5 +288,31 @@ function startS3Sweeper(cache: TieredCache, logger: Logger, clock: Clock): () =>
   return () => {
     first.cancel();
     timer.cancel();
+  };
+}
+
+/** How often the publish backlog is retried besides S3's recovery and start-up. */
+const BACKLOG_RETRY_MS = 60_000;
+
+function publishBacklog(service: SnapshotService, logger: Logger): Promise<void> {
+  return service.publishBacklog().then(
+    (published) => {
+      if (published > 0) logger.info({ published }, 'publish backlog drained');
+    },
+    (err: unknown) => logger.warn({ err }, 'publishing the backlog failed'),
+  );
+}
+
+/** Publishes what an earlier run kept locally (shortly after start), then retries every minute while anything waits. */
+function startBacklogPublisher(service: SnapshotService, backlog: PublishBacklog | undefined, logger: Logger): () => void {
+  if (!backlog) return () => {};
+  const tick = (): void => {
+    if (backlog.size > 0) void publishBacklog(service, logger);
+  };
+  const first = setTimeout(tick, 1_000).unref();
+  const timer = setInterval(tick, BACKLOG_RETRY_MS).unref();
+  return () => {
+    clearTimeout(first);
+    clearInterval(timer);
   };
 }

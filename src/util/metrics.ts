@@ -2,7 +2,7 @@
  * Prometheus metrics (prom-client), one registry per server instance so tests can run several servers
  * in one process. Modules receive the `Metrics` object and increment what they own.
  */
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 export class Metrics {
   readonly registry = new Registry();
@@ -86,6 +86,34 @@ export class Metrics {
     name: 'cachew_auth_denials_total',
     help: 'Requests refused by the passthrough access gate, by status (401, 404)',
     labelNames: ['host', 'status'] as const,
+    registers: [this.registry],
+  });
+  readonly storageDegraded = new Gauge({
+    name: 'cachew_storage_degraded',
+    help: '1 while the shared tier is unreachable and the replica serves from its local tiers (degraded mode)',
+    labelNames: ['tier'] as const,
+    registers: [this.registry],
+  });
+  readonly storageFailures = new Counter({
+    name: 'cachew_storage_failures_total',
+    help: 'Calls to the shared tier that failed because it was unreachable or refusing',
+    labelNames: ['tier'] as const,
+    registers: [this.registry],
+  });
+  readonly staleReads = new Counter({
+    name: 'cachew_stale_metadata_reads_total',
+    help: 'Pointer and record reads answered by a local copy while the shared tier was unreachable',
+    registers: [this.registry],
+  });
+  readonly publishBacklog = new Gauge({
+    name: 'cachew_publish_backlog',
+    help: 'Snapshots generated while the shared tier was unreachable and not yet published to it',
+    registers: [this.registry],
+  });
+  readonly generationLeases = new Counter({
+    name: 'cachew_generation_lease_total',
+    help: 'Generation lease outcomes (taken, took-over, waited, failed-open, timed-out)',
+    labelNames: ['outcome'] as const,
     registers: [this.registry],
   });
 

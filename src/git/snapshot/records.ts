@@ -110,10 +110,13 @@ export function rangeFromBundleKey(prefix: string, key: string): { base: string;
   return isCommit(base) && isCommit(head) ? { base, head } : undefined;
 }
 
-/** A stored record that does not parse: corrupt or foreign data, never a user error. */
+/**
+ * A stored record that does not parse: corrupt or foreign data, never a user error. The message (a
+ * 500 body) does not name the key; `key` is there for logs.
+ */
 export class CorruptRecordError extends CachewError {
   constructor(readonly key: string, reason: string) {
-    super('internal', `corrupt record ${key}: ${reason}`);
+    super('internal', `corrupt stored record: ${reason}`);
   }
 }
 
@@ -151,7 +154,7 @@ export const parseSnapshotRecord: Parser<SnapshotRecord> = (value, key) => {
   return record;
 };
 
-function parseFrames(value: unknown, key: string): RecordFrame[] {
+export function parseFrames(value: unknown, key: string): RecordFrame[] {
   if (!Array.isArray(value)) throw new CorruptRecordError(key, 'bad field "frames"');
   return value.map((frame: unknown) => {
     const obj = asObject(frame, key);

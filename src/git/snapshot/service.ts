@@ -23,6 +23,9 @@ import { createBundle, getOrCreateBundle } from '../bundle.js';
 import { collectGarbage } from './retention.js';
 import { prepareNextLayers, type LayerShare } from './layer-packs.js';
 import type { SharedLayers } from './shared-layers.js';
+import type { GenerationLeases } from './lease.js';
+import type { PublishBacklog } from './backlog.js';
+import { isOutage } from '../../cache/guarded.js';
 
 export interface SnapshotServiceOptions {
   store: SnapshotStore;
@@ -36,6 +39,10 @@ export interface SnapshotServiceOptions {
   packDir?: string;
   /** Layer packs shared with other replicas through the cache; unset: each replica computes its own. */
   sharedLayers?: SharedLayers;
+  /** Snapshots kept locally during an S3 outage; publishBacklog() publishes them (see backlog.ts). */
+  backlog?: PublishBacklog;
+  /** Replicas sharing S3 take this lease before generating, so one of them generates (see lease.ts). */
+  leases?: GenerationLeases;
   graceMs: number;
   bundleTtlMs: number;
   logger: Logger;
@@ -54,12 +61,25 @@ export interface CurrentSnapshot {
   aheadHead?: string;
 }
 
+type StoredCurrent = NonNullable<Awaited<ReturnType<SnapshotStore['current']>>>;
+
+/**
+ * Maps an S3 outage to "not known": while S3 is unreachable this replica keeps generating from its
+ * mirror (degraded publishing) rather than refusing, and S3's first-writer-wins record settles any
+ * duplicate once it is back.
+ */
+function unknownDuringOutage(err: unknown): undefined {
+  if (isOutage(err)) return undefined;
+  throw err;
+}
+
 export class SnapshotService {
   private readonly generations = new SingleFlight<SnapshotRecord>();
   private readonly refreshes = new SingleFlight<SnapshotRecord | undefined>();
   /** Background layer preparations (one per repository at a time); aborted by drain(). */
   private readonly preparations = new SingleFlight<void>();
   private readonly stopping = new AbortController();
+  private readonly drains = new SingleFlight<number>();
   private readonly log: Logger;
   /** Repositories this replica has served, for the scheduler and retention. */
   readonly known = new Map<string, { host: string; repo: string }>();
@@ -74,10 +94,12 @@ export class SnapshotService {
    * schedules a new snapshot in the background while the current one keeps being served.
    */
   async current(host: string, repo: string, signal?: AbortSignal): Promise<CurrentSnapshot> {
+    const stored = await this.servableWithoutMirror(host, repo);
+    if (stored) return { record: stored };
     const mirror = await this.readyMirror(host, repo, signal);
     await mirror.ensureFresh({ signal });
     const head = await mirror.defaultBranch();
-    const existing = await this.options.store.current(host, repo);
+    const existing = await this.storedCurrent(host, repo);
     if (!existing) {
       const record = await this.generate(host, repo, mirror, head.commit, head.name);
       return { record };
@@ -116,7 +138,7 @@ export class SnapshotService {
       const mirror = await this.readyMirror(host, repo, signal);
       await mirror.fetchNow({ signal });
       const head = await mirror.defaultBranch();
-      const current = await this.options.store.current(host, repo);
+      const current = await this.storedCurrent(host, repo);
       if (current?.record.commit === head.commit) return current.record;
       return this.generate(host, repo, mirror, head.commit, head.name);
     });
@@ -165,6 +187,74 @@ export class SnapshotService {
     await this.generations.drain();
     await this.refreshes.drain();
     await this.preparations.drain();
+    await this.drains.drain();
+  }
+
+  /**
+   * Publishes the snapshots kept locally while S3 was unreachable (see backlog.ts), in any order (the
+   * pointer only ever moves forward, so an older entry published last changes nothing); stops at the
+   * first outage (the next recovery, tick or start-up retries). An entry whose local blob was evicted
+   * is regenerated instead. One drain at a time; resolves with the number published.
+   */
+  publishBacklog(): Promise<number> {
+    return this.drains.run('backlog', async () => {
+      const backlog = this.options.backlog;
+      if (!backlog) return 0;
+      let published = 0;
+      for (const entry of await backlog.list()) {
+        const { host, repo, commit } = entry;
+        try {
+          const mirror = await this.readyMirror(host, repo);
+          try {
+            const record = await this.options.store.publishPending(entry, (a, b) => this.isAncestor(mirror, a, b));
+            this.log.info({ host, repo, commit, digest: record.digest }, 'published a snapshot kept locally during the outage');
+            await backlog.remove(entry);
+          } catch (err) {
+            if (!(err instanceof NotFoundError)) throw err;
+            // Removed first: if S3 fails again, the regeneration queues the commit anew.
+            await backlog.remove(entry);
+            const head = await mirror.defaultBranch();
+            await this.generate(host, repo, mirror, commit, head.name, entry.force);
+          }
+          published++;
+        } catch (err) {
+          if (isOutage(err)) {
+            this.log.info({ pending: backlog.size }, 'shared storage still unreachable; backlog kept');
+            break;
+          }
+          this.log.warn({ err, host, repo, commit }, 'could not publish a snapshot kept locally; will retry');
+        }
+      }
+      return published;
+    });
+  }
+
+  /** The stored current snapshot; during an S3 outage, one this replica does not know is "none". */
+  private async storedCurrent(host: string, repo: string): Promise<StoredCurrent | undefined> {
+    return this.options.store.current(host, repo).catch(unknownDuringOutage);
+  }
+
+  /**
+   * A replica that has no mirror of the repository yet (a new replica, an empty disk) serves the
+   * snapshot other replicas published at once and clones in the background, instead of making the
+   * request wait for a clone. Undefined when the mirror is ready or nothing is stored (then the
+   * normal path waits for the clone and generates).
+   */
+  private async servableWithoutMirror(host: string, repo: string): Promise<SnapshotRecord | undefined> {
+    const mirror = this.options.mirrors.get(host, repo);
+    if (mirror.state === 'ready') return undefined;
+    let stored;
+    try {
+      stored = await this.options.store.current(host, repo);
+    } catch (err) {
+      this.log.debug({ err, host, repo }, 'no stored snapshot to serve while the mirror is cloned');
+      return undefined;
+    }
+    if (!stored) return undefined;
+    this.known.set(`${host}/${repo}`, { host, repo });
+    // ensureReady waits at most mirror-wait for the clone, which carries on after it gave up.
+    mirror.ensureReady().catch((err: unknown) => this.log.debug({ err, host, repo }, 'background clone still running or failed'));
+    return stored.record;
   }
 
   private async readyMirror(host: string, repo: string, signal?: AbortSignal): Promise<Mirror> {
@@ -183,49 +273,62 @@ export class SnapshotService {
     });
   }
 
-  /** Generates and publishes the snapshot of `commit`; concurrent calls for one repository share it. */
+  /**
+   * Generates and publishes the snapshot of `commit`; concurrent calls for one repository share it, and
+   * with a lease so do replicas: a replica that finds the lease held uses the holder's record.
+   */
   private generate(host: string, repo: string, mirror: Mirror, commit: string, branch: string, force = false): Promise<SnapshotRecord> {
     return this.generations.run(`${host}/${repo}@${commit}`, async () => {
-      const existing = await this.options.store.record(host, repo, commit);
-      if (existing) {
+      const stored = async (): Promise<SnapshotRecord | undefined> => {
+        const existing = await this.options.store.record(host, repo, commit).catch(unknownDuringOutage);
+        if (!existing) return undefined;
         await this.options.store.publish({ host, repo, commit, existing, force, isAncestor: (a, b) => this.isAncestor(mirror, a, b), signal: this.options.shutdown });
         return existing;
-      }
-      await mkdir(this.options.workDir, { recursive: true });
-      const file = join(this.options.workDir, `snapshot-${randomUUID()}.tar.zst`);
-      const started = Date.now();
-      this.log.info({ host, repo, commit }, 'generating snapshot');
-      try {
-        const result = await generateSnapshot(
-          { gitDir: mirror.gitDir, commit, upstreamUrl: mirror.upstreamUrl, defaultBranch: branch },
-          file,
-          { logger: this.log, ...this.layerOptions(host, repo), signal: this.options.shutdown },
-        );
-        const record = await this.options.store.publish({
-          host,
-          repo,
-          commit,
-          file,
-          sha256: result.sha256,
-          size: result.size,
-          format: await snapshotFormatId(),
-          frames: result.frames,
-          force,
-          isAncestor: (a, b) => this.isAncestor(mirror, a, b),
-          signal: this.options.shutdown,
-        });
-        this.options.metrics?.snapshotGenerations.inc({ outcome: 'ok' });
-        this.log.info({ host, repo, commit, size: result.size, ms: Date.now() - started }, 'snapshot generated');
-        void this.collectGarbageFor(host, repo);
-        void this.prepareNext(host, repo, mirror, commit);
-        return record;
-      } catch (err) {
-        this.options.metrics?.snapshotGenerations.inc({ outcome: 'error' });
-        throw err;
-      } finally {
-        await rm(file, { force: true });
-      }
+      };
+      const existing = await stored();
+      if (existing) return existing;
+      const produce = (): Promise<SnapshotRecord> => this.produce(host, repo, mirror, commit, branch, force);
+      const leases = this.options.leases;
+      return leases ? leases.run(host, repo, produce, stored, this.options.shutdown) : produce();
     });
+  }
+
+  /** Generates the archive of `commit` from the mirror and publishes it. */
+  private async produce(host: string, repo: string, mirror: Mirror, commit: string, branch: string, force: boolean): Promise<SnapshotRecord> {
+    await mkdir(this.options.workDir, { recursive: true });
+    const file = join(this.options.workDir, `snapshot-${randomUUID()}.tar.zst`);
+    const started = Date.now();
+    this.log.info({ host, repo, commit }, 'generating snapshot');
+    try {
+      const result = await generateSnapshot(
+        { gitDir: mirror.gitDir, commit, upstreamUrl: mirror.upstreamUrl, defaultBranch: branch },
+        file,
+        { logger: this.log, ...this.layerOptions(host, repo) },
+      );
+      const record = await this.options.store.publish({
+        host,
+        repo,
+        commit,
+        file,
+        sha256: result.sha256,
+        size: result.size,
+        format: await snapshotFormatId(),
+        frames: result.frames,
+        force,
+        isAncestor: (a, b) => this.isAncestor(mirror, a, b),
+        signal: this.options.shutdown,
+      });
+      this.options.metrics?.snapshotGenerations.inc({ outcome: 'ok' });
+      this.log.info({ host, repo, commit, size: result.size, ms: Date.now() - started }, 'snapshot generated');
+      void this.collectGarbageFor(host, repo);
+      void this.prepareNext(host, repo, mirror, commit);
+      return record;
+    } catch (err) {
+      this.options.metrics?.snapshotGenerations.inc({ outcome: 'error' });
+      throw err;
+    } finally {
+      await rm(file, { force: true });
+    }
   }
 
   /** The layer cache and shared layers of one repository, as generateSnapshot takes them. */

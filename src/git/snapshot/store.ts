@@ -7,6 +7,7 @@
  * published only once complete (the Cache contract), so a crash leaves nothing half-visible.
  */
 import { createReadStream } from 'node:fs';
+import type { Readable } from 'node:stream';
 import type { Cache, ObjectMeta, OpenOptions, OpenResult } from '../../cache/cache.js';
 import { blobKey, writeStream } from '../../cache/write.js';
 import type { Logger } from '../../util/logger.js';
@@ -27,6 +28,8 @@ import {
 } from './records.js';
 import { advancePointer, readPointer, type AncestryCheck, type SnapshotPointer } from './pointer.js';
 import { collectGarbage, type GarbageReport } from './retention.js';
+import type { PendingSnapshot, PublishBacklog } from './backlog.js';
+import { isOutage } from '../../cache/guarded.js';
 
 export interface SnapshotStoreOptions {
   /** Where blobs (immutable, content-addressed) are read and written: the tiered cache. */
@@ -41,6 +44,8 @@ export interface SnapshotStoreOptions {
   graceMs: number;
   /** Clock in ms since the epoch (tests inject one). */
   now?: () => number;
+  /** Keep publishing locally while the shared tier is unreachable; unset: such a publish fails. */
+  degraded?: DegradedPublishing;
 }
 
 interface PublishCommon {
@@ -77,6 +82,16 @@ export type PublishInput = PublishFile | PublishExisting;
 export interface CurrentSnapshot {
   record: SnapshotRecord;
   pointer: SnapshotPointer;
+}
+
+/**
+ * How old a local copy of a snapshot-store key may be to answer while the shared tier is unreachable
+ * (the `staleLimitMs` of cache/authoritative-view.ts): the pointer moves, so its copy is trusted for
+ * `pointerMs`; a record is written once per commit, so any copy of it is right; leases, bundle and
+ * checkpoint records are never answered locally.
+ */
+export function staleReadLimits(pointerMs: number): (key: string) => number {
+  return (key) => (key.startsWith('pointers/') ? pointerMs : key.startsWith('records/') ? Number.POSITIVE_INFINITY : 0);
 }
 
 /** How often publish re-tries when records or blobs vanish under it (concurrent retention). */
@@ -117,6 +132,41 @@ export async function putFileBlob(
   }
 }
 
+/** Copies a blob's bytes into `cache` (create-if-absent, digest verified); `created` as in putFileBlob. */
+async function putBlobFrom(
+  cache: Cache,
+  sha256: string,
+  body: Readable,
+  signal?: AbortSignal,
+): Promise<{ meta: ObjectMeta; created: boolean }> {
+  const key = blobKey(sha256);
+  try {
+    const meta = await writeStream(cache, key, body, {
+      ifNoneMatch: '*',
+      expectedSha256: sha256,
+      signal,
+      metadata: { 'content-type': 'application/octet-stream' },
+    });
+    return { meta, created: true };
+  } catch (err) {
+    body.destroy();
+    if (!(err instanceof AlreadyExistsError)) throw err;
+    const meta = await cache.stat(key, signal);
+    if (!meta) throw err;
+    return { meta, created: false };
+  }
+}
+
+/**
+ * Where snapshots go while the shared tier is unreachable (see backlog.ts): the local tiers alone
+ * (TieredCache.local), the shared tier alone (to publish the backlog to), and the backlog.
+ */
+export interface DegradedPublishing {
+  local: Cache;
+  shared: Cache;
+  backlog: PublishBacklog;
+}
+
 /** Snapshot records, blobs and the per-repository pointer on one Cache. */
 export class SnapshotStore {
   readonly cache: Cache;
@@ -124,6 +174,7 @@ export class SnapshotStore {
   readonly graceMs: number;
   private readonly logger: Logger;
   private readonly now: () => number;
+  private readonly degraded?: DegradedPublishing;
 
   constructor(options: SnapshotStoreOptions) {
     this.cache = options.cache;
@@ -131,6 +182,7 @@ export class SnapshotStore {
     this.graceMs = options.graceMs;
     this.logger = (options.logger ?? silentLogger).child({ module: 'snapshot-store' });
     this.now = options.now ?? Date.now;
+    this.degraded = options.degraded;
   }
 
   /**
@@ -143,15 +195,54 @@ export class SnapshotStore {
    * over the caller's copy); NotFoundError when that record or its blob has meanwhile been removed.
    */
   async publish(input: PublishInput): Promise<SnapshotRecord> {
-    if ('existing' in input) return this.republish(input);
-    const { host, repo, commit, sha256, signal } = input;
+    try {
+      if ('existing' in input) return await this.republish(input);
+      const { sha256, file, signal } = input;
+      if (!isSha256Hex(sha256)) throw new BadRequestError(`not a sha256 digest: ${sha256}`);
+      const fields = { format: input.format, frames: input.frames };
+      return await this.publishBlob(input, sha256, input.size, fields, () => putFileBlob(this.cache, sha256, file, { signal }));
+    } catch (err) {
+      // S3 unreachable: keep the snapshot locally and publish it when S3 answers again.
+      if (!this.degraded || !isOutage(err) || input.signal?.aborted) throw err;
+      return this.publishLocally(input, this.degraded);
+    }
+  }
+
+  /**
+   * Publishes a snapshot kept locally during an outage (see backlog.ts) the normal way: its blob is
+   * copied from the local tiers to the shared one, then record and pointer as in publish(). Resolves
+   * with the authoritative record (another replica's, if it recorded the commit first). NotFoundError
+   * when the local blob is gone (evicted): the caller regenerates.
+   */
+  async publishPending(entry: PendingSnapshot, isAncestor: AncestryCheck, signal?: AbortSignal): Promise<SnapshotRecord> {
+    const degraded = this.degraded;
+    if (!degraded) throw new CachewError('internal', 'publishPending without degraded publishing configured');
+    const { host, repo, commit, digest, size, format, frames, force } = entry;
+    return this.publishBlob({ host, repo, commit, isAncestor, force, signal }, digest, size, { format, frames }, async () => {
+      const local = await degraded.local.open(blobKey(digest), { signal });
+      if (!local?.body) throw new NotFoundError(`snapshot ${digest} is no longer held locally`);
+      return putBlobFrom(degraded.shared, digest, local.body, signal);
+    });
+  }
+
+  /**
+   * Stores the blob with `put`, writes the record create-if-absent and moves the pointer forward;
+   * retries (bounded) while records or blobs vanish under it (concurrent retention).
+   */
+  private async publishBlob(
+    input: PublishCommon,
+    sha256: string,
+    size: number,
+    fields: Pick<SnapshotRecord, 'format' | 'frames'>,
+    put: () => Promise<{ meta: ObjectMeta; created: boolean }>,
+  ): Promise<SnapshotRecord> {
+    const { host, repo, commit, signal } = input;
     if (!isCommit(commit)) throw new BadRequestError(`not a commit id: ${commit}`);
-    if (!isSha256Hex(sha256)) throw new BadRequestError(`not a sha256 digest: ${sha256}`);
     const key = recordKey(host, repo, commit);
     for (let attempt = 0; attempt < MAX_PUBLISH_ATTEMPTS; attempt++) {
-      const blob = await putFileBlob(this.cache, sha256, input.file, { signal });
-      if (blob.meta.size !== input.size) {
-        throw new CachewError('internal', `snapshot of ${commit} is ${blob.meta.size} bytes, caller said ${input.size}`);
+      const blob = await put();
+      if (blob.meta.size !== size) {
+        throw new CachewError('internal', `snapshot of ${commit} is ${blob.meta.size} bytes, caller said ${size}`);
       }
       const ours: SnapshotRecord = {
         commit,
@@ -159,8 +250,8 @@ export class SnapshotStore {
         size: blob.meta.size,
         created: new Date(this.now()).toISOString(),
       };
-      if (input.format !== undefined) ours.format = input.format;
-      if (input.frames !== undefined) ours.frames = input.frames;
+      if (fields.format !== undefined) ours.format = fields.format;
+      if (fields.frames !== undefined) ours.frames = fields.frames;
       let record: SnapshotRecord;
       try {
         await writeJson(this.metadataCache, key, ours, { ifNoneMatch: '*', signal });
@@ -194,6 +285,41 @@ export class SnapshotStore {
       return record;
     }
     throw new UnavailableError(`could not publish snapshot of ${commit}: objects kept vanishing`, 1);
+  }
+
+  /**
+   * Degraded publish: blob, record and pointer go to the local tiers only (so this replica serves the
+   * snapshot at once) and the snapshot joins the backlog. A record already held locally for the commit
+   * wins, as it would in S3.
+   */
+  private async publishLocally(input: PublishInput, degraded: DegradedPublishing): Promise<SnapshotRecord> {
+    const { local, backlog } = degraded;
+    const { host, repo, commit, signal } = input;
+    let record: SnapshotRecord | undefined = await readSnapshotRecord(local, host, repo, commit, signal);
+    if (record && !(await local.stat(blobKey(record.digest), signal))) {
+      await local.delete(recordKey(host, repo, commit), signal);
+      record = undefined;
+    }
+    if (!record) {
+      if ('existing' in input) {
+        // Re-pointing to a record whose bytes this replica does not hold: nothing to serve locally.
+        throw new UnavailableError('shared storage is unreachable and the snapshot is not held locally', 5);
+      }
+      await putFileBlob(local, input.sha256, input.file, { signal });
+      record = { commit, digest: input.sha256, size: input.size, created: new Date(this.now()).toISOString() };
+      if (input.format !== undefined) record.format = input.format;
+      if (input.frames !== undefined) record.frames = input.frames;
+      await writeJson(local, recordKey(host, repo, commit), record, { signal });
+    }
+    // Queued before the local pointer moves: a crash in between leaves a queued snapshot that is not
+    // served yet, never a served one that is not queued.
+    const entry: PendingSnapshot = { host, repo, commit, digest: record.digest, size: record.size };
+    if (record.format !== undefined) entry.format = record.format;
+    if (record.frames !== undefined) entry.frames = record.frames;
+    if (input.force) entry.force = true;
+    await backlog.add(entry);
+    await advancePointer(local, host, repo, record, { isAncestor: input.isAncestor, force: input.force, now: this.now, signal });
+    return record;
   }
 
   private async republish(input: PublishExisting): Promise<SnapshotRecord> {
