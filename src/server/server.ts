@@ -261,7 +261,9 @@ async function openCache(
 
 /** `--s3-redirect`: presigned GET URLs of blobs in the S3 tier, or undefined when redirecting is off. */
 function blobRedirect(config: CachewConfig, cache: TieredCache, signingClock: () => number): BlobRedirect | undefined {
-  const s3 = cache.authoritative;
+  // The S3 tier sits behind the degraded-mode guard (cache/guarded.ts); presigning needs the S3Cache itself.
+  const shared = cache.authoritative;
+  const s3 = shared instanceof GuardedCache ? shared.inner : shared;
   if (!config.s3Redirect || !(s3 instanceof S3Cache)) return undefined;
   const urls = new PresignedUrls(s3, { ttlMs: config.s3RedirectTtlMs, now: signingClock });
   return (digest, signal) => urls.get(blobKey(digest), signal);
