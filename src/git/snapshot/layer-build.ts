@@ -82,12 +82,12 @@ export function partOf(line: Buffer, parts: number): number {
 async function listObjects(gitDir: string, from: string | undefined, to: string, listPath: string, signal?: AbortSignal): Promise<number> {
   const revs = from === undefined ? `${to}\n` : `${to}\n^${from}\n`;
   const proc = spawnGit(['rev-list', '--objects', '--stdin'], { cwd: gitDir, env: PURE_OBJECT_ENV, signal, input: revs, timeoutMs: 3_600_000 });
-  const file = createWriteStream(listPath, { flags: 'wx' });
+  const file = openGuarded(listPath);
   let count = 0;
   try {
     for await (const chunk of proc.stdout as AsyncIterable<Buffer>) {
       for (let at = chunk.indexOf(0x0a); at >= 0; at = chunk.indexOf(0x0a, at + 1)) count++;
-      if (!file.write(chunk)) await onceDrained(file);
+      await writeGuarded(file, chunk);
     }
     await proc.done;
   } catch (err) {
@@ -103,7 +103,7 @@ async function listObjects(gitDir: string, from: string | undefined, to: string,
 
 /** Splits the list file line by line into `partPaths` (by partOf); returns each part's line count. */
 async function splitList(listPath: string, partPaths: string[]): Promise<number[]> {
-  const outs = partPaths.map((p) => createWriteStream(p, { flags: 'wx' }));
+  const outs = partPaths.map((p) => openGuarded(p));
   const sizes = partPaths.map(() => 0);
   try {
     const reader = new ByteReader(createReadStream(listPath) as Readable);
@@ -111,7 +111,7 @@ async function splitList(listPath: string, partPaths: string[]): Promise<number[
       const part = partOf(line, outs.length);
       sizes[part]++;
       const out = outs[part];
-      if (!out.write(Buffer.concat([line, NEWLINE]))) await onceDrained(out);
+      await writeGuarded(out, Buffer.concat([line, NEWLINE]));
     }
   } catch (err) {
     for (const out of outs) out.destroy();
@@ -123,6 +123,32 @@ async function splitList(listPath: string, partPaths: string[]): Promise<number[
 }
 
 const NEWLINE = Buffer.from('\n');
+
+/**
+ * A write stream that always has an 'error' listener: a file stream can fail between two writes (its
+ * directory removed during shutdown, ENOSPC), and an 'error' event with no listener would crash the
+ * whole server instead of failing this one generation. The error is rethrown by the next write.
+ */
+interface GuardedStream {
+  stream: WriteStream;
+  error?: Error;
+}
+
+function openGuarded(path: string): WriteStream {
+  const guarded: GuardedStream = { stream: createWriteStream(path, { flags: 'wx' }) };
+  guarded.stream.on('error', (err) => (guarded.error ??= err));
+  guardedErrors.set(guarded.stream, guarded);
+  return guarded.stream;
+}
+
+const guardedErrors = new WeakMap<WriteStream, GuardedStream>();
+
+async function writeGuarded(stream: WriteStream, chunk: Buffer): Promise<void> {
+  const failed = guardedErrors.get(stream)?.error;
+  if (failed !== undefined) throw failed;
+  if (stream.destroyed) throw new Error('layer list file closed before the listing ended');
+  if (!stream.write(chunk)) await onceDrained(stream);
+}
 
 function onceDrained(stream: WriteStream): Promise<void> {
   return new Promise((resolve, reject) => {
