@@ -82,12 +82,12 @@ export function partOf(line: Buffer, parts: number): number {
 async function listObjects(gitDir: string, from: string | undefined, to: string, listPath: string, signal?: AbortSignal): Promise<number> {
   const revs = from === undefined ? `${to}\n` : `${to}\n^${from}\n`;
   const proc = spawnGit(['rev-list', '--objects', '--stdin'], { cwd: gitDir, env: PURE_OBJECT_ENV, signal, input: revs, timeoutMs: 3_600_000 });
-  const file = openGuarded(listPath);
+  const file = new ListFile(listPath);
   let count = 0;
   try {
     for await (const chunk of proc.stdout as AsyncIterable<Buffer>) {
       for (let at = chunk.indexOf(0x0a); at >= 0; at = chunk.indexOf(0x0a, at + 1)) count++;
-      await writeGuarded(file, chunk);
+      await file.write(chunk);
     }
     await proc.done;
   } catch (err) {
@@ -96,73 +96,71 @@ async function listObjects(gitDir: string, from: string | undefined, to: string,
     file.destroy();
     throw err;
   }
-  file.end();
-  await finished(file);
+  await file.close();
   return count;
 }
 
 /** Splits the list file line by line into `partPaths` (by partOf); returns each part's line count. */
 async function splitList(listPath: string, partPaths: string[]): Promise<number[]> {
-  const outs = partPaths.map((p) => openGuarded(p));
+  const outs = partPaths.map((p) => new ListFile(p));
   const sizes = partPaths.map(() => 0);
   try {
     const reader = new ByteReader(createReadStream(listPath) as Readable);
     for (let line = await reader.readUntil(0x0a, 1 << 20); line !== undefined; line = await reader.readUntil(0x0a, 1 << 20)) {
       const part = partOf(line, outs.length);
       sizes[part]++;
-      const out = outs[part];
-      await writeGuarded(out, Buffer.concat([line, NEWLINE]));
+      await outs[part].write(Buffer.concat([line, NEWLINE]));
     }
   } catch (err) {
     for (const out of outs) out.destroy();
     throw err;
   }
-  for (const out of outs) out.end();
-  await Promise.all(outs.map((out) => finished(out)));
+  await Promise.all(outs.map((out) => out.close()));
   return sizes;
 }
 
 const NEWLINE = Buffer.from('\n');
 
 /**
- * A write stream that always has an 'error' listener: a file stream can fail between two writes (its
- * directory removed during shutdown, ENOSPC), and an 'error' event with no listener would crash the
- * whole server instead of failing this one generation. The error is rethrown by the next write.
+ * A list file written line by line. Its stream always has an 'error' listener: a file stream can fail
+ * between two writes (its directory removed during shutdown, ENOSPC), and an 'error' event with no
+ * listener would crash the whole server instead of failing this one generation. The first error is
+ * rethrown by the next write or by close().
  */
-interface GuardedStream {
-  stream: WriteStream;
-  error?: Error;
-}
+class ListFile {
+  private readonly stream: WriteStream;
+  private failure?: Error;
 
-function openGuarded(path: string): WriteStream {
-  const guarded: GuardedStream = { stream: createWriteStream(path, { flags: 'wx' }) };
-  guarded.stream.on('error', (err) => (guarded.error ??= err));
-  guardedErrors.set(guarded.stream, guarded);
-  return guarded.stream;
-}
+  constructor(path: string) {
+    this.stream = createWriteStream(path, { flags: 'wx' });
+    this.stream.on('error', (err) => (this.failure ??= err));
+  }
 
-const guardedErrors = new WeakMap<WriteStream, GuardedStream>();
+  async write(chunk: Buffer): Promise<void> {
+    if (this.failure !== undefined) throw this.failure;
+    if (this.stream.write(chunk)) return;
+    await new Promise<void>((resolve, reject) => {
+      const onDrain = (): void => {
+        this.stream.off('close', onClose);
+        resolve();
+      };
+      const onClose = (): void => {
+        this.stream.off('drain', onDrain);
+        reject(this.failure ?? new Error('layer list file closed while writing'));
+      };
+      this.stream.once('drain', onDrain);
+      this.stream.once('close', onClose);
+    });
+  }
 
-async function writeGuarded(stream: WriteStream, chunk: Buffer): Promise<void> {
-  const failed = guardedErrors.get(stream)?.error;
-  if (failed !== undefined) throw failed;
-  if (stream.destroyed) throw new Error('layer list file closed before the listing ended');
-  if (!stream.write(chunk)) await onceDrained(stream);
-}
+  async close(): Promise<void> {
+    this.stream.end();
+    await finished(this.stream);
+  }
 
-function onceDrained(stream: WriteStream): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onDrain = (): void => {
-      stream.off('error', onError);
-      resolve();
-    };
-    const onError = (err: Error): void => {
-      stream.off('drain', onDrain);
-      reject(err);
-    };
-    stream.once('drain', onDrain);
-    stream.once('error', onError);
-  });
+  destroy(): void {
+    this.stream.destroy();
+  }
 }
 
 /** A counting semaphore as a Limiter: at most `slots` works run at once, in arrival order. */
