@@ -168,6 +168,8 @@ async function openStable(options: DownloadOptions, stableUrl: URL): Promise<Htt
       if (response.status === 200 || response.status === 206) return response;
       discard(response);
       if (response.status === 404) throw new NoSnapshotError(options.repoUrl);
+      // The repository cannot be snapshotted at all (e.g. unsafe tree entries): final, not retried.
+      if (response.status === 422) throw new ProtocolError(`the server cannot snapshot ${options.repoUrl} (HTTP 422)`, 422);
       const retryAfter = Number(header(response, Headers.retryAfter));
       if (Number.isFinite(retryAfter) && retryAfter > 0) delay = Math.max(delay, Math.min(retryAfter * 1000, MAX_RETRY_AFTER_MS));
       throw new ProtocolError(`HTTP ${response.status} from ${stableUrl.href}`, response.status);

@@ -8,13 +8,16 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { runGit } from './command.js';
 import type { Upstream } from './upstreams.js';
+import { listUpstreamRefs, type AdvertisedRefs } from './upstream-refs.js';
 import {
   CachewError,
   GitCommandError,
+  InsufficientStorageError,
   NotFoundError,
   UnavailableError,
   UpstreamError,
   abortReason,
+  isNoSpace,
 } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import type { Metrics } from '../util/metrics.js';
@@ -33,8 +36,6 @@ export interface MirrorOptions {
   tmpRoot: string;
   upstream: Upstream;
   refCheckIntervalMs: number;
-  /** How often a fetch also re-reads upstream's HEAD (a full ref listing); it is also re-read whenever HEAD dangles. */
-  headCheckIntervalMs: number;
   waitMs: number;
   logger: Logger;
   metrics?: Metrics;
@@ -42,7 +43,7 @@ export interface MirrorOptions {
   shutdown: AbortSignal;
   /** True when the mirror already exists on disk. */
   ready: boolean;
-  /** The clock the ref-check and head-check intervals are measured on. */
+  /** The clock the ref-check interval is measured on. */
   clock: Clock;
 }
 
@@ -54,6 +55,11 @@ export interface OpOptions {
 const CLONE_TIMEOUT_MS = 60 * 60_000;
 const FETCH_TIMEOUT_MS = 30 * 60_000;
 const RETRY_AFTER_SECONDS = 10;
+/**
+ * For every git command that talks to upstream: never follow a redirect (git 2.39's default,
+ * `initial`, follows one to any host and keeps using it), so only configured hosts are contacted.
+ */
+const NO_REDIRECTS = ['-c', 'http.followRedirects=false'];
 
 /** Configuration every mirror gets: it is a server for clients, not a workspace. */
 const MIRROR_CONFIG: Array<[string, string]> = [
@@ -63,7 +69,9 @@ const MIRROR_CONFIG: Array<[string, string]> = [
   ['uploadpack.allowAnySHA1InWant', 'true'],
   ['gc.autoDetach', 'false'],
   ['core.logAllRefUpdates', 'false'],
-  ['fetch.prune', 'true'],
+  // Refs are pruned by syncRefs, and only against a validated listing: a fetch that fell back to
+  // git's dumb protocol on an HTML or empty 200 would otherwise delete every branch.
+  ['fetch.prune', 'false'],
 ];
 
 interface FetchRun {
@@ -84,8 +92,6 @@ export class Mirror {
   #queuedFetch: FetchRun | undefined;
   /** When the last check against upstream started (successful or not); 0 = never. */
   #lastCheck = 0;
-  /** When upstream's HEAD was last read (the clone reads it too). */
-  #lastHeadCheck = 0;
   readonly #opts: MirrorOptions;
   readonly #log: Logger;
 
@@ -96,8 +102,6 @@ export class Mirror {
     this.gitDir = options.gitDir;
     this.upstreamUrl = options.upstream.repoUrl(options.repo);
     this.#state = options.ready ? 'ready' : 'empty';
-    // A mirror found on disk had its HEAD set when it was cloned; the periodic check takes over from here.
-    if (options.ready) this.#lastHeadCheck = options.clock.now();
     this.#log = options.logger.child({ mirror: `${options.host}/${options.repo}` });
   }
 
@@ -121,7 +125,6 @@ export class Mirror {
         () => {
           this.#state = 'ready';
           this.#lastCheck = this.#opts.clock.now();
-          this.#lastHeadCheck = this.#lastCheck;
           this.#clone = undefined;
         },
         (err: unknown) => {
@@ -152,7 +155,8 @@ export class Mirror {
       await this.#fetchStartedAfter(since, options.signal);
     } catch (err) {
       if (options.signal?.aborted) throw abortReason(options.signal);
-      this.#log.warn({ err: describe(err) }, 'upstream fetch failed; serving the mirror as it is');
+      const reason = err instanceof UpstreamError ? err.reason : undefined;
+      this.#log.warn({ err: describe(err), reason }, 'upstream check failed; serving the mirror as it is');
     }
   }
 
@@ -248,20 +252,20 @@ export class Mirror {
   }
 
   async #doClone(): Promise<void> {
-    const { tmpRoot, upstream, metrics } = this.#opts;
+    const { tmpRoot, metrics } = this.#opts;
     await fs.mkdir(tmpRoot, { recursive: true });
     const staging = path.join(tmpRoot, `${randomBytes(8).toString('hex')}.git`);
     const started = Date.now();
     this.#log.info({ upstream: this.upstreamUrl }, 'cloning mirror');
     try {
       metrics?.upstreamRequests.inc({ kind: 'clone' });
-      // --bare copies refs/heads/* and tags as they are (no refs/pull/*) and sets HEAD to upstream's.
-      await runGit(['clone', '--bare', '--quiet', '--', this.upstreamUrl, staging], {
-        env: upstream.gitEnv(),
-        signal: this.#opts.shutdown,
-        timeoutMs: CLONE_TIMEOUT_MS,
-      });
+      const advertised = await this.#listRefs();
+      // init + fetch instead of `clone --bare`: the clone takes the same validated path as every
+      // later refresh (only heads and tags, HEAD as upstream advertises it).
+      await runGit(['init', '--bare', '--quiet', staging], { timeoutMs: 30_000 });
+      await runGit(['remote', 'add', 'origin', this.upstreamUrl], { cwd: staging, timeoutMs: 30_000 });
       await this.#configure(staging);
+      await this.#syncRefs(staging, advertised, CLONE_TIMEOUT_MS);
       await fs.mkdir(path.dirname(this.gitDir), { recursive: true });
       await fs.rename(staging, this.gitDir);
       this.#record('clone', 'ok', started);
@@ -286,13 +290,8 @@ export class Mirror {
     const started = Date.now();
     try {
       this.#opts.metrics?.upstreamRequests.inc({ kind: 'fetch' });
-      await runGit(['fetch', '--prune', '--quiet', 'origin'], {
-        cwd: this.gitDir,
-        env: this.#opts.upstream.gitEnv(),
-        signal: this.#opts.shutdown,
-        timeoutMs: FETCH_TIMEOUT_MS,
-      });
-      await this.#followHead();
+      const advertised = await this.#listRefs();
+      await this.#syncRefs(this.gitDir, advertised, FETCH_TIMEOUT_MS);
       this.#record('fetch', 'ok', started);
     } catch (err) {
       this.#record('fetch', 'error', started);
@@ -300,32 +299,38 @@ export class Mirror {
     }
   }
 
-  /**
-   * Keeps HEAD on upstream's default branch. git 2.39's fetch does not update HEAD, and asking upstream
-   * costs a full ref listing (ls-remote sends no ref prefix for HEAD), so it is done only every
-   * `headCheckIntervalMs`, or at once when HEAD no longer resolves (its branch was deleted upstream and
-   * pruned here).
-   */
-  async #followHead(): Promise<void> {
-    const resolves = await runGit(['rev-parse', '--verify', '--quiet', 'HEAD^{commit}'], { cwd: this.gitDir, timeoutMs: 30_000 }).then(
-      () => true,
-      () => false,
-    );
-    if (resolves && this.#opts.clock.now() - this.#lastHeadCheck < this.#opts.headCheckIntervalMs) return;
-    this.#lastHeadCheck = this.#opts.clock.now();
-    this.#opts.metrics?.upstreamRequests.inc({ kind: 'ls-remote' });
-    const out = await runGit(['ls-remote', '--symref', 'origin', 'HEAD'], {
-      cwd: this.gitDir,
-      env: this.#opts.upstream.gitEnv(),
-      signal: this.#opts.shutdown,
-      timeoutMs: 120_000,
-    });
-    const match = /^ref: (refs\/heads\/\S+)\tHEAD$/m.exec(out);
-    if (match && match[1] !== (await this.#currentHead())) await runGit(['symbolic-ref', 'HEAD', match[1]], { cwd: this.gitDir, timeoutMs: 30_000 });
+  #listRefs(): Promise<AdvertisedRefs> {
+    this.#opts.metrics?.upstreamRequests.inc({ kind: 'ls-refs' });
+    return listUpstreamRefs(this.#opts.upstream, this.repo, { signal: this.#opts.shutdown });
   }
 
-  async #currentHead(): Promise<string> {
-    return (await runGit(['symbolic-ref', '-q', 'HEAD'], { cwd: this.gitDir, timeoutMs: 30_000 }).catch(() => '')).trim();
+  /**
+   * Makes `gitDir`'s heads, tags and HEAD match a validated listing: fetches (without pruning) only
+   * when a ref differs, then deletes the refs the listing does not have and points HEAD where
+   * upstream's does. Nothing else may delete a ref.
+   */
+  async #syncRefs(gitDir: string, advertised: AdvertisedRefs, timeoutMs: number): Promise<void> {
+    let local = await localRefs(gitDir);
+    const behind = [...advertised.refs].some(([name, oid]) => local.get(name) !== oid);
+    if (behind) {
+      await runGit([...NO_REDIRECTS, 'fetch', '--no-prune', '--no-write-fetch-head', '--quiet', 'origin'], {
+        cwd: gitDir,
+        env: this.#opts.upstream.gitEnv(),
+        signal: this.#opts.shutdown,
+        timeoutMs,
+      });
+      local = await localRefs(gitDir);
+    }
+    const stale = [...local].filter(([name]) => !advertised.refs.has(name));
+    if (stale.length > 0) {
+      // `delete <ref> <old>`: a ref that changed meanwhile is left alone (the next check sees it).
+      const input = stale.map(([name, oid]) => `delete ${name} ${oid}\n`).join('');
+      await runGit(['update-ref', '--stdin'], { cwd: gitDir, input, timeoutMs: 60_000 });
+    }
+    const head = advertised.head;
+    if (head && head.startsWith('refs/heads/') && local.has(head) && head !== (await currentHead(gitDir))) {
+      await runGit(['symbolic-ref', 'HEAD', head], { cwd: gitDir, timeoutMs: 30_000 });
+    }
   }
 
   #record(op: string, outcome: string, started: number): void {
@@ -334,25 +339,46 @@ export class Mirror {
   }
 }
 
-/** Maps a failed clone/fetch to the error the client should see (404 / 502), keeping the cause. */
-function classify(err: unknown, host: string, repo: string): Error {
-  if (!(err instanceof GitCommandError)) return err instanceof Error ? err : new UpstreamError(String(err));
-  const stderr = err.stderrTail;
-  // Hosts answer 401/403 for private or missing repositories alike; without credentials that is a 404.
-  if (/not found|does not appear to be a git repository|could not read Username|Authentication failed|returned error: 40[134]/i.test(stderr)) {
-    return new NotFoundError(`repository ${host}/${repo} not found upstream`, { cause: err });
+/** `refs/heads/*` and `refs/tags/*` of a repository → object id. */
+async function localRefs(gitDir: string): Promise<Map<string, string>> {
+  const out = await runGit(['for-each-ref', '--format=%(objectname) %(refname)', 'refs/heads/', 'refs/tags/'], { cwd: gitDir, timeoutMs: 60_000 });
+  const refs = new Map<string, string>();
+  for (const line of out.split('\n')) {
+    const space = line.indexOf(' ');
+    if (space > 0) refs.set(line.slice(space + 1), line.slice(0, space));
   }
-  return new UpstreamError(`upstream ${host} failed for ${repo}: ${upstreamReason(stderr)}`, undefined, { cause: err });
+  return refs;
 }
 
-/** A short, path-free reason from git's stderr. */
-function upstreamReason(stderr: string): string {
+async function currentHead(gitDir: string): Promise<string> {
+  return (await runGit(['symbolic-ref', '-q', 'HEAD'], { cwd: gitDir, timeoutMs: 30_000 }).catch(() => '')).trim();
+}
+
+/**
+ * Maps a failed clone/fetch to the error the client should see, keeping the cause: a full disk is
+ * ours (507); git's own transfer errors are sorted into not found / auth / unreachable / bad reply.
+ * Errors from listUpstreamRefs are already classified.
+ */
+function classify(err: unknown, host: string, repo: string): Error {
+  if (isNoSpace(err)) return new InsufficientStorageError(undefined, undefined, { cause: err });
+  if (!(err instanceof GitCommandError)) return err instanceof Error ? err : new UpstreamError(String(err));
+  const stderr = err.stderrTail;
+  if (/returned error: 404|repository .* not found/i.test(stderr)) {
+    return new NotFoundError(`repository ${host}/${repo} not found upstream`, { cause: err });
+  }
+  if (/returned error: 40[13]|could not read Username|Authentication failed/i.test(stderr)) {
+    return new UpstreamError(`upstream ${host} refused access to ${repo}`, undefined, { cause: err, reason: 'auth' });
+  }
   const status = /returned error: (\d{3})/.exec(stderr);
-  if (status) return `HTTP ${status[1]}`;
-  if (/Failed to connect|Couldn't connect|Connection refused/i.test(stderr)) return 'connection refused';
-  if (/timed out/i.test(stderr)) return 'timed out';
-  if (/Could not resolve host/i.test(stderr)) return 'could not resolve host';
-  return 'git transfer failed';
+  if (status && status[1].startsWith('3')) {
+    return new UpstreamError(`upstream ${host} redirected ${repo}; redirects are not followed`, undefined, { cause: err, reason: 'bad_reply' });
+  }
+  if (status) return new UpstreamError(`upstream ${host} failed for ${repo}: HTTP ${status[1]}`, undefined, { cause: err, reason: 'status' });
+  if (/Failed to connect|Couldn't connect|Connection refused|Could not resolve host|Connection reset/i.test(stderr)) {
+    return new UpstreamError(`upstream ${host} is unreachable (${repo})`, undefined, { cause: err, reason: 'unreachable' });
+  }
+  if (/timed out/i.test(stderr)) return new UpstreamError(`upstream ${host} timed out (${repo})`, undefined, { cause: err, reason: 'timeout' });
+  return new UpstreamError(`bad reply from upstream ${host} for ${repo}`, undefined, { cause: err, reason: 'bad_reply' });
 }
 
 function describe(err: unknown): string {

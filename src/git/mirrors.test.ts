@@ -17,7 +17,7 @@ interface Fixture {
   root: string;
   /** The clock of every manager's ref-check and head-check intervals. */
   clock: ManualClock;
-  manager(options?: { refCheckIntervalMs?: number; waitMs?: number; headCheckIntervalMs?: number }): { mirrors: MirrorManager; metrics: Metrics };
+  manager(options?: { refCheckIntervalMs?: number; waitMs?: number }): { mirrors: MirrorManager; metrics: Metrics };
 }
 
 async function fixture(t: { after(fn: () => Promise<void>): void }): Promise<Fixture> {
@@ -40,7 +40,6 @@ async function fixture(t: { after(fn: () => Promise<void>): void }): Promise<Fix
         root,
         refCheckIntervalMs: options.refCheckIntervalMs ?? 60_000,
         waitMs: options.waitMs ?? 60_000,
-        headCheckIntervalMs: options.headCheckIntervalMs,
         logger: silentLogger,
         metrics,
         upstreams: new UpstreamRegistry([{ name: up.hostName, baseUrl: up.url }]),
@@ -176,11 +175,11 @@ void test('missing repository → NotFoundError; slow clone → UnavailableError
   assert.throws(() => mirrors.get(f.up.hostName, '../escape'));
 });
 
-void test('HEAD follows upstream default-branch changes (periodically, or at once when it dangles)', { timeout: 120_000 }, async (t) => {
+void test('HEAD follows upstream default-branch changes with every ref check', { timeout: 120_000 }, async (t) => {
   const f = await fixture(t);
   await f.up.createRepo('org/branchy');
   const bare = path.join(f.up.root, 'org/branchy.git');
-  const { mirrors } = f.manager({ headCheckIntervalMs: 0 });
+  const { mirrors } = f.manager();
   const mirror = mirrors.get(f.up.hostName, 'org/branchy');
   await mirror.ensureReady();
   assert.equal((await mirror.defaultBranch()).name, 'main');
@@ -190,8 +189,8 @@ void test('HEAD follows upstream default-branch changes (periodically, or at onc
   await mirror.fetchNow();
   assert.deepEqual(await mirror.defaultBranch(), { name: 'trunk', commit: await f.up.head('org/branchy') });
 
-  // With a long head-check interval, HEAD is still re-read once its branch is pruned away.
-  const { mirrors: lazy } = f.manager({ headCheckIntervalMs: 3_600_000 });
+  // A second manager finds the mirror on disk; its HEAD follows too, also when its branch is pruned away.
+  const { mirrors: lazy } = f.manager();
   const other = lazy.get(f.up.hostName, 'org/branchy');
   assert.equal(other.state, 'ready');
   await runGit(['branch', 'stable', 'main'], { cwd: bare });

@@ -21,12 +21,10 @@ export interface MirrorManagerOptions {
   refCheckIntervalMs: number;
   /** How long a request waits for a first clone before 503. */
   waitMs: number;
-  /** How often upstream's default branch (HEAD) is re-read during fetches; default 5 minutes. */
-  headCheckIntervalMs?: number;
   logger: Logger;
   metrics?: Metrics;
   upstreams: UpstreamRegistry;
-  /** Clock of the ref-check and head-check intervals (default: the system clock). */
+  /** Clock of the ref-check interval (default: the system clock). */
   clock?: Clock;
 }
 
@@ -72,7 +70,6 @@ export class MirrorManager {
       tmpRoot: this.#tmpRoot,
       upstream,
       refCheckIntervalMs: this.#opts.refCheckIntervalMs,
-      headCheckIntervalMs: this.#opts.headCheckIntervalMs ?? 5 * 60_000,
       waitMs: this.#opts.waitMs,
       logger: this.#log,
       metrics: this.#opts.metrics,
@@ -82,6 +79,14 @@ export class MirrorManager {
     });
     this.#mirrors.set(key, mirror);
     return mirror;
+  }
+
+  /** True when a complete mirror of the repository exists (without creating a Mirror for it). */
+  has(host: string, canonicalRepo: string): boolean {
+    const known = this.#mirrors.get(`${host}/${canonicalRepo}`);
+    if (known) return known.state === 'ready';
+    const gitDir = path.join(this.root, host, `${canonicalRepo}.git`);
+    return gitDir.startsWith(this.root + path.sep) && existsSync(path.join(gitDir, 'HEAD'));
   }
 
   /** Scratch space on the same filesystem as the mirrors, emptied at start-up. */

@@ -28,6 +28,10 @@ void test('readPktLines parses across chunk boundaries, with flush/delim/respons
   await assert.rejects(readWants(chunks(Buffer.from('zzzz'), 4)), BadRequestError);
   await assert.rejects(readWants(chunks(Buffer.from('0010abc'), 4)), BadRequestError);
   await assert.rejects(readWants(chunks(Buffer.from('0003'), 4)), BadRequestError);
+  // Well framed, but not an upload-pack request.
+  await assert.rejects(readWants(chunks(Buffer.concat([pktLine('hello\n'), FLUSH_PKT]), 4)), BadRequestError);
+  await assert.rejects(readWants(chunks(FLUSH_PKT, 4)), BadRequestError);
+  await assert.rejects(readWants(chunks(Buffer.alloc(0), 4)), BadRequestError);
 });
 
 void test('readWants finds v0 (with capabilities) and v2 wants, deduplicated', async () => {

@@ -48,15 +48,23 @@ export async function* readPktLines(source: AsyncIterable<Buffer | string>): Asy
 
 /**
  * The object ids a fetch request asks for (`want <oid>` lines of protocol v0/v1 and v2 alike),
- * deduplicated, in order.
+ * deduplicated, in order. Throws BadRequestError unless the body is an upload-pack request: framed
+ * pkt-lines whose first line is a v0 `want` or a v2 `command=`.
  */
 export async function readWants(source: AsyncIterable<Buffer | string>): Promise<string[]> {
   const wants = new Set<string>();
+  let first = true;
   for await (const pkt of readPktLines(source)) {
+    if (first) {
+      const start = pkt.type === 'data' ? pkt.payload.subarray(0, 8).toString('latin1') : '';
+      if (!start.startsWith('want ') && !start.startsWith('command=')) throw new BadRequestError('not an upload-pack request');
+      first = false;
+    }
     if (pkt.type !== 'data' || pkt.payload.length < 45) continue;
     if (pkt.payload.subarray(0, 5).toString('latin1') !== 'want ') continue;
     const match = /^[0-9a-f]{64}|^[0-9a-f]{40}/.exec(pkt.payload.subarray(5, 69).toString('latin1'));
     if (match) wants.add(match[0]);
   }
+  if (first) throw new BadRequestError('empty upload-pack request');
   return [...wants];
 }

@@ -6,7 +6,15 @@
 import { finished, pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
 import type { RequestContext } from './context.js';
-import { CachewError, RangeNotSatisfiableError, UnauthorizedError, UnavailableError, type ErrorCode } from '../util/errors.js';
+import {
+  CachewError,
+  InsufficientStorageError,
+  RangeNotSatisfiableError,
+  UnauthorizedError,
+  UnavailableError,
+  isNoSpace,
+  type ErrorCode,
+} from '../util/errors.js';
 import { formatContentRange, rangeLength, type ResolvedRange } from '../protocol/range.js';
 import { isDirectBody } from '../util/direct-body.js';
 
@@ -33,6 +41,8 @@ const STATUS_BY_CODE: Record<ErrorCode, number> = {
   aborted: 499,
   timeout: 504,
   unavailable: 503,
+  insufficient_storage: 507,
+  unprocessable: 422,
   upstream: 502,
   git_command: 502,
   config: 500,
@@ -42,8 +52,18 @@ export function statusForError(err: unknown): number {
   return err instanceof CachewError ? STATUS_BY_CODE[err.code] : 500;
 }
 
+/**
+ * The error as the client should see it: a full disk anywhere in the cause chain (a spool write, a
+ * git fetch, a snapshot temp file) is server trouble, whatever layer wrapped it on the way up.
+ */
+export function publicError(err: unknown): unknown {
+  if (err instanceof InsufficientStorageError || !isNoSpace(err)) return err;
+  return new InsufficientStorageError(undefined, undefined, { cause: err });
+}
+
 /** Sends a plain-text one-line error (or tears the socket down if the headers are already out). */
-export function sendError(ctx: RequestContext, err: unknown): void {
+export function sendError(ctx: RequestContext, raw: unknown): void {
+  const err = publicError(raw);
   const status = statusForError(err);
   const { res } = ctx;
   if (status >= 500 && status !== 503) ctx.log.error({ err, route: ctx.route }, 'request failed');
@@ -59,7 +79,7 @@ export function sendError(ctx: RequestContext, err: unknown): void {
   const message = err instanceof CachewError ? err.message : 'internal error';
   const headers: Record<string, string | number> = { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' };
   if (err instanceof RangeNotSatisfiableError) headers['content-range'] = formatContentRange(undefined, err.size);
-  if (err instanceof UnavailableError) headers['retry-after'] = err.retryAfterSeconds;
+  if (err instanceof UnavailableError || err instanceof InsufficientStorageError) headers['retry-after'] = err.retryAfterSeconds;
   if (err instanceof UnauthorizedError && err.challenge) headers['www-authenticate'] = err.challenge;
   sendText(ctx, status, message, headers);
 }

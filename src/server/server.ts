@@ -169,7 +169,7 @@ export async function startServer(config: CachewConfig, options: StartOptions = 
     upstreams: new Map(config.upstreams.map((u) => [u.name, u.baseUrl])),
     git: createGitRoutes({ mirrors, upstreams, readOnly: config.readOnly, metrics, logger }).handle,
     snapshots: createSnapshotRoutes({ service, store, metrics, redirect: blobRedirect(config, cache, options.presignClock ?? (() => clock.now())) }),
-    api: createApiRoutes({ service, store }),
+    api: createApiRoutes({ service, store, isMirrored: (host, repo) => mirrors.has(host, repo) }),
     liveness,
     readiness: readiness(
       () => ready,

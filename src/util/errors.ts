@@ -16,6 +16,8 @@ export type ErrorCode =
   | 'aborted'
   | 'timeout'
   | 'unavailable'
+  | 'insufficient_storage'
+  | 'unprocessable'
   | 'upstream'
   | 'git_command'
   | 'config';
@@ -95,10 +97,40 @@ export class UnavailableError extends CachewError {
   }
 }
 
+/**
+ * What went wrong with an upstream, as far as we can tell: it could not be reached, it answered
+ * something that is not the protocol we spoke, it answered an error status, it refused our
+ * credentials, or it took too long.
+ */
+export type UpstreamFailure = 'unreachable' | 'bad_reply' | 'status' | 'auth' | 'timeout';
+
 /** The upstream host failed or could not be reached (maps to 502). */
 export class UpstreamError extends CachewError {
-  constructor(message: string, readonly status?: number, options?: { cause?: unknown }) {
+  /** Why, when known; logs and metrics use it so a bad reply is never reported as "unreachable". */
+  readonly reason: UpstreamFailure | undefined;
+  constructor(message: string, readonly status?: number, options?: { cause?: unknown; reason?: UpstreamFailure }) {
     super('upstream', message, options);
+    this.reason = options?.reason;
+  }
+}
+
+/**
+ * The state directory's disk is full (ENOSPC/EDQUOT). Server trouble, never the client's: 507 with
+ * Retry-After, and readiness reports it.
+ */
+export class InsufficientStorageError extends CachewError {
+  constructor(message = 'the server is out of disk space, retry later', readonly retryAfterSeconds = 30, options?: { cause?: unknown }) {
+    super('insufficient_storage', message, options);
+  }
+}
+
+/**
+ * The request is well-formed but this content can never be processed, e.g. a repository whose tree
+ * cannot be snapshotted safely (422). Retrying cannot help.
+ */
+export class UnprocessableError extends CachewError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('unprocessable', message, options);
   }
 }
 
@@ -122,6 +154,23 @@ export class ConfigError extends CachewError {
 function lastLine(text: string): string {
   const lines = text.trim().split('\n');
   return (lines[lines.length - 1] ?? '').slice(0, 300);
+}
+
+const NO_SPACE_CODES = new Set(['ENOSPC', 'EDQUOT']);
+const NO_SPACE_TEXT = /No space left on device|Disk quota exceeded/;
+
+/**
+ * True when `err`, or anything in its cause chain, is a full disk: a Node errno, or a git command
+ * whose stderr says so.
+ */
+export function isNoSpace(err: unknown): boolean {
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+    if (e instanceof InsufficientStorageError) return true;
+    const code = (e as NodeJS.ErrnoException).code;
+    if (typeof code === 'string' && NO_SPACE_CODES.has(code)) return true;
+    if (e instanceof GitCommandError && NO_SPACE_TEXT.test(e.stderrTail)) return true;
+  }
+  return false;
 }
 
 /** True when `err` is a CachewError with the given code. */

@@ -18,8 +18,11 @@ export interface TestCachew {
   stop(): Promise<void>;
 }
 
+/** What a test config needs of an upstream harness (the real one or a hostile front for it). */
+export type UpstreamAddress = Pick<Upstream, 'hostName' | 'url'>;
+
 /** Builds a test config: loopback, free port, short intervals, the given upstreams. */
-export function testConfig(stateDir: string, upstreams: Upstream[], overrides: Partial<CachewConfig> = {}): CachewConfig {
+export function testConfig(stateDir: string, upstreams: UpstreamAddress[], overrides: Partial<CachewConfig> = {}): CachewConfig {
   return {
     ...DEFAULT_CONFIG,
     bind: { host: '127.0.0.1', port: 0 },
@@ -41,7 +44,7 @@ export function testConfig(stateDir: string, upstreams: Upstream[], overrides: P
  * only move when the test advances it; `presignClock` sets the signing time of presigned S3 URLs.
  */
 export async function startCachew(
-  upstreams: Upstream[],
+  upstreams: UpstreamAddress[],
   overrides: Partial<CachewConfig> = {},
   options: { stateDir?: string; clock?: Clock; presignClock?: () => number; logger?: Logger } = {},
 ): Promise<TestCachew> {

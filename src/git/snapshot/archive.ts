@@ -37,7 +37,7 @@ import { createReadStream } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { runGit } from '../command.js';
-import { BadRequestError, CachewError, GitCommandError, NotFoundError, abortReason } from '../../util/errors.js';
+import { BadRequestError, CachewError, GitCommandError, NotFoundError, UnprocessableError, abortReason } from '../../util/errors.js';
 import { silentLogger, type Logger } from '../../util/logger.js';
 import { BlobReader } from './blob-reader.js';
 import type { PackFiles } from './deterministic-pack.js';
@@ -177,7 +177,8 @@ async function committerTime(gitDir: string, commit: string, signal?: AbortSigna
 function assertSafePath(path: Buffer): void {
   const parts = path.toString('latin1').split('/');
   const unsafe = parts.some((p) => p === '' || p === '.' || p === '..' || p.toLowerCase() === '.git');
-  if (unsafe) throw new CachewError('internal', `refusing to snapshot unsafe path ${JSON.stringify(path.toString('utf8'))}`);
+  // 422: the repository itself is the problem; retrying (or another replica) cannot help.
+  if (unsafe) throw new UnprocessableError(`repository cannot be snapshotted: unsafe path ${JSON.stringify(path.toString('utf8'))}`);
 }
 
 interface TarInput {

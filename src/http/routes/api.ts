@@ -4,11 +4,23 @@ import { sendJson, sendText } from '../reply.js';
 import { immutableSnapshotPath } from '../../protocol/routes.js';
 import type { SnapshotService } from '../../git/snapshot/service.js';
 import type { SnapshotStore } from '../../git/snapshot/store.js';
+import { NotFoundError } from '../../util/errors.js';
 
-export function createApiRoutes(deps: { service: SnapshotService; store: SnapshotStore }): RepoHandler {
+export interface ApiRouteDeps {
+  service: SnapshotService;
+  store: SnapshotStore;
+  /** True when this replica mirrors the repository (a repository with neither mirror nor snapshot is unknown). */
+  isMirrored(host: string, repo: string): boolean;
+}
+
+export function createApiRoutes(deps: ApiRouteDeps): RepoHandler {
   return async (ctx, target) => {
-    if (ctx.req.method === 'GET') {
+    if (ctx.req.method === 'GET' || ctx.req.method === 'HEAD') {
       const records = await deps.store.list(target.host, target.canonicalRepo);
+      // Like every other route: a repository we know nothing about is a 404, not an empty list.
+      if (records.length === 0 && !deps.isMirrored(target.host, target.canonicalRepo)) {
+        throw new NotFoundError(`no snapshots or mirror for ${target.host}/${target.canonicalRepo}`);
+      }
       sendJson(ctx, 200, {
         snapshots: records.map((r) => ({
           commit: r.commit,
@@ -31,6 +43,6 @@ export function createApiRoutes(deps: { service: SnapshotService; store: Snapsho
       });
       return;
     }
-    sendText(ctx, 405, 'method not allowed', { allow: 'GET, POST' });
+    sendText(ctx, 405, 'method not allowed', { allow: 'GET, HEAD, POST' });
   };
 }

@@ -27,7 +27,8 @@ import {
   servicePreamble,
   uploadPack,
 } from '../../git/smart-http.js';
-import { BadRequestError, CachewError, NotFoundError, UpstreamError } from '../../util/errors.js';
+import { BadRequestError, CachewError, GitCommandError, NotFoundError } from '../../util/errors.js';
+import { transportError } from '../../git/upstream-refs.js';
 import type { Logger } from '../../util/logger.js';
 import type { Metrics } from '../../util/metrics.js';
 
@@ -124,13 +125,29 @@ async function serveUploadPack(ctx: RequestContext, target: RepoTarget, deps: Gi
     }
     const gitProtocol = sanitizeGitProtocol(ctx.req.headers['git-protocol']);
     const proc = uploadPack(mirror.gitDir, createReadStream(spool), { gitProtocol, signal: ctx.signal });
-    const output = await outputOnceStarted(proc);
+    const output = await outputOnceStarted(proc).catch((err: unknown) => {
+      throw refusedRequest(err) ?? err;
+    });
     ctx.res.writeHead(200, { 'content-type': UPLOAD_PACK_RESULT, ...NO_CACHE });
     const bytes = await streamBody(ctx, output);
     deps.metrics?.bytesServed.inc({ kind: 'pack' }, bytes);
   } finally {
     await fs.rm(spool, { force: true });
   }
+}
+
+/** upload-pack's complaints about the request itself (framing, syntax, capabilities, wants). */
+const CLIENT_FAULT = /protocol error|expected|unknown (capability|command|argument)|invalid|unexpected|not our ref|bad (line|request)|disallowed/i;
+
+/**
+ * A 400 for upload-pack failing at once because of what the client sent; undefined for anything
+ * else (a broken mirror is ours: 502). git's stderr is reduced to its last line.
+ */
+function refusedRequest(err: unknown): BadRequestError | undefined {
+  if (!(err instanceof GitCommandError) || !CLIENT_FAULT.test(err.stderrTail)) return undefined;
+  const line = err.stderrTail.trim().split('\n').pop() ?? '';
+  const reason = line.replace(/^fatal: /, '').replace(/\/\S+/g, '…').slice(0, 200);
+  return new BadRequestError(`malformed upload-pack request: ${reason}`, { cause: err });
 }
 
 /**
@@ -241,15 +258,16 @@ async function forward(
     else upstreamReq.end();
   } catch (err) {
     upstreamReq.destroy();
-    if (ctx.signal.aborted) throw err;
-    throw new UpstreamError(`could not send the request to upstream ${target.host}`, undefined, { cause: err });
+    if (ctx.signal.aborted || err instanceof CachewError) throw err;
+    throw transportError(err, target.host, 'sending the request');
   }
   let upstreamRes: http.IncomingMessage;
   try {
     upstreamRes = await response;
   } catch (err) {
     if (ctx.signal.aborted) throw err;
-    throw new UpstreamError(`upstream ${target.host} unreachable`, undefined, { cause: err });
+    // A reply that is not HTTP is a bad reply, not an unreachable host: say which.
+    throw transportError(err, target.host, 'forwarding');
   }
   ctx.res.writeHead(upstreamRes.statusCode ?? 502, endToEndHeaders(upstreamRes.headers) as http.OutgoingHttpHeaders);
   await streamBody(ctx, upstreamRes);
