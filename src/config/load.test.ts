@@ -158,3 +158,24 @@ test('loadConfig does not mutate the defaults', () => {
   assert.deepEqual(DEFAULT_CONFIG.bind, { host: '127.0.0.1', port: 8080 });
   assert.equal(DEFAULT_CONFIG.upstreams.length, 4);
 });
+
+test('limits and hygiene settings', () => {
+  const { config } = loadConfig([
+    '--header-timeout', '2s', '--request-timeout', '1m', '--keep-alive-timeout', '1s', '--idle-timeout', '30s',
+    '--max-connections', '300', '--max-upload-pack-mb', '8', '--max-forward-mb', '100',
+    '--temp-max-age', '30m', '--sweep-interval', '0', '--min-free-disk-mb', '0',
+  ], {});
+  assert.deepEqual(config.http, {
+    ...DEFAULT_CONFIG.http,
+    headersTimeoutMs: 2000,
+    requestTimeoutMs: 60_000,
+    keepAliveTimeoutMs: 1000,
+    idleTimeoutMs: 30_000,
+    maxConnections: 300,
+    maxUploadPackBytes: 8 * 1024 * 1024,
+    maxForwardBytes: 100 * 1024 * 1024,
+  });
+  assert.deepEqual(config.hygiene, { tempMaxAgeMs: 1_800_000, sweepIntervalMs: 0, minFreeDiskBytes: 0 });
+  assert.throws(() => loadConfig(['--header-timeout', '0'], {}), ConfigError);
+  assert.throws(() => loadConfig(['--max-connections', '0'], {}), ConfigError);
+});

@@ -143,7 +143,35 @@ export const SETTINGS: Setting[] = [
     apply: (c, v, w) => { c.s3StaleReadsMs = parseDuration(w, str(w, v)); } },
   { flag: 'generation-lease', kind: 'string', help: 'generation lease TTL between replicas sharing S3 (default 1m)',
     apply: (c, v, w) => { c.generationLeaseMs = parseDuration(w, str(w, v)); } },
+  { flag: 'header-timeout', kind: 'string', help: 'time a client has to send its request headers (default 20s)',
+    apply: (c, v, w) => { c.http.headersTimeoutMs = positiveDuration(w, str(w, v)); } },
+  { flag: 'request-timeout', kind: 'string', help: 'time a client has to send its whole request, body included (default 5m)',
+    apply: (c, v, w) => { c.http.requestTimeoutMs = positiveDuration(w, str(w, v)); } },
+  { flag: 'keep-alive-timeout', kind: 'string', help: 'how long an idle keep-alive connection is kept (default 5s)',
+    apply: (c, v, w) => { c.http.keepAliveTimeoutMs = positiveDuration(w, str(w, v)); } },
+  { flag: 'idle-timeout', kind: 'string', help: 'a response the client stops reading is cut after this (default 2m)',
+    apply: (c, v, w) => { c.http.idleTimeoutMs = positiveDuration(w, str(w, v)); } },
+  { flag: 'max-connections', kind: 'string', help: 'connections held at once; idle ones are evicted first (default 1024)',
+    apply: (c, v, w) => { c.http.maxConnections = parsePositiveInt(w, str(w, v)); } },
+  { flag: 'max-upload-pack-mb', kind: 'string', help: 'largest upload-pack request body in MiB (default 64)',
+    apply: (c, v, w) => { c.http.maxUploadPackBytes = parsePositiveInt(w, str(w, v)) * MB; } },
+  { flag: 'max-forward-mb', kind: 'string', help: 'largest body forwarded upstream (pushes) in MiB (default 2048)',
+    apply: (c, v, w) => { c.http.maxForwardBytes = parsePositiveInt(w, str(w, v)) * MB; } },
+  { flag: 'temp-max-age', kind: 'string', help: 'temp files and git leftovers older than this are swept (default 2h)',
+    apply: (c, v, w) => { c.hygiene.tempMaxAgeMs = positiveDuration(w, str(w, v)); } },
+  { flag: 'sweep-interval', kind: 'string', help: 'how often temp space is swept (default 10m; 0 = start-up only)',
+    apply: (c, v, w) => { c.hygiene.sweepIntervalMs = parseDuration(w, str(w, v)); } },
+  { flag: 'min-free-disk-mb', kind: 'string', help: 'readiness fails below this much free space in the state dir (default 256)',
+    apply: (c, v, w) => { c.hygiene.minFreeDiskBytes = parsePositiveInt(w, str(w, v), { allowZero: true }) * MB; } },
 ];
+
+const MB = 1024 * 1024;
+
+function positiveDuration(where: string, value: string): number {
+  const ms = parseDuration(where, value);
+  if (ms <= 0) throw new ConfigError(`${where}: must be greater than 0`);
+  return ms;
+}
 
 function envName(flag: string): string {
   return `CACHEW_${flag.toUpperCase().replace(/-/g, '_')}`;

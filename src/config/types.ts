@@ -60,7 +60,34 @@ export interface CachewConfig {
   s3StaleReadsMs: number;
   /** How long a replica's generation lease lasts without renewal (replicas sharing S3). */
   generationLeaseMs: number;
+  /** Timeouts, connection cap and body limits of the HTTP server (docs/config.md, "Limits"). */
+  http: HttpLimitsConfig;
+  /** Temp-file sweeping and disk-space readiness (docs/operations.md). */
+  hygiene: HygieneConfig;
 }
+
+/** Same fields as src/http/limits.ts's HttpLimits (config/ is imported by server/ only). */
+export interface HttpLimitsConfig {
+  headersTimeoutMs: number;
+  requestTimeoutMs: number;
+  keepAliveTimeoutMs: number;
+  idleTimeoutMs: number;
+  maxConnections: number;
+  maxUploadPackBytes: number;
+  maxForwardBytes: number;
+  maxOtherBodyBytes: number;
+}
+
+export interface HygieneConfig {
+  /** Temp files and git leftovers older than this are swept while running (all at start-up). */
+  tempMaxAgeMs: number;
+  /** How often the sweep runs; 0 = only at start-up. */
+  sweepIntervalMs: number;
+  /** Readiness fails when the state directory's filesystem has less free space than this. */
+  minFreeDiskBytes: number;
+}
+
+const MB = 1024 * 1024;
 
 export const DEFAULT_UPSTREAMS: UpstreamConfig[] = [
   { name: 'github.com', baseUrl: 'https://github.com' },
@@ -89,4 +116,19 @@ export const DEFAULT_CONFIG: CachewConfig = {
   shutdownGraceMs: 30_000,
   s3StaleReadsMs: 60 * 60_000,
   generationLeaseMs: 60_000,
+  http: {
+    headersTimeoutMs: 20_000,
+    requestTimeoutMs: 300_000,
+    keepAliveTimeoutMs: 5_000,
+    idleTimeoutMs: 120_000,
+    maxConnections: 1024,
+    maxUploadPackBytes: 64 * MB,
+    maxForwardBytes: 2048 * MB,
+    maxOtherBodyBytes: 64 * 1024,
+  },
+  hygiene: {
+    tempMaxAgeMs: 2 * 60 * 60_000,
+    sweepIntervalMs: 10 * 60_000,
+    minFreeDiskBytes: 256 * MB,
+  },
 };

@@ -7,6 +7,7 @@
 import type { Readable } from 'node:stream';
 import { GitCommandError, TimeoutError } from '../util/errors.js';
 import { runProcess, spawnProcess, type ProcessOptions, type RunningProcess } from '../util/process.js';
+import { childMarker } from '../util/orphans.js';
 
 export interface GitOptions {
   /** Working directory (or the bare repository). */
@@ -38,6 +39,8 @@ export function cleanGitEnv(extra: Record<string, string> = {}): Record<string, 
     GIT_AUTHOR_EMAIL: 'cachew@localhost',
     GIT_COMMITTER_NAME: 'cachew',
     GIT_COMMITTER_EMAIL: 'cachew@localhost',
+    // Lets a restarted cachewd find and kill children a crashed one left behind (util/orphans.ts).
+    ...childMarker(),
     ...extra,
   };
 }

@@ -36,6 +36,7 @@ const STATUS_BY_CODE: Record<ErrorCode, number> = {
   not_found: 404,
   already_exists: 409,
   precondition_failed: 412,
+  payload_too_large: 413,
   range_not_satisfiable: 416,
   digest_mismatch: 502,
   aborted: 499,

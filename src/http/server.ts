@@ -1,12 +1,15 @@
 /**
- * The HTTP server: builds a RequestContext per request, records metrics, and shuts down gracefully
- * (stop accepting, let in-flight responses finish up to a grace period, then cut what is left).
+ * The HTTP server: builds a RequestContext per request, records metrics, enforces the limits of
+ * src/http/limits.ts (timeouts, connection cap, body sizes), and shuts down gracefully (stop
+ * accepting, let in-flight responses finish up to a grace period, then cut what is left).
  */
 import { createServer, type Server, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setMaxListeners } from 'node:events';
 import type { Handler, RequestContext } from './context.js';
 import { withErrors } from './router.js';
+import { sendText } from './reply.js';
+import { ConnectionGuard, DEFAULT_HTTP_LIMITS, bodyLimitFor, clientErrorStatus, type HttpLimits } from './limits.js';
 import type { Logger } from '../util/logger.js';
 import type { Metrics } from '../util/metrics.js';
 
@@ -18,10 +21,20 @@ export interface HttpServer {
   /** Graceful: waits for in-flight requests up to `graceMs`, then destroys remaining connections. */
   close(graceMs: number): Promise<void>;
   inFlight(): number;
+  /** Connections held, evicted to make room, and refused at the cap. */
+  connections(): { held: number; evicted: number; refused: number };
 }
 
-export function createHttpServer(handler: Handler, options: { logger: Logger; metrics: Metrics }): HttpServer {
+export interface HttpServerOptions {
+  logger: Logger;
+  metrics: Metrics;
+  /** Defaults: DEFAULT_HTTP_LIMITS. `maxConnections` is used as given (the caller clamps it). */
+  limits?: HttpLimits;
+}
+
+export function createHttpServer(handler: Handler, options: HttpServerOptions): HttpServer {
   const { logger, metrics } = options;
+  const limits = options.limits ?? DEFAULT_HTTP_LIMITS;
   const safeHandler = withErrors(handler);
   let inFlight = 0;
   let drained: (() => void) | undefined;
@@ -60,12 +73,34 @@ export function createHttpServer(handler: Handler, options: { logger: Logger; me
     } catch {
       // Left as the placeholder; the router validates the raw URL itself.
     }
+    // A declared body over the route's limit is refused before anyone reads it; bodies that are
+    // read (upload-pack, forwards) are also counted as they stream.
+    const declared = Number(req.headers['content-length'] ?? 0);
+    if (declared > bodyLimitFor(req.url ?? '/', limits)) {
+      res.shouldKeepAlive = false;
+      sendText(ctx, 413, `request body larger than ${bodyLimitFor(req.url ?? '/', limits)} bytes`, { connection: 'close' });
+      return;
+    }
     void safeHandler(ctx);
   };
 
-  const server = createServer({ keepAliveTimeout: 5000, requestTimeout: 0 }, onRequest);
-  server.on('clientError', (_err, socket) => {
-    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+  const server = createServer(
+    {
+      keepAliveTimeout: limits.keepAliveTimeoutMs,
+      headersTimeout: limits.headersTimeoutMs,
+      requestTimeout: limits.requestTimeoutMs,
+      // Timeouts are checked this often; never coarser than a fifth of the shortest one.
+      connectionsCheckingInterval: Math.max(50, Math.min(30_000, Math.floor(Math.min(limits.headersTimeoutMs, limits.requestTimeoutMs) / 5))),
+    },
+    onRequest,
+  );
+  const guard = new ConnectionGuard(limits.maxConnections);
+  guard.attach(server, limits.idleTimeoutMs);
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    const { status, text } = clientErrorStatus(err.code);
+    // Destroyed once written, not just half-closed: a client that never reads must not keep the
+    // descriptor (and a place under the connection cap) forever.
+    if (socket.writable) socket.end(`HTTP/1.1 ${status} ${text}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`, () => socket.destroy());
     else socket.destroy();
   });
 
@@ -103,5 +138,6 @@ export function createHttpServer(handler: Handler, options: { logger: Logger; me
       await closed;
     },
     inFlight: () => inFlight,
+    connections: () => guard.stats(),
   };
 }

@@ -28,10 +28,15 @@ import { SnapshotService } from '../git/snapshot/service.js';
 import { SharedLayers } from '../git/snapshot/shared-layers.js';
 import { Scheduler } from '../git/scheduler.js';
 import { snapshotFormatId } from '../git/snapshot/format.js';
-import { AbortedError, CachewError } from '../util/errors.js';
+import { AbortedError, CachewError, isNoSpace } from '../util/errors.js';
 import { systemClock, type Clock } from '../util/clock.js';
 import { AccessGate } from '../git/access/gate.js';
+import { DiskHealth } from '../util/disk-health.js';
+import { reapOrphans } from '../util/orphans.js';
+import { sweepTemp } from '../git/temp-sweep.js';
+import type { Writable } from 'node:stream';
 import { createHttpServer } from '../http/server.js';
+import { effectiveConnectionCap, openFileLimit } from '../http/limits.js';
 import { createRouter } from '../http/router.js';
 import { createGitRoutes } from '../http/routes/git.js';
 import { createSnapshotRoutes, type BlobRedirect } from '../http/routes/snapshot.js';
@@ -48,6 +53,14 @@ export interface RunningServer {
   cache: Cache;
   /** Graceful stop: not ready, stop accepting, finish in-flight responses (up to the grace), close tiers. */
   close(): Promise<void>;
+  /** Runs one temp sweep now (the periodic one, with the configured age bound). */
+  sweep(): Promise<string[]>;
+}
+
+/** Fault-injection seams for tests; production passes none. */
+export interface ServerHooks {
+  /** Opens upload-pack spool files (see GitRouteDeps.openSpool). */
+  openSpool?: (file: string) => Writable;
 }
 
 const MB = 1024 * 1024;
@@ -62,6 +75,8 @@ export interface StartOptions {
    * hand out URLs that are expired on arrival, without moving every other deadline.
    */
   presignClock?: () => number;
+  /** Fault-injection seams for tests. */
+  hooks?: ServerHooks;
 }
 
 export async function startServer(config: CachewConfig, options: StartOptions = {}): Promise<RunningServer> {
@@ -74,6 +89,16 @@ export async function startServer(config: CachewConfig, options: StartOptions = 
   const formatId = await snapshotFormatId().catch((err: unknown) => {
     throw new CachewError('internal', `git and zstd must be on PATH (${(err as Error).message.split('\n')[0]})`);
   });
+
+  // Before anything else touches the state dir: children a crashed run left behind are killed, then
+  // every temp location is emptied (nothing of ours can be using it now).
+  const reaped = await reapOrphans();
+  if (reaped.length > 0) logger.warn({ groups: reaped.length }, 'killed git children left by a crashed cachewd');
+  const mirrorsRoot = join(stateDir, 'mirrors');
+  const scratchDirs = [join(stateDir, 'tmp'), join(mirrorsRoot, '.tmp')];
+  const startup = await sweepTemp({ scratchDirs, mirrorsRoot, olderThanMs: 0 });
+  if (startup.removed.length > 0) logger.info({ removed: startup.removed.length }, 'removed temp leftovers of an earlier run');
+  const disk = new DiskHealth({ dir: stateDir, minFreeBytes: config.hygiene.minFreeDiskBytes, now: () => clock.now() });
 
   // Set once the snapshot service exists: S3 answering again publishes the backlog.
   let onS3Recovered = (): void => {};
@@ -89,7 +114,7 @@ export async function startServer(config: CachewConfig, options: StartOptions = 
   });
   const upstreams = new UpstreamRegistry(config.upstreams);
   const mirrors = new MirrorManager({
-    root: join(stateDir, 'mirrors'),
+    root: mirrorsRoot,
     refCheckIntervalMs: config.refCheckIntervalMs,
     waitMs: config.mirrorWaitMs,
     logger,
@@ -167,21 +192,45 @@ export async function startServer(config: CachewConfig, options: StartOptions = 
   let ready = false;
   const router = createRouter({
     upstreams: new Map(config.upstreams.map((u) => [u.name, u.baseUrl])),
-    git: createGitRoutes({ mirrors, upstreams, readOnly: config.readOnly, metrics, logger }).handle,
+    git: createGitRoutes({ mirrors, upstreams, readOnly: config.readOnly, metrics, logger, limits: config.http, openSpool: options.hooks?.openSpool }).handle,
     snapshots: createSnapshotRoutes({ service, store, metrics, redirect: blobRedirect(config, cache, options.presignClock ?? (() => clock.now())) }),
     api: createApiRoutes({ service, store, isMirrored: (host, repo) => mirrors.has(host, repo) }),
     liveness,
-    readiness: readiness(
-      () => ready,
-      () => (shared?.state === 'degraded' ? `s3 unreachable since ${new Date(shared.since).toISOString()}` : undefined),
-    ),
+    readiness: readiness(() => ready, {
+      checks: [async () => (await disk.check()).problem],
+      degraded: () => (shared?.state === 'degraded' ? `s3 unreachable since ${new Date(shared.since).toISOString()}` : undefined),
+    }),
     metrics: metricsHandler(metrics),
     apiToken: config.apiToken,
     access,
   });
-  const http = createHttpServer(router, { logger, metrics });
+  const fdLimit = openFileLimit();
+  const maxConnections = effectiveConnectionCap(config.http.maxConnections, fdLimit);
+  if (maxConnections < config.http.maxConnections) {
+    logger.warn({ configured: config.http.maxConnections, applied: maxConnections, fdLimit }, 'max-connections lowered to fit the open-file limit (raise ulimit -n)');
+  }
+  // A full disk anywhere below is noted for readiness before the error becomes its 507.
+  const observed: typeof router = async (ctx) => {
+    try {
+      await router(ctx);
+    } catch (err) {
+      if (isNoSpace(err)) disk.noteNoSpace();
+      throw err;
+    }
+  };
+  const http = createHttpServer(observed, { logger, metrics, limits: { ...config.http, maxConnections } });
   await http.listen(config.bind.host, config.bind.port);
   scheduler.start();
+  const sweep = async (): Promise<string[]> => {
+    await reapOrphans();
+    const report = await sweepTemp({ scratchDirs, mirrorsRoot, olderThanMs: config.hygiene.tempMaxAgeMs });
+    if (report.removed.length > 0) logger.info({ removed: report.removed.length }, 'swept stale temp files');
+    return report.removed;
+  };
+  const sweeper =
+    config.hygiene.sweepIntervalMs > 0
+      ? setInterval(() => void sweep().catch((err: unknown) => logger.warn({ err }, 'temp sweep failed')), config.hygiene.sweepIntervalMs).unref()
+      : undefined;
   ready = true;
   const url = http.url();
   logger.info({ url, stateDir, s3: config.s3?.bucket, upstreams: config.upstreams.map((u) => u.name), passthrough: [...passthrough], snapshotFormat: formatId }, 'cachewd listening');
@@ -194,9 +243,11 @@ export async function startServer(config: CachewConfig, options: StartOptions = 
     service,
     scheduler,
     cache,
+    sweep,
     close() {
       closing ??= (async () => {
         ready = false;
+        clearInterval(sweeper);
         await http.close(config.shutdownGraceMs);
         stopS3Sweeper();
         stopBacklog();

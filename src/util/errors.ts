@@ -11,6 +11,7 @@ export type ErrorCode =
   | 'not_found'
   | 'already_exists'
   | 'precondition_failed'
+  | 'payload_too_large'
   | 'range_not_satisfiable'
   | 'digest_mismatch'
   | 'aborted'
@@ -61,6 +62,13 @@ export class AlreadyExistsError extends CachewError {
 export class PreconditionFailedError extends CachewError {
   constructor(message: string, options?: { cause?: unknown }) {
     super('precondition_failed', message, options);
+  }
+}
+
+/** A request body over the route's limit (413). */
+export class PayloadTooLargeError extends CachewError {
+  constructor(readonly limitBytes: number) {
+    super('payload_too_large', `request body larger than ${limitBytes} bytes`);
   }
 }
 

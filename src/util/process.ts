@@ -43,6 +43,18 @@ export interface RunningProcess {
   kill(): void;
 }
 
+/** Process groups started here and still running: killed when this process exits, however it exits. */
+const liveGroups = new Set<number>();
+process.once('exit', () => {
+  for (const pgid of liveGroups) {
+    try {
+      process.kill(-pgid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+});
+
 /** Starts `command args...`; its stdout is the caller's to consume. */
 export function spawnProcess(command: string, args: readonly string[], options: ProcessOptions): RunningProcess {
   const child = spawn(command, args, {
@@ -51,6 +63,8 @@ export function spawnProcess(command: string, args: readonly string[], options: 
     stdio: ['pipe', 'pipe', 'pipe'],
     detached: options.processGroup === true,
   });
+  const group = options.processGroup ? child.pid : undefined;
+  if (group !== undefined) liveGroups.add(group);
   let stderrTail = '';
   child.stderr!.on('data', (chunk: Buffer) => {
     stderrTail = (stderrTail + chunk.toString('utf8')).slice(-STDERR_TAIL_BYTES);
@@ -92,6 +106,7 @@ export function spawnProcess(command: string, args: readonly string[], options: 
       failure ??= options.startError?.(err) ?? new CachewError('internal', `cannot run ${command}: ${err.message}`, { cause: err });
     });
     child.on('close', (code, signal) => {
+      if (group !== undefined) liveGroups.delete(group);
       if (timer) clearTimeout(timer);
       options.signal?.removeEventListener('abort', onAbort);
       if (failure) reject(failure);

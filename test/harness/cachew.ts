@@ -6,7 +6,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEFAULT_CONFIG, type CachewConfig } from '../../src/config/types.js';
-import { startServer, type RunningServer } from '../../src/server/server.js';
+import { startServer, type RunningServer, type ServerHooks } from '../../src/server/server.js';
 import { silentLogger, type Logger } from '../../src/util/logger.js';
 import type { Clock } from '../../src/util/clock.js';
 import type { Upstream } from './upstream.js';
@@ -46,13 +46,14 @@ export function testConfig(stateDir: string, upstreams: UpstreamAddress[], overr
 export async function startCachew(
   upstreams: UpstreamAddress[],
   overrides: Partial<CachewConfig> = {},
-  options: { stateDir?: string; clock?: Clock; presignClock?: () => number; logger?: Logger } = {},
+  options: { stateDir?: string; clock?: Clock; presignClock?: () => number; logger?: Logger; hooks?: ServerHooks } = {},
 ): Promise<TestCachew> {
   const stateDir = options.stateDir ?? (await mkdtemp(join(tmpdir(), 'cachew-state-')));
   const server = await startServer(testConfig(stateDir, upstreams, overrides), {
     logger: options.logger ?? silentLogger,
     clock: options.clock,
     presignClock: options.presignClock,
+    hooks: options.hooks,
   });
   return {
     url: server.url,

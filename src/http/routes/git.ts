@@ -7,7 +7,7 @@ import http from 'node:http';
 import https from 'node:https';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { Transform, type Readable } from 'node:stream';
+import { Transform, type Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import type { RepoHandler, RepoTarget, RequestContext } from '../context.js';
@@ -27,7 +27,15 @@ import {
   servicePreamble,
   uploadPack,
 } from '../../git/smart-http.js';
-import { BadRequestError, CachewError, GitCommandError, NotFoundError } from '../../util/errors.js';
+import {
+  BadRequestError,
+  CachewError,
+  GitCommandError,
+  InsufficientStorageError,
+  NotFoundError,
+  PayloadTooLargeError,
+  isNoSpace,
+} from '../../util/errors.js';
 import { transportError } from '../../git/upstream-refs.js';
 import type { Logger } from '../../util/logger.js';
 import type { Metrics } from '../../util/metrics.js';
@@ -39,10 +47,18 @@ export interface GitRouteDeps {
   readOnly: boolean;
   metrics?: Metrics;
   logger: Logger;
+  /** Body limits (src/http/limits.ts); upload-pack bodies are counted after gunzip. */
+  limits?: { maxUploadPackBytes: number; maxForwardBytes: number };
+  /**
+   * Opens the spool file for an upload-pack body. A seam for fault injection (tests make it fail
+   * with ENOSPC); the default writes the file.
+   */
+  openSpool?: (file: string) => Writable;
 }
 
 /** Upload-pack requests are wants/haves, not data; anything bigger is not a git client. */
-const MAX_REQUEST_BYTES = 64 * 1024 * 1024;
+const DEFAULT_UPLOAD_PACK_BYTES = 64 * 1024 * 1024;
+const DEFAULT_FORWARD_BYTES = 2 * 1024 * 1024 * 1024;
 
 const NO_CACHE = {
   'cache-control': 'no-cache, max-age=0, must-revalidate',
@@ -112,7 +128,7 @@ async function serveUploadPack(ctx: RequestContext, target: RepoTarget, deps: Gi
   if (contentType !== UPLOAD_PACK_REQUEST) throw new BadRequestError(`expected Content-Type ${UPLOAD_PACK_REQUEST}`);
   const mirror = deps.mirrors.get(target.host, target.canonicalRepo);
   // The body is spooled so it can be replayed: to upload-pack after a fetch, or to upstream.
-  const spool = await spoolRequest(ctx, deps.mirrors.tmpDir);
+  const spool = await spoolRequest(ctx, deps);
   try {
     await mirror.ensureReady({ signal: ctx.signal });
     await mirror.ensureFresh({ signal: ctx.signal });
@@ -170,7 +186,8 @@ async function hasAllWants(ctx: RequestContext, mirror: Mirror, spool: string, l
 }
 
 /** Writes the (gunzipped) request body to a temp file, bounded in size; returns its path. */
-async function spoolRequest(ctx: RequestContext, tmpDir: string): Promise<string> {
+async function spoolRequest(ctx: RequestContext, deps: GitRouteDeps): Promise<string> {
+  const tmpDir = deps.mirrors.tmpDir;
   await fs.mkdir(tmpDir, { recursive: true });
   const file = path.join(tmpDir, `req-${randomBytes(8).toString('hex')}`);
   const encoding = (ctx.req.headers['content-encoding'] ?? '').trim().toLowerCase();
@@ -178,24 +195,31 @@ async function spoolRequest(ctx: RequestContext, tmpDir: string): Promise<string
     ctx.req.resume();
     throw new BadRequestError(`unsupported Content-Encoding ${encoding}`);
   }
-  let total = 0;
-  const limit = new Transform({
-    transform(chunk: Buffer, _enc, callback) {
-      total += chunk.length;
-      if (total > MAX_REQUEST_BYTES) callback(new BadRequestError('request body too large'));
-      else callback(null, chunk);
-    },
-  });
-  const sink = createWriteStream(file);
+  const limit = byteLimit(deps.limits?.maxUploadPackBytes ?? DEFAULT_UPLOAD_PACK_BYTES);
+  const sink = (deps.openSpool ?? createWriteStream)(file);
   try {
     if (encoding === 'gzip' || encoding === 'x-gzip') await pipeline(ctx.req, createGunzip(), limit, sink, { signal: ctx.signal });
     else await pipeline(ctx.req, limit, sink, { signal: ctx.signal });
   } catch (err) {
     await fs.rm(file, { force: true });
     if (err instanceof CachewError || ctx.signal.aborted) throw err;
+    // Our disk being full is not the client's fault (507, not "could not read the request body").
+    if (isNoSpace(err)) throw new InsufficientStorageError(undefined, undefined, { cause: err });
     throw new BadRequestError('could not read the request body', { cause: err });
   }
   return file;
+}
+
+/** Passes bytes through until more than `max` went by, then fails with PayloadTooLargeError (413). */
+function byteLimit(max: number): Transform {
+  let total = 0;
+  return new Transform({
+    transform(chunk: Buffer, _enc, callback) {
+      total += chunk.length;
+      if (total > max) callback(new PayloadTooLargeError(max));
+      else callback(null, chunk);
+    },
+  });
 }
 
 function uploadPackForwardHeaders(ctx: RequestContext): http.OutgoingHttpHeaders {
@@ -254,7 +278,7 @@ async function forward(
   // Attach the rejection handler now: a failed request body must not surface as unhandled.
   response.catch(() => {});
   try {
-    if (body) await pipeline(body, upstreamReq);
+    if (body) await pipeline(body, byteLimit(deps.limits?.maxForwardBytes ?? DEFAULT_FORWARD_BYTES), upstreamReq);
     else upstreamReq.end();
   } catch (err) {
     upstreamReq.destroy();
