@@ -4,7 +4,8 @@
  *
  *   BENCH_SIZE_MB  working-tree size of the synthetic repository (default 160: ≥ 10k files, 321 commits; cached in .bench/)
  *   BENCH_RUNS     runs per measurement; medians are reported (default 3)
- *   BENCH_ONLY     comma-separated sections to run (generation,serving,memory,restore,redirect,refs; default all)
+ *   BENCH_ONLY     comma-separated sections to run (generation,serving,memory,restore,redirect,refs; default all);
+ *                  `load` (200 clients for 60 s, see bench/load.ts) runs only when named here
  *   BENCH_TAGS, BENCH_BRANCHES  shape of the refs section's repository (default 2000 tags, 50 branches)
  *   BENCH_LINK_MBPS, BENCH_LINK_LATENCY_MS  the restore section's throttled link (default 50 MB/s
  *                  per connection, 10 ms each way)
@@ -25,6 +26,7 @@ import { snapshotsApiPath } from '../src/protocol/routes.js';
 import { startUpstream } from '../test/harness/upstream.js';
 import { startCachewd } from './cachewd.js';
 import { benchGeneration } from './generation.js';
+import { benchLoad } from './load.js';
 import { fetchText } from './http-get.js';
 import { benchMemory } from './memory.js';
 import { findNginx } from './nginx.js';
@@ -68,11 +70,22 @@ async function main(cleanup: Cleanup): Promise<void> {
   const info = await machineInfo();
   for (const line of info) log(line);
   await mkdir(CACHE, { recursive: true });
+  const rows: Row[] = [];
+  if (only.includes('load')) {
+    // Opt-in: a minute of 200 clients is not part of the default run. It brings its own small repository.
+    log('section load');
+    try {
+      rows.push(...(await benchLoad(cleanup)));
+    } catch (err) {
+      log(`section load failed: ${(err as Error).stack ?? String(err)}`);
+      rows.push(skippedRow('load', 'all', `failed: ${(err as Error).message}`));
+    }
+    if (only.length === 1) return report(info, 'repository: (load section only; its own small repository)', rows);
+  }
   const repo = await ensureBenchRepo(sizeMb, CACHE);
   const repoLine = `repository: ${repo.files} files, ${fmtBytes(repo.treeBytes)} working tree, ${repo.commits} commits, ${fmtBytes(repo.packBytes)} packed; ${runs} runs per measurement (medians)`;
   log(repoLine);
 
-  const rows: Row[] = [];
   const section: Section = async (name, fn) => {
     if (exiting || (only.length > 0 && name !== 'snapshot' && !only.includes(name))) return;
     log(`section ${name}`);
@@ -86,8 +99,13 @@ async function main(cleanup: Cleanup): Promise<void> {
 
   await section('generation', () => benchGeneration(repo, runs, cleanup));
   const selected = (name: string): boolean => only.length === 0 || only.includes(name);
-  if (only.length === 0 || only.some((name) => name !== 'generation')) await serverSections(repo, runs, rows, section, selected, cleanup);
+  if (only.length === 0 || only.some((name) => name !== 'generation' && name !== 'load')) await serverSections(repo, runs, rows, section, selected, cleanup);
 
+  await report(info, repoLine, rows);
+}
+
+/** Prints the table and writes it to .bench/last-run.md (for docs/benchmarks.md). */
+async function report(info: string[], repoLine: string, rows: Row[]): Promise<void> {
   const table = textTable(rows);
   process.stdout.write(`\n${info.join('\n')}\n${repoLine}\n\n${table}\n`);
   const notes = rows.filter((r) => r.note !== undefined).map((r) => `- ${r.section} / ${r.metric}: ${r.note}`);
