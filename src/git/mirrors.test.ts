@@ -15,7 +15,7 @@ import { ManualClock } from '../util/testing/manual-clock.js';
 interface Fixture {
   up: Upstream;
   root: string;
-  /** The clock of every manager's ref-check and head-check intervals. */
+  /** The clock of every manager's ref-check interval. */
   clock: ManualClock;
   manager(options?: { refCheckIntervalMs?: number; waitMs?: number }): { mirrors: MirrorManager; metrics: Metrics };
 }

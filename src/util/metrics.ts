@@ -40,7 +40,7 @@ export class Metrics {
   });
   readonly gitOperations = new Counter({
     name: 'cachew_git_operations_total',
-    help: 'Mirror operations (clone, fetch, ls-remote) by outcome',
+    help: 'Mirror operations (clone, fetch) by outcome',
     labelNames: ['op', 'outcome'] as const,
     registers: [this.registry],
   });
