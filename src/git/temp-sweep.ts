@@ -31,7 +31,6 @@ export interface SweepReport {
 /** git's temp names inside `objects/pack`. */
 const PACK_TEMP = /^(?:tmp_pack_|tmp_idx_|tmp_rev_|tmp_mtimes_|tmp_bitmap_|\.tmp-\d+-pack)/;
 const OBJECT_TEMP = /^tmp_obj_/;
-const FANOUT_DIR = /^[0-9a-f]{2}$/;
 /** How deep `<root>/<host>/<a>/<b>/.../<repo>.git` may be (repository paths have ≤ 8 segments). */
 const MAX_MIRROR_DEPTH = 9;
 /** Bounds the recursive mtime scan of one scratch entry. */
@@ -69,7 +68,8 @@ async function gitLeftovers(gitDir: string): Promise<string[]> {
   for (const name of await names(join(objects, 'pack'))) if (PACK_TEMP.test(name) || name.endsWith('.lock')) found.push(join(objects, 'pack', name));
   for (const name of await names(objects)) {
     if (OBJECT_TEMP.test(name) || name.startsWith('incoming-')) found.push(join(objects, name));
-    else if (FANOUT_DIR.test(name)) {
+    else if (name.length === 2) {
+      // A loose-object fan-out directory (`objects/ab/`): git writes tmp_obj_* there before renaming.
       for (const inner of await names(join(objects, name))) if (OBJECT_TEMP.test(inner)) found.push(join(objects, name, inner));
     }
   }

@@ -13,6 +13,7 @@ import http from 'node:http';
 import https from 'node:https';
 import { FLUSH_PKT, pktLine, readPktLines, type PktLine } from './pkt-line.js';
 import type { Upstream } from './upstreams.js';
+import { isObjectId } from '../protocol/object-id.js';
 import { BadRequestError, CachewError, NotFoundError, UpstreamError, abortReason, type UpstreamFailure } from '../util/errors.js';
 
 /** Branches and tags of one upstream repository, and where its HEAD points. */
@@ -32,7 +33,6 @@ export interface ListRefsOptions {
 const DEFAULT_TIMEOUT_MS = 120_000;
 /** A listing bigger than this is not a ref advertisement we want to hold (≈ 500k refs). */
 const MAX_LISTING_BYTES = 64 * 1024 * 1024;
-const OID = /^(?:[0-9a-f]{40}|[0-9a-f]{64})$/;
 const ZERO_OID = /^0+$/;
 const USER_AGENT = 'git/2.39-cachew';
 
@@ -117,7 +117,7 @@ async function parseLsRefs(body: http.IncomingMessage): Promise<AdvertisedRefs> 
     }
     if (pkt.type !== 'data') throw badReply('unexpected packet in the ref listing');
     const [oid, name, ...attributes] = pkt.payload.toString('utf8').replace(/\n$/, '').split(' ');
-    if (!OID.test(oid ?? '') || !name) throw badReply('malformed ref line');
+    if (!isObjectId(oid) || !name) throw badReply('malformed ref line');
     if (name === 'HEAD') {
       result.head = attributes.find((a) => a.startsWith('symref-target:'))?.slice('symref-target:'.length);
     } else {
@@ -150,7 +150,7 @@ async function parseV0Advertisement(body: http.IncomingMessage): Promise<Adverti
       const symref = /(?:^| )symref=HEAD:(\S+)/.exec(caps ?? '');
       if (symref) result.head = symref[1];
       const [oid, name] = line.split(' ');
-      if (!OID.test(oid ?? '') || !name) throw badReply('malformed ref line');
+      if (!isObjectId(oid) || !name) throw badReply('malformed ref line');
       // An empty repository advertises `0000… capabilities^{}`.
       if (!ZERO_OID.test(oid)) addRef(result, name, oid);
     } else {
