@@ -273,7 +273,7 @@ export class Mirror {
     } catch (err) {
       this.#record('clone', 'error', started);
       await fs.rm(staging, { recursive: true, force: true });
-      throw classify(err, this.host, this.repo);
+      throw classify(err, this.host, this.repo, this.#opts.upstream.authorizationHeader() !== undefined);
     }
   }
 
@@ -295,7 +295,7 @@ export class Mirror {
       this.#record('fetch', 'ok', started);
     } catch (err) {
       this.#record('fetch', 'error', started);
-      throw classify(err, this.host, this.repo);
+      throw classify(err, this.host, this.repo, this.#opts.upstream.authorizationHeader() !== undefined);
     }
   }
 
@@ -359,14 +359,17 @@ async function currentHead(gitDir: string): Promise<string> {
  * ours (507); git's own transfer errors are sorted into not found / auth / unreachable / bad reply.
  * Errors from listUpstreamRefs are already classified.
  */
-function classify(err: unknown, host: string, repo: string): Error {
+function classify(err: unknown, host: string, repo: string, hasToken: boolean): Error {
   if (isNoSpace(err)) return new InsufficientStorageError(undefined, undefined, { cause: err });
   if (!(err instanceof GitCommandError)) return err instanceof Error ? err : new UpstreamError(String(err));
   const stderr = err.stderrTail;
   if (/returned error: 404|repository .* not found/i.test(stderr)) {
     return new NotFoundError(`repository ${host}/${repo} not found upstream`, { cause: err });
   }
-  if (/returned error: 40[13]|could not read Username|Authentication failed/i.test(stderr)) {
+  const refused = /returned error: 40[13]|could not read Username|Authentication failed/i.test(stderr);
+  // Hosts answer 401/403 for private and missing repositories alike: without a token of ours, that is a 404.
+  if (refused && !hasToken) return new NotFoundError(`repository ${host}/${repo} not found upstream (or private)`, { cause: err });
+  if (refused) {
     return new UpstreamError(`upstream ${host} refused access to ${repo}`, undefined, { cause: err, reason: 'auth' });
   }
   const status = /returned error: (\d{3})/.exec(stderr);
