@@ -1,8 +1,9 @@
 /**
  * Keeps the dependency edges of ARCHITECTURE.md honest:
- * protocol ← util ← cache ← git ← http ← server; client → protocol, util; cli → client | server;
+ * protocol ← util ← cache ← storage ← git ← http ← server; client → protocol, util; cli → client | server;
  * nobody but server/ and cli/ imports config/ (types.ts excepted for server only); http reaches
- * storage through git/ and the protocol's types, never cache/ directly.
+ * stored bytes through storage/ (snapshot storage) and git/, never cache/ directly. storage/ knows
+ * no git: generation (git/snapshot/) hands it finished files.
  * And one vocabulary: only protocol/ spells out what an object id or a digest looks like, and only
  * protocol/ parses route paths (the segment rule, action names).
  */
@@ -16,9 +17,10 @@ const ALLOWED: Record<string, string[]> = {
   protocol: ['protocol'],
   util: ['util', 'protocol'],
   cache: ['cache', 'util', 'protocol'],
-  git: ['git', 'cache', 'util', 'protocol'],
-  http: ['http', 'git', 'util', 'protocol'],
-  server: ['server', 'http', 'git', 'cache', 'util', 'protocol', 'config'],
+  storage: ['storage', 'cache', 'util', 'protocol'],
+  git: ['git', 'storage', 'cache', 'util', 'protocol'],
+  http: ['http', 'git', 'storage', 'util', 'protocol'],
+  server: ['server', 'http', 'git', 'storage', 'cache', 'util', 'protocol', 'config'],
   client: ['client', 'protocol', 'util'],
   cli: ['cli', 'client', 'server', 'config', 'util', 'protocol'],
   config: ['config', 'util', 'protocol'],

@@ -13,8 +13,8 @@ import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { runGit } from '../src/git/command.js';
-import { collectGarbage } from '../src/git/snapshot/retention.js';
-import { SnapshotStore } from '../src/git/snapshot/store.js';
+import { collectGarbage } from '../src/storage/retention.js';
+import { SnapshotStore } from '../src/storage/store.js';
 import { startUpstream, type Upstream } from './harness/upstream.js';
 import { startCachew, type TestCachew } from './harness/cachew.js';
 import { get } from './harness/http.js';
@@ -88,9 +88,9 @@ test('an old-format snapshot is served until retention removes it', { timeout: 1
   assert.equal(immutable.headers.get('etag'), `"${digest}"`);
 
   // Within the grace period retention keeps it; past it, the old snapshot and its blob are gone.
-  await collectGarbage(store, { host, repo: 'org/old', graceMs: GRACE_MS, now: Date.now() });
+  await collectGarbage(cachew.server.cache, { host, repo: 'org/old', graceMs: GRACE_MS, now: Date.now() });
   assert.equal((await get(`${base}/snapshot/${first}.tar.zst`, {}, 'HEAD')).status, 200);
-  await collectGarbage(store, { host, repo: 'org/old', graceMs: GRACE_MS, now: Date.now() + GRACE_MS + 1000 });
+  await collectGarbage(cachew.server.cache, { host, repo: 'org/old', graceMs: GRACE_MS, now: Date.now() + GRACE_MS + 1000 });
   assert.equal((await get(`${base}/snapshot/${first}.tar.zst`, {}, 'HEAD')).status, 404);
   assert.equal(await cachew.server.cache.stat(`blobs/sha256/${digest}`), undefined);
   assert.equal((await get(`${base}/snapshot/${second}.tar.zst`, {}, 'HEAD')).status, 200);

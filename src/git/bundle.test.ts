@@ -9,8 +9,9 @@ import { blobKey, putBlob } from '../cache/write.js';
 import { Readable } from 'node:stream';
 import { BadRequestError, NotFoundError } from '../util/errors.js';
 import { runGit } from './command.js';
-import { commitExists, createBundle, forwardCheck, getOrCreateBundle, isAncestor, resolveBundleBase } from './bundle.js';
-import { bundleKey, writeJson } from './snapshot/records.js';
+import { commitExists, createBundle, forwardCheck, isAncestor, resolveBundleBase } from './bundle.js';
+import { getOrCreateBundle } from '../storage/bundles.js';
+import { bundleKey, writeJson } from '../storage/records.js';
 
 const git = (cwd: string, ...args: string[]): Promise<string> => runGit(args, { cwd, timeoutMs: 60_000 });
 const rev = async (cwd: string, what: string): Promise<string> => (await git(cwd, 'rev-parse', what)).trim();

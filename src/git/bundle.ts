@@ -1,7 +1,7 @@
 /**
  * Delta bundles (SPEC §3 `snapshot.bundle?base=`): a git bundle carrying what a clone at `base` lacks
- * to reach `head`, stored like snapshots — bytes as a content-addressed blob, plus a write-once record
- * `bundles/<host>/<repo>/<base>..<head>.json` — both with the cache's TTL.
+ * to reach `head`. Stored like snapshots by storage/bundles.ts (a content-addressed blob plus a
+ * write-once record, both with the cache's TTL).
  *
  * Byte stability: `git bundle create` reuses deltas from the mirror's packs, so two mirrors packed
  * differently (or one with a bitmap) give different bundles. We therefore write the bundle ourselves:
@@ -12,20 +12,12 @@
  */
 import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rm } from 'node:fs/promises';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { Cache } from '../cache/cache.js';
-import { blobKey } from '../cache/write.js';
-import { isSha256Hex } from '../protocol/etag.js';
 import { isCommit } from '../protocol/routes.js';
-import { AlreadyExistsError, BadRequestError, GitCommandError, NotFoundError, UnavailableError } from '../util/errors.js';
+import { BadRequestError, GitCommandError, NotFoundError } from '../util/errors.js';
 import { runGit, spawnGit } from './command.js';
-import { bundleKey, parseBundleRecord, readJson, writeJson, type BundleRecord } from './snapshot/records.js';
-import { putFileBlob } from './snapshot/store.js';
-import { SingleFlight } from '../util/single-flight.js';
 import { DETERMINISTIC_PACK_ENV, deterministicPackObjectsArgs } from './snapshot/deterministic-pack.js';
 
 export interface CreateBundleOptions {
@@ -141,82 +133,4 @@ export async function resolveBundleBase(options: {
   if (base === head) return undefined;
   if (!(await commitExists(gitDir, base, signal))) throw new NotFoundError(`unknown base commit ${base}`);
   return { base, head };
-}
-
-export interface GetOrCreateBundleOptions {
-  cache: Cache;
-  host: string;
-  repo: string;
-  base: string;
-  head: string;
-  /** Lifetime of both the record and the blob. */
-  ttlMs: number;
-  /** Writes the bundle to `outPath` (normally createBundle against the mirror). */
-  make: (outPath: string) => Promise<{ sha256: string; size: number }>;
-  /** Scratch directory for the bundle file being built (default: the OS temp dir). */
-  workDir?: string;
-  now?: () => number;
-  signal?: AbortSignal;
-}
-
-/** One build per bundle key and cache (tests run several caches in one process). */
-const flights = new WeakMap<Cache, SingleFlight<BundleRecord>>();
-const MAX_BUNDLE_ATTEMPTS = 3;
-
-/**
- * The bundle record for base..head, creating bundle and record on a miss. First writer wins
- * (create-if-absent), concurrent callers in this process share one build, and a record whose blob has
- * expired or vanished is replaced. Callers validate `base` first with {@link resolveBundleBase}.
- */
-export async function getOrCreateBundle(options: GetOrCreateBundleOptions): Promise<BundleRecord> {
-  const key = bundleKey(options.host, options.repo, options.base, options.head);
-  let flight = flights.get(options.cache);
-  if (!flight) {
-    flight = new SingleFlight();
-    flights.set(options.cache, flight);
-  }
-  return flight.run(key, () => buildBundle(key, options));
-}
-
-async function buildBundle(key: string, options: GetOrCreateBundleOptions): Promise<BundleRecord> {
-  const { cache, base, head, ttlMs, signal } = options;
-  const now = options.now ?? Date.now;
-  for (let attempt = 0; attempt < MAX_BUNDLE_ATTEMPTS; attempt++) {
-    const existing = (await readJson(cache, key, parseBundleRecord, signal))?.value;
-    if (existing) {
-      if (await cache.stat(blobKey(existing.digest), signal)) return existing;
-      await cache.delete(key, signal);
-    }
-    const parent = options.workDir ?? tmpdir();
-    await mkdir(parent, { recursive: true });
-    const dir = await mkdtemp(join(parent, 'cachew-bundle-'));
-    try {
-      const outPath = join(dir, 'delta.bundle');
-      const made = await options.make(outPath);
-      if (!isSha256Hex(made.sha256)) throw new BadRequestError(`bundle maker returned a bad digest: ${made.sha256}`);
-      const blob = await putFileBlob(cache, made.sha256, outPath, { ttlMs, signal });
-      const created = now();
-      const record: BundleRecord = {
-        base,
-        head,
-        digest: made.sha256,
-        size: blob.meta.size,
-        created: new Date(created).toISOString(),
-        expires: new Date(created + ttlMs).toISOString(),
-      };
-      try {
-        await writeJson(cache, key, record, { ifNoneMatch: '*', ttlMs, signal });
-        return record;
-      } catch (err) {
-        if (!(err instanceof AlreadyExistsError)) throw err;
-        const winner = (await readJson(cache, key, parseBundleRecord, signal))?.value;
-        // Only a blob this call created can be unreferenced; an existing one may serve another record.
-        if (blob.created && winner?.digest !== made.sha256) await cache.delete(blobKey(made.sha256), signal);
-        if (winner && (await cache.stat(blobKey(winner.digest), signal))) return winner;
-      }
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
-  }
-  throw new UnavailableError(`could not store the bundle ${base}..${head}`, 1);
 }

@@ -21,9 +21,9 @@ import { AuthoritativeReadView } from '../cache/authoritative-view.js';
 import { GuardedCache } from '../cache/guarded.js';
 import { UpstreamRegistry } from '../git/upstreams.js';
 import { MirrorManager } from '../git/mirrors.js';
-import { SnapshotStore, staleReadLimits } from '../git/snapshot/store.js';
-import { GenerationLeases } from '../git/snapshot/lease.js';
-import { PublishBacklog } from '../git/snapshot/backlog.js';
+import { SnapshotStore, staleReadLimits } from '../storage/store.js';
+import { GenerationLeases } from '../storage/lease.js';
+import { PublishBacklog } from '../storage/backlog.js';
 import { SnapshotService } from '../git/snapshot/service.js';
 import { SharedLayers } from '../git/snapshot/shared-layers.js';
 import { Scheduler } from '../git/scheduler.js';
@@ -159,7 +159,6 @@ export async function startServer(config: CachewConfig, options: StartOptions = 
         })
       : undefined,
     backlog,
-    graceMs: config.snapshotGraceMs,
     bundleTtlMs: config.bundleTtlMs,
     logger,
     metrics,

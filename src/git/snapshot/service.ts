@@ -17,14 +17,14 @@ import type { MirrorManager } from '../mirrors.js';
 import type { Mirror } from '../mirror.js';
 import { generateSnapshot } from './archive.js';
 import { snapshotFormatId } from './format.js';
-import type { SnapshotStore } from './store.js';
-import type { BundleRecord, SnapshotRecord } from './records.js';
-import { createBundle, getOrCreateBundle } from '../bundle.js';
-import { collectGarbage } from './retention.js';
+import type { SnapshotStore } from '../../storage/store.js';
+import type { BundleRecord, SnapshotRecord } from '../../storage/records.js';
+import { createBundle } from '../bundle.js';
+import { getOrCreateBundle } from '../../storage/bundles.js';
 import { prepareNextLayers, type LayerShare } from './layer-packs.js';
 import type { SharedLayers } from './shared-layers.js';
-import type { GenerationLeases } from './lease.js';
-import type { PublishBacklog } from './backlog.js';
+import type { GenerationLeases } from '../../storage/lease.js';
+import type { PublishBacklog } from '../../storage/backlog.js';
 import { isOutage } from '../../cache/guarded.js';
 
 export interface SnapshotServiceOptions {
@@ -39,11 +39,10 @@ export interface SnapshotServiceOptions {
   packDir?: string;
   /** Layer packs shared with other replicas through the cache; unset: each replica computes its own. */
   sharedLayers?: SharedLayers;
-  /** Snapshots kept locally during an S3 outage; publishBacklog() publishes them (see backlog.ts). */
+  /** Snapshots kept locally during an S3 outage; publishBacklog() publishes them (see storage/backlog.ts). */
   backlog?: PublishBacklog;
-  /** Replicas sharing S3 take this lease before generating, so one of them generates (see lease.ts). */
+  /** Replicas sharing S3 take this lease before generating, so one of them generates (see storage/lease.ts). */
   leases?: GenerationLeases;
-  graceMs: number;
   bundleTtlMs: number;
   logger: Logger;
   metrics?: Metrics;
@@ -174,7 +173,7 @@ export class SnapshotService {
   async collectGarbage(repos: Iterable<{ host: string; repo: string }> = this.known.values()): Promise<void> {
     for (const { host, repo } of repos) {
       try {
-        await collectGarbage(this.options.store, { host, repo, graceMs: this.options.graceMs });
+        await this.options.store.collectGarbage(host, repo);
       } catch (err) {
         this.log.warn({ err, host, repo }, 'retention failed');
       }
@@ -191,7 +190,7 @@ export class SnapshotService {
   }
 
   /**
-   * Publishes the snapshots kept locally while S3 was unreachable (see backlog.ts), in any order (the
+   * Publishes the snapshots kept locally while S3 was unreachable (see storage/backlog.ts), in any order (the
    * pointer only ever moves forward, so an older entry published last changes nothing); stops at the
    * first outage (the next recovery, tick or start-up retries). An entry whose local blob was evicted
    * is regenerated instead. One drain at a time; resolves with the number published.
@@ -363,7 +362,7 @@ export class SnapshotService {
 
   private async collectGarbageFor(host: string, repo: string): Promise<void> {
     try {
-      await collectGarbage(this.options.store, { host, repo, graceMs: this.options.graceMs });
+      await this.options.store.collectGarbage(host, repo);
     } catch (err) {
       this.log.warn({ err, host, repo }, 'retention failed');
     }

@@ -21,7 +21,7 @@ import { snapshotFormatId } from './format.js';
 import { buildLayer } from './layer-build.js';
 import { layerKey } from './layer-cache.js';
 import type { LayerSource } from './layer-packs.js';
-import { readJson, writeJson } from './records.js';
+import { readJson, writeJson } from '../../storage/records.js';
 import { SharedLayers, layerRecordKey, parseLayerRecord, type LayerRecord } from './shared-layers.js';
 import { buildLongHistory } from './testing/long-history.js';
 

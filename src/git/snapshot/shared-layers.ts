@@ -30,7 +30,7 @@ import { CachewError, abortReason } from '../../util/errors.js';
 import { silentLogger, type Logger } from '../../util/logger.js';
 import type { PackFiles } from './deterministic-pack.js';
 import { LAYER_KEY, verifyPackFiles } from './layer-cache.js';
-import { CorruptRecordError, isDigest, isSize, isString, readJson, repoKeyPart, writeJson } from './records.js';
+import { CorruptRecordError, isDigest, isSize, isString, readJson, repoKeyPart, writeJson } from '../../storage/records.js';
 import { SHA1_OID_PATTERN } from '../../protocol/object-id.js';
 
 /** One stored file of a layer: its blob digest and length. */

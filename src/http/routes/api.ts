@@ -3,7 +3,7 @@ import type { RepoHandler } from '../context.js';
 import { sendJson, sendText } from '../reply.js';
 import { immutableSnapshotPath } from '../../protocol/routes.js';
 import type { SnapshotService } from '../../git/snapshot/service.js';
-import type { SnapshotStore } from '../../git/snapshot/store.js';
+import type { SnapshotStore } from '../../storage/store.js';
 import { NotFoundError } from '../../util/errors.js';
 
 export interface ApiRouteDeps {

@@ -17,7 +17,7 @@ import {
   STABLE_CACHE_CONTROL,
 } from '../../protocol/headers.js';
 import type { SnapshotService } from '../../git/snapshot/service.js';
-import type { SnapshotStore } from '../../git/snapshot/store.js';
+import type { SnapshotStore } from '../../storage/store.js';
 import type { Metrics } from '../../util/metrics.js';
 
 /**

@@ -14,9 +14,9 @@ import { createHash, randomUUID } from 'node:crypto';
 import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { isCommit } from '../../protocol/routes.js';
-import { isSha256Hex } from '../../protocol/etag.js';
-import { silentLogger, type Logger } from '../../util/logger.js';
+import { isCommit } from '../protocol/routes.js';
+import { isSha256Hex } from '../protocol/etag.js';
+import { silentLogger, type Logger } from '../util/logger.js';
 import { parseFrames, type SnapshotRecord } from './records.js';
 
 /** One snapshot waiting to be published to the shared tier. */

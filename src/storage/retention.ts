@@ -12,18 +12,18 @@
  * that repository's records and bundle records are scanned. Bundle blobs can coincide across forks;
  * a fork whose bundle blob was removed sees a record without a blob and regenerates it.
  */
-import type { Cache } from '../../cache/cache.js';
-import { blobKey } from '../../cache/write.js';
-import type { Logger } from '../../util/logger.js';
-import { silentLogger } from '../../util/logger.js';
+import type { Cache } from '../cache/cache.js';
+import { blobKey } from '../cache/write.js';
+import type { Logger } from '../util/logger.js';
+import { silentLogger } from '../util/logger.js';
 import { listBundleRecords, listSnapshotRecords, recordKey } from './records.js';
 import { readPointer, swapPointer, type SnapshotPointer } from './pointer.js';
 
 export interface GarbageOptions {
   host: string;
   repo: string;
-  /** Current time in ms since the epoch (default: the store's clock, else Date.now()). */
-  now?: number;
+  /** Current time in ms since the epoch (the store's clock). */
+  now: number;
   /** How long a snapshot stays after it stopped being current. */
   graceMs: number;
   logger?: Logger;
@@ -39,14 +39,6 @@ export interface GarbageReport {
 
 const MAX_PRUNE_ATTEMPTS = 4;
 
-/** What retention needs of a SnapshotStore (kept structural to avoid an import cycle). */
-export interface StoreLike {
-  readonly cache: Cache;
-  /** Records and pointers are read here (the authoritative tier); deletes go through it too. */
-  readonly metadataCache?: Cache;
-  clock(): number;
-}
-
 /**
  * Deletes the records of snapshots that stopped being current more than `graceMs` ago (never the
  * current one), bundle records past their expiry, then every blob of those that no remaining record,
@@ -54,13 +46,12 @@ export interface StoreLike {
  *
  * When a snapshot stopped being current is its `superseded` entry's time; a record that never became
  * current (a stale replica's publish, or one whose entry was pruned) counts from its `created` time.
+ *
+ * `cache` is where records and pointers live (the store's metadata cache, i.e. the authoritative
+ * tier); blob deletes go through it too. SnapshotStore.collectGarbage runs this with its own clock.
  */
-export async function collectGarbage(target: Cache | StoreLike, options: GarbageOptions): Promise<GarbageReport> {
-  // A store has a `cache`; a Cache has none (and may have a `clock` of its own, so that is no test).
-  const store = 'cache' in target ? target : undefined;
-  const cache = store ? (store.metadataCache ?? store.cache) : (target as Cache);
-  const now = options.now ?? (store ? store.clock() : Date.now());
-  const { host, repo, graceMs, signal } = options;
+export async function collectGarbage(cache: Cache, options: GarbageOptions): Promise<GarbageReport> {
+  const { host, repo, now, graceMs, signal } = options;
   const logger = options.logger ?? silentLogger;
   const report: GarbageReport = { records: [], bundles: [], blobs: [] };
 

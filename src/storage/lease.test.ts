@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { MemoryCache } from '../../cache/memory.js';
-import { FaultyCache } from '../../cache/testing/faulty.js';
-import { UnavailableError } from '../../util/errors.js';
+import { MemoryCache } from '../cache/memory.js';
+import { FaultyCache } from '../cache/testing/faulty.js';
+import { UnavailableError } from '../util/errors.js';
 import { GenerationLeases, leaseKey, type LeaseOutcome } from './lease.js';
 import { readJson } from './records.js';
-import { ManualClock } from '../../util/testing/manual-clock.js';
+import { ManualClock } from '../util/testing/manual-clock.js';
 
 const TTL = 60_000;
 

@@ -8,13 +8,13 @@
  */
 import { createReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
-import type { Cache, ObjectMeta, OpenOptions, OpenResult } from '../../cache/cache.js';
-import { blobKey, writeStream } from '../../cache/write.js';
-import type { Logger } from '../../util/logger.js';
-import { silentLogger } from '../../util/logger.js';
-import { AlreadyExistsError, BadRequestError, CachewError, NotFoundError, UnavailableError } from '../../util/errors.js';
-import { isSha256Hex } from '../../protocol/etag.js';
-import { isCommit } from '../../protocol/routes.js';
+import type { Cache, ObjectMeta, OpenOptions, OpenResult } from '../cache/cache.js';
+import { blobKey, writeStream } from '../cache/write.js';
+import type { Logger } from '../util/logger.js';
+import { silentLogger } from '../util/logger.js';
+import { AlreadyExistsError, BadRequestError, CachewError, NotFoundError, UnavailableError } from '../util/errors.js';
+import { isSha256Hex } from '../protocol/etag.js';
+import { isCommit } from '../protocol/routes.js';
 import {
   listBundleRecords,
   listSnapshotRecords,
@@ -29,7 +29,7 @@ import {
 import { advancePointer, readPointer, type AncestryCheck, type SnapshotPointer } from './pointer.js';
 import { collectGarbage, type GarbageReport } from './retention.js';
 import type { PendingSnapshot, PublishBacklog } from './backlog.js';
-import { isOutage } from '../../cache/guarded.js';
+import { isOutage } from '../cache/guarded.js';
 
 export interface SnapshotStoreOptions {
   /** Where blobs (immutable, content-addressed) are read and written: the tiered cache. */
@@ -377,16 +377,12 @@ export class SnapshotStore {
     return result;
   }
 
-  /** The store's clock (ms since the epoch). */
-  clock(): number {
-    return this.now();
-  }
-
   /** Runs retention for one repository with this store's grace period and clock. */
   async collectGarbage(host: string, repo: string, signal?: AbortSignal): Promise<GarbageReport> {
-    return collectGarbage(this, {
+    return collectGarbage(this.metadataCache, {
       host,
       repo,
+      now: this.now(),
       graceMs: this.graceMs,
       logger: this.logger,
       signal,

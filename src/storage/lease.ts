@@ -19,10 +19,10 @@
  * into `expires`) with ours, so the TTL must be well above the clock skew between replicas.
  */
 import { randomUUID } from 'node:crypto';
-import type { Cache } from '../../cache/cache.js';
-import { AlreadyExistsError, PreconditionFailedError, abortReason } from '../../util/errors.js';
-import { silentLogger, type Logger } from '../../util/logger.js';
-import { systemClock, type Clock } from '../../util/clock.js';
+import type { Cache } from '../cache/cache.js';
+import { AlreadyExistsError, PreconditionFailedError, abortReason } from '../util/errors.js';
+import { silentLogger, type Logger } from '../util/logger.js';
+import { systemClock, type Clock } from '../util/clock.js';
 import { CorruptRecordError, isString, isTime, readJson, repoKeyPart, writeJson } from './records.js';
 
 /** How a {@link GenerationLeases.run} ended, for metrics. */

@@ -10,11 +10,11 @@
  * cache keys only allow `[A-Za-z0-9._-]`, so `:` is stored as `_` — injective, because a valid host
  * name never contains `_` (see hostProblem).
  */
-import type { Cache, CreateOptions, ObjectMeta } from '../../cache/cache.js';
-import { writeStream } from '../../cache/write.js';
-import { canonicalRepo, hostProblem, isCommit, repoPathProblem } from '../../protocol/routes.js';
-import { isSha256Hex } from '../../protocol/etag.js';
-import { BadRequestError, CachewError } from '../../util/errors.js';
+import type { Cache, CreateOptions, ObjectMeta } from '../cache/cache.js';
+import { writeStream } from '../cache/write.js';
+import { canonicalRepo, hostProblem, isCommit, repoPathProblem } from '../protocol/routes.js';
+import { isSha256Hex } from '../protocol/etag.js';
+import { BadRequestError, CachewError } from '../util/errors.js';
 
 /** One snapshot: the archive of `commit` is the blob `digest` of `size` bytes. */
 export interface SnapshotRecord {

@@ -7,8 +7,8 @@
  * The pointer also remembers which snapshots stopped being current, and when (`superseded`): retention
  * keeps those for a grace period so in-flight downloads of the immutable URL can finish.
  */
-import type { Cache } from '../../cache/cache.js';
-import { AlreadyExistsError, PreconditionFailedError, UnavailableError } from '../../util/errors.js';
+import type { Cache } from '../cache/cache.js';
+import { AlreadyExistsError, PreconditionFailedError, UnavailableError } from '../util/errors.js';
 import {
   CorruptRecordError,
   isCommitId,

@@ -1,8 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { MemoryCache } from '../../cache/memory.js';
-import { writeStream } from '../../cache/write.js';
-import { BadRequestError } from '../../util/errors.js';
+import { MemoryCache } from '../cache/memory.js';
+import { writeStream } from '../cache/write.js';
+import { BadRequestError } from '../util/errors.js';
 import {
   CorruptRecordError,
   bundlePrefix,
