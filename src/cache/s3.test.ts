@@ -212,7 +212,7 @@ void describe('s3 specifics', () => {
     try {
       const data = pseudoRandomBytes(12 * MiB, 5);
       const hex = sha256(data);
-      const meta = await putBlob(cache, hex, Readable.from([data.subarray(0, 7 * MiB), data.subarray(7 * MiB)]));
+      const { meta } = await putBlob(cache, hex, Readable.from([data.subarray(0, 7 * MiB), data.subarray(7 * MiB)]));
       assert.equal(meta.etag, hex);
       assert.equal(meta.size, data.length);
       assert.equal(log.filter((entry) => entry.command === 'UploadPartCopyCommand').length, 0);

@@ -34,25 +34,45 @@ export function blobKey(sha256Hex: string): string {
   return `blobs/sha256/${sha256Hex}`;
 }
 
+/** Where a blob's bytes come from: a stream, or a function opening one (so a write can be retried). */
+export type BlobSource = Readable | (() => Readable);
+
+/** The outcome of {@link putBlob}. */
+export interface PutBlobResult {
+  meta: ObjectMeta;
+  /** Whether this call published the blob, i.e. whether nobody else can be relying on it yet. */
+  created: boolean;
+}
+
 /**
- * Stores a stream under its sha256 (create-if-absent, digest verified while writing). If the blob is
- * already present the source is discarded and the existing object returned: identical keys mean
- * identical bytes, so the first writer winning is harmless.
+ * The one blob writer: stores bytes under their sha256 (create-if-absent, digest verified while
+ * writing). If the blob is already present the source is discarded and the existing object returned:
+ * identical keys mean identical bytes, so the first writer winning is harmless. A caller that loses a
+ * later race may delete only a blob it `created`.
+ *
+ * If the existing blob vanishes between the refused write and the stat (retention on another
+ * replica), a source given as a function is written once more; a stream cannot be replayed, so that
+ * is a NotFoundError.
  */
 export async function putBlob(
   cache: Cache,
   sha256Hex: string,
-  source: Readable,
+  source: BlobSource,
   options: Omit<CreateOptions, 'ifNoneMatch' | 'ifMatch' | 'expectedSha256'> = {},
-): Promise<ObjectMeta> {
+): Promise<PutBlobResult> {
   const key = blobKey(sha256Hex);
+  const reopen = typeof source === 'function' ? source : undefined;
+  const write = (body: Readable): Promise<ObjectMeta> =>
+    writeStream(cache, key, body, { ...options, ifNoneMatch: '*', expectedSha256: sha256Hex });
+  const body = reopen ? reopen() : (source as Readable);
   try {
-    return await writeStream(cache, key, source, { ...options, ifNoneMatch: '*', expectedSha256: sha256Hex });
+    return { meta: await write(body), created: true };
   } catch (err) {
+    body.destroy();
     if (!(err instanceof AlreadyExistsError)) throw err;
-    source.destroy();
     const existing = await cache.stat(key, options.signal);
-    if (!existing) throw new NotFoundError(`blob ${sha256Hex} vanished after a concurrent write`, { cause: err });
-    return existing;
+    if (existing) return { meta: existing, created: false };
+    if (!reopen) throw new NotFoundError(`blob ${sha256Hex} vanished after a concurrent write`, { cause: err });
+    return { meta: await write(reopen()), created: true };
   }
 }

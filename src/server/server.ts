@@ -192,8 +192,8 @@ export async function startServer(config: CachewConfig, options: StartOptions = 
   const router = createRouter({
     upstreams: new Map(config.upstreams.map((u) => [u.name, u.baseUrl])),
     git: createGitRoutes({ mirrors, upstreams, readOnly: config.readOnly, metrics, logger, limits: config.http, openSpool: options.hooks?.openSpool }).handle,
-    snapshots: createSnapshotRoutes({ service, store, metrics, redirect: blobRedirect(config, cache, options.presignClock ?? (() => clock.now())) }),
-    api: createApiRoutes({ service, store, isMirrored: (host, repo) => mirrors.has(host, repo) }),
+    snapshots: createSnapshotRoutes({ service, reader: store, metrics, redirect: blobRedirect(config, cache, options.presignClock ?? (() => clock.now())) }),
+    api: createApiRoutes({ service, reader: store, isMirrored: (host, repo) => mirrors.has(host, repo) }),
     liveness,
     readiness: readiness(() => ready, {
       checks: [async () => (await disk.check()).problem],

@@ -4,16 +4,16 @@
  * bundle itself is made by the caller (git/bundle.ts against the mirror); this module only stores it:
  * first writer wins, one build per key in this process, a record whose blob vanished is rebuilt.
  */
+import { createReadStream } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Cache } from '../cache/cache.js';
-import { blobKey } from '../cache/write.js';
+import { blobKey, putBlob } from '../cache/write.js';
 import { isSha256Hex } from '../protocol/etag.js';
 import { AlreadyExistsError, BadRequestError, UnavailableError } from '../util/errors.js';
 import { SingleFlight } from '../util/single-flight.js';
-import { bundleKey, parseBundleRecord, readJson, writeJson, type BundleRecord } from './records.js';
-import { putFileBlob } from './store.js';
+import { BLOB_METADATA, bundleKey, parseBundleRecord, readJson, writeJson, type BundleRecord } from './records.js';
 
 export interface GetOrCreateBundleOptions {
   cache: Cache;
@@ -66,7 +66,7 @@ async function buildBundle(key: string, options: GetOrCreateBundleOptions): Prom
       const outPath = join(dir, 'delta.bundle');
       const made = await options.make(outPath);
       if (!isSha256Hex(made.sha256)) throw new BadRequestError(`bundle maker returned a bad digest: ${made.sha256}`);
-      const blob = await putFileBlob(cache, made.sha256, outPath, { ttlMs, signal });
+      const blob = await putBlob(cache, made.sha256, () => createReadStream(outPath), { ttlMs, signal, metadata: BLOB_METADATA });
       const created = now();
       const record: BundleRecord = {
         base,

@@ -50,6 +50,9 @@ export interface BundleRecord {
   expires?: string;
 }
 
+/** Stored with every snapshot and bundle blob (S3 shows it; the routes send their own type). */
+export const BLOB_METADATA = { 'content-type': 'application/octet-stream' };
+
 /** Records are tiny; anything larger is not ours and is refused rather than buffered. */
 const MAX_JSON_BYTES = 1 << 20;
 

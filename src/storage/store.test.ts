@@ -86,7 +86,7 @@ void describe('SnapshotStore', () => {
     assert.deepEqual(await store.record(HOST, REPO, commit), record);
     assert.deepEqual(await store.list(HOST, REPO), [{ ...record, current: true }]);
 
-    const opened = await store.openBlob(record.digest, { range: { kind: 'bounded', start: 10, end: 19 } });
+    const opened = await store.open(record, { range: { kind: 'bounded', start: 10, end: 19 } });
     assert.equal(opened?.status, 206);
     const bytes = await readAll(opened?.body);
     assert.equal(bytes.length, 10);
@@ -98,7 +98,7 @@ void describe('SnapshotStore', () => {
     await assert.rejects(store.publish({ ...input, sha256: 'abc' }), BadRequestError);
     await assert.rejects(store.current('bad host', REPO), BadRequestError);
     await assert.rejects(store.current(HOST, '../etc'), BadRequestError);
-    await assert.rejects(store.openBlobOrThrow('0'.repeat(64)), NotFoundError);
+    await assert.rejects(store.open({ digest: '0'.repeat(64), created: new Date(clock).toISOString() }), NotFoundError);
   });
 
   void test('a digest mismatch publishes nothing', async () => {

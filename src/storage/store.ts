@@ -1,15 +1,16 @@
 /**
  * The snapshot store (SPEC §5, §6): content-addressed blobs, write-once records and a forward-only
- * pointer, on top of any Cache (in production the tiered cache whose authoritative tier is S3).
+ * pointer, on top of any Cache (in production the tiered cache whose authoritative tier is S3). This
+ * file publishes; reader.ts reads.
  *
  * Correctness never depends on archive determinism: the first record written for a commit wins
  * everywhere, a replica that loses discards its bytes and serves the winner's, and every object is
  * published only once complete (the Cache contract), so a crash leaves nothing half-visible.
  */
 import { createReadStream } from 'node:fs';
-import type { Readable } from 'node:stream';
-import type { Cache, ObjectMeta, OpenOptions, OpenResult } from '../cache/cache.js';
-import { blobKey, writeStream } from '../cache/write.js';
+import type { Cache } from '../cache/cache.js';
+import { blobKey, putBlob, type PutBlobResult } from '../cache/write.js';
+import { getOrCreateBundle, type GetOrCreateBundleOptions } from './bundles.js';
 import type { Logger } from '../util/logger.js';
 import { silentLogger } from '../util/logger.js';
 import { AlreadyExistsError, BadRequestError, CachewError, NotFoundError, UnavailableError } from '../util/errors.js';
@@ -23,22 +24,18 @@ import {
   readSnapshotRecord,
   recordKey,
   writeJson,
+  BLOB_METADATA,
+  type BundleRecord,
   type SnapshotRecord,
   type RecordFrame,
 } from './records.js';
-import { advancePointer, readPointer, type AncestryCheck, type SnapshotPointer } from './pointer.js';
+import { advancePointer, type AncestryCheck } from './pointer.js';
+import { SnapshotReader, type SnapshotReaderOptions } from './reader.js';
 import { collectGarbage, type GarbageReport } from './retention.js';
 import type { PendingSnapshot, PublishBacklog } from './backlog.js';
 import { isOutage } from '../cache/guarded.js';
 
-export interface SnapshotStoreOptions {
-  /** Where blobs (immutable, content-addressed) are read and written: the tiered cache. */
-  cache: Cache;
-  /**
-   * Where records and pointers (small, mutable or deletable by other replicas) are read: the
-   * authoritative tier (see cache/authoritative-view.ts). Defaults to `cache`.
-   */
-  metadataCache?: Cache;
+export interface SnapshotStoreOptions extends SnapshotReaderOptions {
   logger?: Logger;
   /** How long a superseded snapshot stays servable (SPEC §6 default 1 h). */
   graceMs: number;
@@ -79,11 +76,6 @@ export interface PublishExisting extends PublishCommon {
 
 export type PublishInput = PublishFile | PublishExisting;
 
-export interface CurrentSnapshot {
-  record: SnapshotRecord;
-  pointer: SnapshotPointer;
-}
-
 /**
  * How old a local copy of a snapshot-store key may be to answer while the shared tier is unreachable
  * (the `staleLimitMs` of cache/authoritative-view.ts): the pointer moves, so its copy is trusted for
@@ -98,66 +90,6 @@ export function staleReadLimits(pointerMs: number): (key: string) => number {
 const MAX_PUBLISH_ATTEMPTS = 4;
 
 /**
- * Stores the file at `path` as the blob `sha256` (create-if-absent, digest verified while writing).
- * `created` tells whether this call published it, i.e. whether nobody else can be relying on it yet.
- */
-export async function putFileBlob(
-  cache: Cache,
-  sha256: string,
-  path: string,
-  options: { ttlMs?: number; signal?: AbortSignal } = {},
-): Promise<{ meta: ObjectMeta; created: boolean }> {
-  const key = blobKey(sha256);
-  try {
-    const meta = await writeStream(cache, key, createReadStream(path), {
-      ifNoneMatch: '*',
-      expectedSha256: sha256,
-      ttlMs: options.ttlMs,
-      signal: options.signal,
-      metadata: { 'content-type': 'application/octet-stream' },
-    });
-    return { meta, created: true };
-  } catch (err) {
-    if (!(err instanceof AlreadyExistsError)) throw err;
-    const meta = await cache.stat(key, options.signal);
-    if (meta) return { meta, created: false };
-    // Deleted between our attempt and the stat: try once more as a fresh write.
-    const again = await writeStream(cache, key, createReadStream(path), {
-      ifNoneMatch: '*',
-      expectedSha256: sha256,
-      ttlMs: options.ttlMs,
-      signal: options.signal,
-    });
-    return { meta: again, created: true };
-  }
-}
-
-/** Copies a blob's bytes into `cache` (create-if-absent, digest verified); `created` as in putFileBlob. */
-async function putBlobFrom(
-  cache: Cache,
-  sha256: string,
-  body: Readable,
-  signal?: AbortSignal,
-): Promise<{ meta: ObjectMeta; created: boolean }> {
-  const key = blobKey(sha256);
-  try {
-    const meta = await writeStream(cache, key, body, {
-      ifNoneMatch: '*',
-      expectedSha256: sha256,
-      signal,
-      metadata: { 'content-type': 'application/octet-stream' },
-    });
-    return { meta, created: true };
-  } catch (err) {
-    body.destroy();
-    if (!(err instanceof AlreadyExistsError)) throw err;
-    const meta = await cache.stat(key, signal);
-    if (!meta) throw err;
-    return { meta, created: false };
-  }
-}
-
-/**
  * Where snapshots go while the shared tier is unreachable (see backlog.ts): the local tiers alone
  * (TieredCache.local), the shared tier alone (to publish the backlog to), and the backlog.
  */
@@ -167,18 +99,19 @@ export interface DegradedPublishing {
   backlog: PublishBacklog;
 }
 
-/** Snapshot records, blobs and the per-repository pointer on one Cache. */
-export class SnapshotStore {
-  readonly cache: Cache;
-  readonly metadataCache: Cache;
+/**
+ * The publish facade of snapshot storage: stores finished archives (blob, record, pointer), delta
+ * bundles, and runs retention. It reads like a {@link SnapshotReader}, which the HTTP layer is handed
+ * instead, so only generation publishes.
+ */
+export class SnapshotStore extends SnapshotReader {
   readonly graceMs: number;
   private readonly logger: Logger;
   private readonly now: () => number;
   private readonly degraded?: DegradedPublishing;
 
   constructor(options: SnapshotStoreOptions) {
-    this.cache = options.cache;
-    this.metadataCache = options.metadataCache ?? options.cache;
+    super(options);
     this.graceMs = options.graceMs;
     this.logger = (options.logger ?? silentLogger).child({ module: 'snapshot-store' });
     this.now = options.now ?? Date.now;
@@ -200,7 +133,7 @@ export class SnapshotStore {
       const { sha256, file, signal } = input;
       if (!isSha256Hex(sha256)) throw new BadRequestError(`not a sha256 digest: ${sha256}`);
       const fields = { format: input.format, frames: input.frames };
-      return await this.publishBlob(input, sha256, input.size, fields, () => putFileBlob(this.cache, sha256, file, { signal }));
+      return await this.publishBlob(input, sha256, input.size, fields, () => putBlob(this.cache, sha256, () => createReadStream(file), { signal, metadata: BLOB_METADATA }));
     } catch (err) {
       // S3 unreachable: keep the snapshot locally and publish it when S3 answers again.
       if (!this.degraded || !isOutage(err) || input.signal?.aborted) throw err;
@@ -221,7 +154,7 @@ export class SnapshotStore {
     return this.publishBlob({ host, repo, commit, isAncestor, force, signal }, digest, size, { format, frames }, async () => {
       const local = await degraded.local.open(blobKey(digest), { signal });
       if (!local?.body) throw new NotFoundError(`snapshot ${digest} is no longer held locally`);
-      return putBlobFrom(degraded.shared, digest, local.body, signal);
+      return putBlob(degraded.shared, digest, local.body, { signal, metadata: BLOB_METADATA });
     });
   }
 
@@ -234,7 +167,7 @@ export class SnapshotStore {
     sha256: string,
     size: number,
     fields: Pick<SnapshotRecord, 'format' | 'frames'>,
-    put: () => Promise<{ meta: ObjectMeta; created: boolean }>,
+    put: () => Promise<PutBlobResult>,
   ): Promise<SnapshotRecord> {
     const { host, repo, commit, signal } = input;
     if (!isCommit(commit)) throw new BadRequestError(`not a commit id: ${commit}`);
@@ -305,7 +238,7 @@ export class SnapshotStore {
         // Re-pointing to a record whose bytes this replica does not hold: nothing to serve locally.
         throw new UnavailableError('shared storage is unreachable and the snapshot is not held locally', 5);
       }
-      await putFileBlob(local, input.sha256, input.file, { signal });
+      await putBlob(local, input.sha256, () => createReadStream(input.file), { signal, metadata: BLOB_METADATA });
       record = { commit, digest: input.sha256, size: input.size, created: new Date(this.now()).toISOString() };
       if (input.format !== undefined) record.format = input.format;
       if (input.frames !== undefined) record.frames = input.frames;
@@ -338,43 +271,12 @@ export class SnapshotStore {
     return record;
   }
 
-  /** The snapshot the pointer names; undefined when there is none or its record or blob vanished. */
-  async current(host: string, repo: string, signal?: AbortSignal): Promise<CurrentSnapshot | undefined> {
-    const pointer = await readPointer(this.metadataCache, host, repo, signal);
-    if (!pointer) return undefined;
-    const record = await readSnapshotRecord(this.metadataCache, host, repo, pointer.value.commit, signal);
-    if (!record) return undefined;
-    if (!(await this.cache.stat(blobKey(record.digest), signal))) return undefined;
-    return { record, pointer: pointer.value };
-  }
-
-  /** The record of one commit (the blob may still have aged out; opening it then misses). */
-  async record(host: string, repo: string, commit: string, signal?: AbortSignal): Promise<SnapshotRecord | undefined> {
-    return readSnapshotRecord(this.metadataCache, host, repo, commit, signal);
-  }
-
-  /** Every retained snapshot of a repository, newest first, flagging the current one. */
-  async list(host: string, repo: string, signal?: AbortSignal): Promise<Array<SnapshotRecord & { current: boolean }>> {
-    const [records, pointer] = await Promise.all([
-      listSnapshotRecords(this.metadataCache, host, repo, signal),
-      readPointer(this.metadataCache, host, repo, signal),
-    ]);
-    const currentCommit = pointer?.value.commit;
-    return records
-      .map((record) => ({ ...record, current: record.commit === currentCommit }))
-      .sort((a, b) => Date.parse(b.created) - Date.parse(a.created) || a.commit.localeCompare(b.commit));
-  }
-
-  /** Opens a snapshot's bytes by digest: a thin pass-through to the cache (ranges, conditionals). */
-  async openBlob(digest: string, options: OpenOptions = {}): Promise<OpenResult | undefined> {
-    return this.cache.open(blobKey(digest), options);
-  }
-
-  /** Like openBlob, but a miss is a NotFoundError (for callers that already hold a record). */
-  async openBlobOrThrow(digest: string, options: OpenOptions = {}): Promise<OpenResult> {
-    const result = await this.openBlob(digest, options);
-    if (!result) throw new NotFoundError(`snapshot ${digest} is no longer stored`);
-    return result;
+  /**
+   * The delta bundle record for base..head on this store's cache and clock, building the bundle with
+   * `make` and storing it on a miss (see bundles.ts).
+   */
+  async publishBundle(request: Omit<GetOrCreateBundleOptions, 'cache' | 'now'>): Promise<BundleRecord> {
+    return getOrCreateBundle({ ...request, cache: this.cache, now: this.now });
   }
 
   /** Runs retention for one repository with this store's grace period and clock. */

@@ -430,11 +430,12 @@ export function runCacheConformance(
     it('putBlob stores by digest and returns the existing blob on a second put', async (cache) => {
       const data = pseudoRandomBytes(20_000, 10);
       const hex = sha256(data);
-      const meta = await putBlob(cache, hex, Readable.from([data]));
+      const { meta, created } = await putBlob(cache, hex, Readable.from([data]));
       assert.equal(meta.key, blobKey(hex));
       assert.equal(meta.etag, hex);
-      const again = await putBlob(cache, hex, Readable.from([data]));
+      const { meta: again, created: createdAgain } = await putBlob(cache, hex, Readable.from([data]));
       assert.equal(again.etag, hex);
+      assert.deepEqual([created, createdAgain], [true, false], 'only the first put creates the blob');
       assert.ok((await openFull(cache, blobKey(hex)))?.equals(data));
       await assert.rejects(putBlob(cache, sha256('x'), Readable.from([data])), DigestMismatchError);
       await assertAbsent(cache, blobKey(sha256('x')));

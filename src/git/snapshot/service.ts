@@ -20,7 +20,6 @@ import { snapshotFormatId } from './format.js';
 import type { SnapshotStore } from '../../storage/store.js';
 import type { BundleRecord, SnapshotRecord } from '../../storage/records.js';
 import { createBundle } from '../bundle.js';
-import { getOrCreateBundle } from '../../storage/bundles.js';
 import { prepareNextLayers, type LayerShare } from './layer-packs.js';
 import type { SharedLayers } from './shared-layers.js';
 import type { GenerationLeases } from '../../storage/lease.js';
@@ -117,11 +116,6 @@ export class SnapshotService {
     return { record, aheadHead: head.commit };
   }
 
-  /** The record of one commit's snapshot, or undefined (immutable URL). Never generates. */
-  async record(host: string, repo: string, commit: string): Promise<SnapshotRecord | undefined> {
-    return this.options.store.record(host, repo, commit);
-  }
-
   /** Fetches upstream now and returns the snapshot of the new head, generating it if needed (API POST). */
   async snapshotNow(host: string, repo: string, signal?: AbortSignal): Promise<SnapshotRecord> {
     const mirror = await this.readyMirror(host, repo, signal);
@@ -156,8 +150,7 @@ export class SnapshotService {
     if (!(await mirror.hasCommit(base)) || !(await this.isAncestor(mirror, base, head.commit))) {
       throw new NotFoundError(`unknown base commit ${base}`);
     }
-    return getOrCreateBundle({
-      cache: this.options.store.cache,
+    return this.options.store.publishBundle({
       host,
       repo,
       base,

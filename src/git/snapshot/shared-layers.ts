@@ -190,7 +190,7 @@ export class SharedLayers {
     // An existing blob is trusted here: its key is its digest, verified when it was written.
     const existing = await this.cache.stat(blobKey(sha256), signal);
     if (existing === undefined) {
-      const meta = await putBlob(this.cache, sha256, createReadStream(path), { signal });
+      const { meta } = await putBlob(this.cache, sha256, createReadStream(path), { signal });
       if (meta.size !== size) throw new CachewError('internal', `${path} changed size while being uploaded`);
     }
     return { sha256, size };

@@ -3,12 +3,12 @@ import type { RepoHandler } from '../context.js';
 import { sendJson, sendText } from '../reply.js';
 import { immutableSnapshotPath } from '../../protocol/routes.js';
 import type { SnapshotService } from '../../git/snapshot/service.js';
-import type { SnapshotStore } from '../../storage/store.js';
+import type { SnapshotReader } from '../../storage/reader.js';
 import { NotFoundError } from '../../util/errors.js';
 
 export interface ApiRouteDeps {
   service: SnapshotService;
-  store: SnapshotStore;
+  reader: SnapshotReader;
   /** True when this replica mirrors the repository (a repository with neither mirror nor snapshot is unknown). */
   isMirrored(host: string, repo: string): boolean;
 }
@@ -16,7 +16,7 @@ export interface ApiRouteDeps {
 export function createApiRoutes(deps: ApiRouteDeps): RepoHandler {
   return async (ctx, target) => {
     if (ctx.req.method === 'GET' || ctx.req.method === 'HEAD') {
-      const records = await deps.store.list(target.host, target.canonicalRepo);
+      const records = await deps.reader.list(target.host, target.canonicalRepo);
       // Like every other route: a repository we know nothing about is a 404, not an empty list.
       if (records.length === 0 && !deps.isMirrored(target.host, target.canonicalRepo)) {
         throw new NotFoundError(`no snapshots or mirror for ${target.host}/${target.canonicalRepo}`);

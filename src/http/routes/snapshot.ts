@@ -8,7 +8,7 @@ import { sendObject, sendText } from '../reply.js';
 import { CachewError, NotFoundError } from '../../util/errors.js';
 import { bundlePath, immutableSnapshotPath } from '../../protocol/routes.js';
 import { formatEtag, sha256HexToReprDigest } from '../../protocol/etag.js';
-import { evaluateConditions, formatHttpDate, parseConditions, type ReadRequest } from '../../protocol/conditions.js';
+import { evaluateConditions, formatHttpDate, parseConditions } from '../../protocol/conditions.js';
 import {
   BUNDLE_CONTENT_TYPE,
   Headers,
@@ -17,7 +17,7 @@ import {
   STABLE_CACHE_CONTROL,
 } from '../../protocol/headers.js';
 import type { SnapshotService } from '../../git/snapshot/service.js';
-import type { SnapshotStore } from '../../storage/store.js';
+import type { SnapshotReader, StoredBlob } from '../../storage/reader.js';
 import type { Metrics } from '../../util/metrics.js';
 
 /**
@@ -27,20 +27,13 @@ import type { Metrics } from '../../util/metrics.js';
 export type BlobRedirect = (digest: string, signal: AbortSignal) => Promise<string | undefined>;
 
 export interface SnapshotRouteDeps {
+  /** Resolves the stable URL (mirror freshness, generation on a miss) and makes delta bundles. */
   service: SnapshotService;
-  store: SnapshotStore;
+  /** Reads records and the bytes they name (the immutable URL needs nothing else). */
+  reader: SnapshotReader;
   metrics?: Metrics;
   /** `--s3-redirect`: GETs of immutable URLs answer 307 to this location when it gives one. */
   redirect?: BlobRedirect;
-}
-
-/**
- * Reads Range and the conditionals off the request into cache open options; date preconditions
- * compare against `lastModified`, the Last-Modified this route sends.
- */
-export function openOptionsFrom(ctx: RequestContext, lastModified: Date): ReadRequest {
-  const method = ctx.req.method ?? 'GET';
-  return { ...parseConditions(ctx.req.headers, method), lastModified, signal: ctx.signal, headOnly: method === 'HEAD' };
 }
 
 export function createSnapshotRoutes(deps: SnapshotRouteDeps): RepoHandler {
@@ -67,11 +60,11 @@ async function serveStable(deps: SnapshotRouteDeps, ctx: RequestContext, target:
     'cache-control': STABLE_CACHE_CONTROL,
   };
   if (aheadHead) headers[Headers.bundleUrl] = bundlePath(target.host, target.repo, record.commit);
-  await serveBlob(deps, ctx, record.digest, created, headers, 'snapshot');
+  await serveBlob(deps, ctx, record, headers, 'snapshot');
 }
 
 async function serveImmutable(deps: SnapshotRouteDeps, ctx: RequestContext, target: RepoTarget, commit: string): Promise<void> {
-  const record = await deps.service.record(target.host, target.canonicalRepo, commit);
+  const record = await deps.reader.record(target.host, target.canonicalRepo, commit);
   if (!record) throw new NotFoundError(`no snapshot for commit ${commit}`);
   const created = new Date(record.created);
   const headers = {
@@ -79,7 +72,7 @@ async function serveImmutable(deps: SnapshotRouteDeps, ctx: RequestContext, targ
     'cache-control': IMMUTABLE_CACHE_CONTROL,
   };
   if (deps.redirect && ctx.req.method === 'GET' && (await redirectToBlob(deps.redirect, ctx, record, created, headers))) return;
-  await serveBlob(deps, ctx, record.digest, created, headers, 'snapshot');
+  await serveBlob(deps, ctx, record, headers, 'snapshot');
 }
 
 /**
@@ -124,7 +117,7 @@ async function serveBundle(deps: SnapshotRouteDeps, ctx: RequestContext, target:
     'last-modified': formatHttpDate(created),
     'cache-control': STABLE_CACHE_CONTROL,
   };
-  await serveBlob(deps, ctx, bundle.digest, created, headers, 'bundle');
+  await serveBlob(deps, ctx, bundle, headers, 'bundle');
 }
 
 function snapshotHeaders(digest: string, commit: string, created: Date): Record<string, string> {
@@ -140,14 +133,14 @@ function snapshotHeaders(digest: string, commit: string, created: Date): Record<
 async function serveBlob(
   deps: SnapshotRouteDeps,
   ctx: RequestContext,
-  digest: string,
-  lastModified: Date,
+  stored: StoredBlob,
   headers: Record<string, string>,
   kind: 'snapshot' | 'bundle',
 ): Promise<void> {
+  const method = ctx.req.method ?? 'GET';
   let result;
   try {
-    result = await deps.store.openBlob(digest, openOptionsFrom(ctx, lastModified));
+    result = await deps.reader.open(stored, { ...parseConditions(ctx.req.headers, method), headOnly: method === 'HEAD', signal: ctx.signal });
   } catch (err) {
     // 412 and 416 still carry the validators, so a client can tell which object it was.
     if (err instanceof CachewError && (err.code === 'precondition_failed' || err.code === 'range_not_satisfiable')) {
@@ -156,7 +149,6 @@ async function serveBlob(
     }
     throw err;
   }
-  if (!result) throw new NotFoundError('snapshot bytes are no longer stored');
   if (result.status !== 304) headers['accept-ranges'] = 'bytes';
   const bytes = await sendObject(ctx, result, headers);
   deps.metrics?.bytesServed.inc({ kind }, bytes);
