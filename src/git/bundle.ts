@@ -16,7 +16,7 @@ import { rm } from 'node:fs/promises';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { isCommit } from '../protocol/routes.js';
-import { BadRequestError, GitCommandError, NotFoundError } from '../util/errors.js';
+import { BadRequestError } from '../util/errors.js';
 import { runGit, spawnGit } from './command.js';
 import { DETERMINISTIC_PACK_ENV, deterministicPackObjectsArgs } from './snapshot/deterministic-pack.js';
 
@@ -76,61 +76,4 @@ export async function createBundle(options: CreateBundleOptions): Promise<{ sha2
     throw err;
   }
   return { sha256: hash.digest('hex'), size };
-}
-
-/** True when `oid` names a commit present in the repository. */
-export async function commitExists(gitDir: string, oid: string, signal?: AbortSignal): Promise<boolean> {
-  if (!isCommit(oid)) return false;
-  try {
-    await runGit(['cat-file', '-e', `${oid}^{commit}`], { cwd: gitDir, signal });
-    return true;
-  } catch (err) {
-    if (err instanceof GitCommandError) return false;
-    throw err;
-  }
-}
-
-/** `git merge-base --is-ancestor older newer`; false when either is unknown to the repository. */
-export async function isAncestor(gitDir: string, older: string, newer: string, signal?: AbortSignal): Promise<boolean> {
-  try {
-    await runGit(['merge-base', '--is-ancestor', older, newer], { cwd: gitDir, signal });
-    return true;
-  } catch (err) {
-    if (err instanceof GitCommandError) return false;
-    throw err;
-  }
-}
-
-/**
- * The pointer's "only forward" rule for SnapshotStore.publish: moving from `older` to `newer` is allowed
- * when `newer` descends from `older`, or when `older` is known to the mirror but no longer in the history
- * of `headRef` (upstream was force-pushed). A commit the mirror does not know is treated as newer than
- * ours (a replica whose mirror is behind must not move the pointer back); such a mirror catches up on
- * its next fetch.
- */
-export function forwardCheck(gitDir: string, headRef: string): (older: string, newer: string) => Promise<boolean> {
-  return async (older, newer) => {
-    if (!(await commitExists(gitDir, older))) return false;
-    if (await isAncestor(gitDir, older, newer)) return true;
-    return !(await isAncestor(gitDir, older, headRef));
-  };
-}
-
-/**
- * Validates a bundle request's base against the mirror: malformed → BadRequestError (400); equal to
- * head → undefined (the route answers 204); unknown to the mirror → NotFoundError (404).
- * A base that is known but not an ancestor of head (force-push) is accepted: the bundle still carries
- * everything head needs, the client just cannot fast-forward and checks head out instead.
- */
-export async function resolveBundleBase(options: {
-  gitDir: string;
-  base: string;
-  head: string;
-  signal?: AbortSignal;
-}): Promise<{ base: string; head: string } | undefined> {
-  const { gitDir, base, head, signal } = options;
-  if (!isCommit(base)) throw new BadRequestError('base must be a 40 or 64 character lowercase hex commit id');
-  if (base === head) return undefined;
-  if (!(await commitExists(gitDir, base, signal))) throw new NotFoundError(`unknown base commit ${base}`);
-  return { base, head };
 }

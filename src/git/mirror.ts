@@ -22,6 +22,7 @@ import {
 import type { Logger } from '../util/logger.js';
 import type { Metrics } from '../util/metrics.js';
 import type { Clock } from '../util/clock.js';
+import { isObjectId, isObjectIdPrefix } from '../protocol/object-id.js';
 
 export type MirrorState = 'empty' | 'cloning' | 'ready';
 
@@ -172,7 +173,7 @@ export class Mirror {
 
   /** True when the mirror holds `sha` (any object type). */
   async hasCommit(sha: string, options: OpOptions = {}): Promise<boolean> {
-    if (!/^[0-9a-f]{4,64}$/.test(sha)) return false;
+    if (!isObjectIdPrefix(sha)) return false;
     try {
       await runGit(['cat-file', '-e', `${sha}^{object}`], { cwd: this.gitDir, signal: options.signal, timeoutMs: 30_000 });
       return true;
@@ -182,10 +183,28 @@ export class Mirror {
     }
   }
 
+  /**
+   * Whether `older` is `newer` or one of its ancestors (`git merge-base --is-ancestor`). A commit the
+   * mirror does not hold counts as no: a caller deciding whether the snapshot pointer may move treats
+   * an unknown commit as newer than ours, so a mirror that is behind never moves it backwards.
+   */
+  async isAncestor(older: string, newer: string, options: OpOptions = {}): Promise<boolean> {
+    if (older === newer) return true;
+    if (!isObjectId(older) || !isObjectId(newer)) return false;
+    try {
+      await runGit(['merge-base', '--is-ancestor', older, newer], { cwd: this.gitDir, signal: options.signal, timeoutMs: 60_000 });
+      return true;
+    } catch (err) {
+      // Exit 1: not an ancestor; 128: a commit git does not know.
+      if (err instanceof GitCommandError && (err.exitCode === 1 || err.exitCode === 128)) return false;
+      throw err;
+    }
+  }
+
   /** The subset of `shas` this mirror does not hold (one `cat-file --batch-check` for all of them). */
   async missingObjects(shas: readonly string[], options: OpOptions = {}): Promise<string[]> {
     if (shas.length === 0) return [];
-    const valid = shas.filter((s) => /^[0-9a-f]{40}$|^[0-9a-f]{64}$/.test(s));
+    const valid = shas.filter((s) => isObjectId(s));
     const out = await runGit(['cat-file', '--batch-check=%(objectname)'], {
       cwd: this.gitDir,
       input: valid.map((s) => `${s}\n`).join(''),

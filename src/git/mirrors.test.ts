@@ -108,6 +108,7 @@ void test('ensureFresh fetches at most once per interval, coalesced; fetchNow se
   const mirror = mirrors.get(f.up.hostName, 'org/live');
   await mirror.ensureFresh();
   const afterClone = f.up.requests.length;
+  const cloned = (await mirror.defaultBranch()).commit;
 
   const pushed = await f.up.commit('org/live', { 'new.txt': 'x\n' });
   await mirror.ensureFresh();
@@ -121,10 +122,16 @@ void test('ensureFresh fetches at most once per interval, coalesced; fetchNow se
   await Promise.all(Array.from({ length: 8 }, () => mirror.ensureFresh()));
   assert.equal((await mirror.defaultBranch()).commit, pushed);
   assert.match(await metrics.registry.metrics(), /cachew_git_operations_total\{op="fetch",outcome="ok"\} 1\n/, 'one coalesced fetch');
+  assert.equal(await mirror.isAncestor(cloned, pushed), true, 'descendant');
+  assert.equal(await mirror.isAncestor(pushed, pushed), true, 'a commit is its own ancestor');
+  assert.equal(await mirror.isAncestor(pushed, cloned), false, 'older commit of the current history');
+  assert.equal(await mirror.isAncestor('a'.repeat(40), pushed), false, 'unknown to the mirror');
+  assert.equal(await mirror.isAncestor('--all', pushed), false, 'not an id');
 
   const rewritten = await f.up.forcePush('org/live', { 'other.txt': 'o\n' });
   await Promise.all([mirror.fetchNow(), mirror.fetchNow()]);
   assert.equal((await mirror.defaultBranch()).commit, rewritten);
+  assert.equal(await mirror.isAncestor(pushed, rewritten), false, 'force-pushed out of the history');
   assert.equal(await refs(mirror.gitDir), await refs(path.join(f.up.root, 'org/live.git')));
 });
 

@@ -7,28 +7,26 @@ import { ManualClock } from '../util/testing/manual-clock.js';
 type Repo = { host: string; repo: string };
 
 /** A service stub that records what the scheduler asked of it. */
-function fakeService(served: Repo[]): ScheduledService & { refreshed: string[]; collected: string[][] } {
-  const known = new Map(served.map((r) => [`${r.host}/${r.repo}`, r]));
+function fakeService(): ScheduledService & { refreshed: string[]; collected: string[][] } {
   const refreshed: string[] = [];
   const collected: string[][] = [];
   return {
-    known,
     refreshed,
     collected,
     refresh: (host, repo) => {
       refreshed.push(`${host}/${repo}`);
       return Promise.resolve(undefined);
     },
-    collectGarbage: (repos = known.values()) => {
+    collectGarbage: (repos) => {
       collected.push([...repos].map((r) => `${r.host}/${r.repo}`).sort());
       return Promise.resolve();
     },
   };
 }
 
-void test('ticks cover served repositories and the mirror inventory, without adding to the served list', async () => {
+void test('snapshot and retention ticks cover the mirror inventory', async () => {
   const clock = new ManualClock(0);
-  const service = fakeService([{ host: 'h', repo: 'served' }]);
+  const service = fakeService();
   const inventory = [{ host: 'h', repo: 'mirrored-before-restart' }, { host: 'h', repo: 'served' }];
   const scheduler = new Scheduler({ service, snapshotIntervalMs: 100, retentionIntervalMs: 250, listRepos: () => Promise.resolve(inventory), logger: silentLogger, clock });
   scheduler.start();
@@ -36,7 +34,6 @@ void test('ticks cover served repositories and the mirror inventory, without add
   assert.deepEqual(service.refreshed, [], 'nothing before the first tick');
   await clock.advance(1);
   assert.deepEqual(service.refreshed.sort(), ['h/mirrored-before-restart', 'h/served']);
-  assert.deepEqual([...service.known.keys()], ['h/served'], 'the service keeps its own list');
   await clock.advance(150);
   assert.deepEqual(service.collected, [['h/mirrored-before-restart', 'h/served']], 'retention sees the inventory too');
   assert.equal(service.refreshed.length, 4, 'two snapshot ticks by t=250');
@@ -46,11 +43,15 @@ void test('ticks cover served repositories and the mirror inventory, without add
   assert.equal(clock.pendingTimers, 0);
 });
 
-void test('a failing inventory still lets the served repositories be refreshed', async () => {
+void test('a tick that cannot read the inventory does nothing; the next tick reads it again', async () => {
   const clock = new ManualClock(0);
-  const service = fakeService([{ host: 'h', repo: 'served' }]);
-  const scheduler = new Scheduler({ service, snapshotIntervalMs: 10, retentionIntervalMs: 1000, listRepos: () => Promise.reject(new Error('disk gone')), logger: silentLogger, clock });
+  const service = fakeService();
+  let calls = 0;
+  const listRepos = (): Promise<Repo[]> => (++calls === 1 ? Promise.reject(new Error('disk gone')) : Promise.resolve([{ host: 'h', repo: 'served' }]));
+  const scheduler = new Scheduler({ service, snapshotIntervalMs: 10, retentionIntervalMs: 1000, listRepos, logger: silentLogger, clock });
   scheduler.start();
+  await clock.advance(10);
+  assert.deepEqual(service.refreshed, []);
   await clock.advance(10);
   assert.deepEqual(service.refreshed, ['h/served']);
   await scheduler.stop();

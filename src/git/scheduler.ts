@@ -1,5 +1,5 @@
 /**
- * Periodic work: with a snapshot interval > 0, every known repository is fetched and snapshotted on
+ * Periodic work: with a snapshot interval > 0, every mirrored repository is fetched and snapshotted on
  * that interval (an unchanged head is not regenerated), and retention runs regularly. A tick never
  * starts while the previous one is still running, so slow upstreams cannot make jobs pile up.
  */
@@ -8,7 +8,7 @@ import { systemClock, type Clock, type Timer } from '../util/clock.js';
 import type { SnapshotService } from './snapshot/service.js';
 
 /** What the scheduler drives (the SnapshotService). */
-export type ScheduledService = Pick<SnapshotService, 'known' | 'refresh' | 'collectGarbage'>;
+export type ScheduledService = Pick<SnapshotService, 'refresh' | 'collectGarbage'>;
 
 export interface SchedulerOptions {
   service: ScheduledService;
@@ -17,10 +17,10 @@ export interface SchedulerOptions {
   /** How often superseded snapshots are collected. */
   retentionIntervalMs: number;
   /**
-   * Every repository mirrored on this replica (including ones only ever cloned through the git
-   * routes), re-read on each tick so new mirrors get snapshots too.
+   * Every repository mirrored on this replica (MirrorManager.list(): including ones only ever cloned
+   * through the git routes, or by an earlier run), re-read on each tick so new mirrors get snapshots too.
    */
-  listRepos?: () => Promise<Array<{ host: string; repo: string }>>;
+  listRepos: () => Promise<Array<{ host: string; repo: string }>>;
   logger: Logger;
   /** The clock whose timers drive the ticks (default: the system clock). */
   clock?: Clock;
@@ -47,7 +47,7 @@ export class Scheduler {
     this.retentionTimer = clock.setInterval(() => this.runRetention(), this.options.retentionIntervalMs);
   }
 
-  /** One pass over every known repository (also callable from tests). */
+  /** One pass over every mirrored repository (also callable from tests). */
   runSnapshots(): Promise<void> {
     this.snapshotTick ??= (async () => {
       try {
@@ -66,7 +66,7 @@ export class Scheduler {
     return this.snapshotTick;
   }
 
-  /** One retention pass over every known repository (also callable from tests). */
+  /** One retention pass over every mirrored repository (also callable from tests). */
   runRetention(): Promise<void> {
     this.retentionTick ??= (async () => {
       try {
@@ -78,19 +78,14 @@ export class Scheduler {
     return this.retentionTick;
   }
 
-  /**
-   * The repositories served since start-up plus the mirror inventory (mirrors from earlier runs too),
-   * without adding anything to the service's own list.
-   */
+  /** The mirror inventory; a tick that cannot read it does nothing (the next one reads it again). */
   private async repositories(): Promise<Array<{ host: string; repo: string }>> {
-    const repos = new Map<string, { host: string; repo: string }>();
-    for (const r of this.options.service.known.values()) repos.set(`${r.host}/${r.repo}`, r);
     try {
-      for (const r of (await this.options.listRepos?.()) ?? []) repos.set(`${r.host}/${r.repo}`, r);
+      return await this.options.listRepos();
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, 'listing mirrors failed');
+      return [];
     }
-    return [...repos.values()];
   }
 
   async stop(): Promise<void> {

@@ -38,9 +38,9 @@ export interface SnapshotPointer {
 }
 
 /**
- * Decides whether the pointer may move from `older` (its current commit) to `newer`. Callers with a
- * mirror pass a check such as {@link forwardCheck} from bundle.ts: "newer descends from older, or older
- * was force-pushed out of the default branch".
+ * Decides whether the pointer may move from `older` (its current commit) to `newer`. Generation passes
+ * the mirror's ancestry check (git/mirror.ts `isAncestor`: newer descends from older; a commit the
+ * mirror does not know counts as no); a known force-push publishes with `force` instead.
  */
 export type AncestryCheck = (older: string, newer: string) => Promise<boolean>;
 

@@ -10,9 +10,8 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from '../../util/logger.js';
 import type { Metrics } from '../../util/metrics.js';
 import { SingleFlight } from '../../util/single-flight.js';
-import { GitCommandError, NotFoundError, BadRequestError } from '../../util/errors.js';
+import { NotFoundError, BadRequestError } from '../../util/errors.js';
 import { isCommit } from '../../protocol/routes.js';
-import { runGit } from '../command.js';
 import type { MirrorManager } from '../mirrors.js';
 import type { Mirror } from '../mirror.js';
 import { generateSnapshot } from './archive.js';
@@ -79,8 +78,6 @@ export class SnapshotService {
   private readonly stopping = new AbortController();
   private readonly drains = new SingleFlight<number>();
   private readonly log: Logger;
-  /** Repositories this replica has served, for the scheduler and retention. */
-  readonly known = new Map<string, { host: string; repo: string }>();
 
   constructor(private readonly options: SnapshotServiceOptions) {
     this.log = options.logger.child({ module: 'snapshots' });
@@ -106,9 +103,9 @@ export class SnapshotService {
     if (record.commit === head.commit) return { record };
     // Only advertise a bundle (and regenerate) when the mirror is really ahead of the snapshot;
     // a replica with an older mirror than the shared pointer must not move anything backwards.
-    const ahead = await this.isAncestor(mirror, record.commit, head.commit);
+    const ahead = await mirror.isAncestor(record.commit, head.commit);
     if (!ahead) {
-      const forcePushed = !(await this.isAncestor(mirror, head.commit, record.commit));
+      const forcePushed = !(await mirror.isAncestor(head.commit, record.commit));
       if (forcePushed) this.scheduleGeneration(host, repo, mirror, head.commit, head.name, true);
       return { record };
     }
@@ -147,7 +144,7 @@ export class SnapshotService {
     await mirror.ensureFresh({ signal });
     const head = await mirror.defaultBranch();
     if (base === head.commit) return undefined;
-    if (!(await mirror.hasCommit(base)) || !(await this.isAncestor(mirror, base, head.commit))) {
+    if (!(await mirror.hasCommit(base)) || !(await mirror.isAncestor(base, head.commit))) {
       throw new NotFoundError(`unknown base commit ${base}`);
     }
     return this.options.store.publishBundle({
@@ -162,8 +159,8 @@ export class SnapshotService {
     });
   }
 
-  /** Deletes superseded snapshots past the grace period for `repos` (default: the ones served here). */
-  async collectGarbage(repos: Iterable<{ host: string; repo: string }> = this.known.values()): Promise<void> {
+  /** Deletes superseded snapshots past the grace period for `repos` (the scheduler passes the mirror inventory). */
+  async collectGarbage(repos: Iterable<{ host: string; repo: string }>): Promise<void> {
     for (const { host, repo } of repos) {
       try {
         await this.options.store.collectGarbage(host, repo);
@@ -198,7 +195,7 @@ export class SnapshotService {
         try {
           const mirror = await this.readyMirror(host, repo);
           try {
-            const record = await this.options.store.publishPending(entry, (a, b) => this.isAncestor(mirror, a, b));
+            const record = await this.options.store.publishPending(entry, (a, b) => mirror.isAncestor(a, b));
             this.log.info({ host, repo, commit, digest: record.digest }, 'published a snapshot kept locally during the outage');
             await backlog.remove(entry);
           } catch (err) {
@@ -243,7 +240,6 @@ export class SnapshotService {
       return undefined;
     }
     if (!stored) return undefined;
-    this.known.set(`${host}/${repo}`, { host, repo });
     // ensureReady waits at most mirror-wait for the clone, which carries on after it gave up.
     mirror.ensureReady().catch((err: unknown) => this.log.debug({ err, host, repo }, 'background clone still running or failed'));
     return stored.record;
@@ -252,7 +248,6 @@ export class SnapshotService {
   private async readyMirror(host: string, repo: string, signal?: AbortSignal): Promise<Mirror> {
     const mirror = this.options.mirrors.get(host, repo);
     await mirror.ensureReady({ signal });
-    this.known.set(`${host}/${repo}`, { host, repo });
     return mirror;
   }
 
@@ -274,7 +269,7 @@ export class SnapshotService {
       const stored = async (): Promise<SnapshotRecord | undefined> => {
         const existing = await this.options.store.record(host, repo, commit).catch(unknownDuringOutage);
         if (!existing) return undefined;
-        await this.options.store.publish({ host, repo, commit, existing, force, isAncestor: (a, b) => this.isAncestor(mirror, a, b), signal: this.options.shutdown });
+        await this.options.store.publish({ host, repo, commit, existing, force, isAncestor: (a, b) => mirror.isAncestor(a, b), signal: this.options.shutdown });
         return existing;
       };
       const existing = await stored();
@@ -307,7 +302,7 @@ export class SnapshotService {
         format: await snapshotFormatId(),
         frames: result.frames,
         force,
-        isAncestor: (a, b) => this.isAncestor(mirror, a, b),
+        isAncestor: (a, b) => mirror.isAncestor(a, b),
         signal: this.options.shutdown,
       });
       this.options.metrics?.snapshotGenerations.inc({ outcome: 'ok' });
@@ -358,18 +353,6 @@ export class SnapshotService {
       await this.options.store.collectGarbage(host, repo);
     } catch (err) {
       this.log.warn({ err, host, repo }, 'retention failed');
-    }
-  }
-
-  /** `git merge-base --is-ancestor`: exit 0 yes, 1 no; an unknown commit counts as no. */
-  private async isAncestor(mirror: Mirror, older: string, newer: string): Promise<boolean> {
-    if (older === newer) return true;
-    try {
-      await runGit(['merge-base', '--is-ancestor', older, newer], { cwd: mirror.gitDir, timeoutMs: 60_000 });
-      return true;
-    } catch (err) {
-      if (err instanceof GitCommandError && (err.exitCode === 1 || err.exitCode === 128)) return false;
-      throw err;
     }
   }
 }
