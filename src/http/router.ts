@@ -77,9 +77,14 @@ function handlerFor(deps: RouterDeps, route: RepoRoute): RepoHandler {
 
 /** Checks that the route's upstream is configured (an unknown host is never contacted) and adds what handlers need. */
 function resolveTarget(deps: RouterDeps, route: RepoRoute): RepoTarget {
+  const upstreamBaseUrl = deps.upstreams.get(route.target.host);
+  if (upstreamBaseUrl === undefined) throw new NotFoundError(`upstream host ${route.target.host} is not configured`);
+  return repoTarget(route, upstreamBaseUrl);
+}
+
+/** What a repository handler is handed for `route` (also how tests call a handler without the router). */
+export function repoTarget(route: RepoRoute, upstreamBaseUrl: string): RepoTarget {
   const { host, repo } = route.target;
-  const upstreamBaseUrl = deps.upstreams.get(host);
-  if (upstreamBaseUrl === undefined) throw new NotFoundError(`upstream host ${host} is not configured`);
   return { host, repo, canonicalRepo: canonicalRepo(repo), action: actionOf(route), upstreamBaseUrl, route };
 }
 

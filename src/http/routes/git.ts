@@ -1,18 +1,18 @@
 /**
  * `/git/{host}/{repo}/...` requests that are not snapshots (SPEC §3): clone and fetch are served from
  * the local mirror; pushes and anything else (LFS, dumb HTTP) are forwarded to the upstream unchanged.
+ * What to do is decided by git/smart-http-policy.ts; this file does the HTTP side (spooling the body,
+ * writing the answer) and git/upstream-forward.ts talks to the upstream.
  */
 import { createReadStream, createWriteStream, promises as fs } from 'node:fs';
-import http from 'node:http';
-import https from 'node:https';
+import type { OutgoingHttpHeaders } from 'node:http';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { Transform, type Readable, type Writable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import type { RepoHandler, RepoTarget, RequestContext } from '../context.js';
 import { streamBody } from '../reply.js';
-import type { MirrorManager } from '../../git/mirrors.js';
 import type { Mirror } from '../../git/mirror.js';
 import type { UpstreamRegistry } from '../../git/upstreams.js';
 import { readWants } from '../../git/pkt-line.js';
@@ -27,21 +27,19 @@ import {
   servicePreamble,
   uploadPack,
 } from '../../git/smart-http.js';
-import {
-  BadRequestError,
-  CachewError,
-  GitCommandError,
-  InsufficientStorageError,
-  NotFoundError,
-  PayloadTooLargeError,
-  isNoSpace,
-} from '../../util/errors.js';
-import { transportError } from '../../git/upstream-refs.js';
+import { mirrorHasWants, planGitRequest, refusedUploadPack, uploadPackForwardHeaders } from '../../git/smart-http-policy.js';
+import { endToEndHeaders, forwardToUpstream } from '../../git/upstream-forward.js';
+import { BadRequestError, CachewError, InsufficientStorageError, NotFoundError, isNoSpace } from '../../util/errors.js';
+import { byteLimit } from '../../util/byte-limit.js';
 import type { Logger } from '../../util/logger.js';
 import type { Metrics } from '../../util/metrics.js';
 
+/** What the git routes use of a mirror (git/mirror.ts). */
+export type ServedMirror = Pick<Mirror, 'gitDir' | 'ensureReady' | 'ensureFresh' | 'missingObjects' | 'fetchNow'>;
+
 export interface GitRouteDeps {
-  mirrors: MirrorManager;
+  /** The mirrors (MirrorManager): one per repository, and scratch space for request bodies. */
+  mirrors: { get(host: string, canonicalRepo: string): ServedMirror; readonly tmpDir: string };
   upstreams: UpstreamRegistry;
   /** Refuse pushes (403). */
   readOnly: boolean;
@@ -66,41 +64,19 @@ const NO_CACHE = {
   expires: 'Fri, 01 Jan 1980 00:00:00 GMT',
 };
 
-/** Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus Host. */
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'proxy-authenticate',
-  'proxy-authorization',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-  'host',
-]);
-
 export function createGitRoutes(deps: GitRouteDeps): { handle: RepoHandler } {
   const log = deps.logger.child({ module: 'git-http' });
 
   const handle: RepoHandler = async (ctx, target) => {
-    const method = ctx.req.method ?? 'GET';
-    const service = ctx.url.searchParams.get('service');
-    const isPush = target.action === 'git-receive-pack' || (target.action === 'info/refs' && service === 'git-receive-pack');
-    if (isPush) {
-      if (deps.readOnly) throw new CachewError('forbidden', 'this cachew is read-only: pushes are refused');
-      ctx.route = 'git.receive-pack';
-      return forward(ctx, target, deps);
-    }
-    if (target.action === 'info/refs' && service === 'git-upload-pack') {
-      if (method !== 'GET' && method !== 'HEAD') throw new BadRequestError('info/refs expects GET');
-      return advertise(ctx, target, deps);
-    }
-    if (target.action === 'git-upload-pack') {
-      if (method !== 'POST') throw new BadRequestError('git-upload-pack expects POST');
-      return serveUploadPack(ctx, target, deps, log);
-    }
-    ctx.route = 'git.forward';
+    const plan = planGitRequest({
+      action: target.action,
+      method: ctx.req.method ?? 'GET',
+      service: ctx.url.searchParams.get('service'),
+      readOnly: deps.readOnly,
+    });
+    if (plan.kind === 'advertise') return advertise(ctx, target, deps);
+    if (plan.kind === 'upload-pack') return serveUploadPack(ctx, target, deps, log);
+    ctx.route = plan.push ? 'git.receive-pack' : 'git.forward';
     return forward(ctx, target, deps);
   };
   return { handle };
@@ -132,17 +108,18 @@ async function serveUploadPack(ctx: RequestContext, target: RepoTarget, deps: Gi
   try {
     await mirror.ensureReady({ signal: ctx.signal });
     await mirror.ensureFresh({ signal: ctx.signal });
-    if (!(await hasAllWants(ctx, mirror, spool, log))) {
+    const wants = await readWants(createReadStream(spool));
+    if (!(await mirrorHasWants(mirror, wants, { signal: ctx.signal, log }))) {
       deps.metrics?.upstreamRequests.inc({ kind: 'upload-pack-fallback' });
       return await forward(ctx, target, deps, {
         body: createReadStream(spool),
-        headers: uploadPackForwardHeaders(ctx),
+        headers: uploadPackForwardHeaders(ctx.req.headers),
       });
     }
     const gitProtocol = sanitizeGitProtocol(ctx.req.headers['git-protocol']);
     const proc = uploadPack(mirror.gitDir, createReadStream(spool), { gitProtocol, signal: ctx.signal });
     const output = await outputOnceStarted(proc).catch((err: unknown) => {
-      throw refusedRequest(err) ?? err;
+      throw refusedUploadPack(err) ?? err;
     });
     ctx.res.writeHead(200, { 'content-type': UPLOAD_PACK_RESULT, ...NO_CACHE });
     const bytes = await streamBody(ctx, output);
@@ -150,39 +127,6 @@ async function serveUploadPack(ctx: RequestContext, target: RepoTarget, deps: Gi
   } finally {
     await fs.rm(spool, { force: true });
   }
-}
-
-/** upload-pack's complaints about the request itself (framing, syntax, capabilities, wants). */
-const CLIENT_FAULT = /protocol error|expected|unknown (capability|command|argument)|invalid|unexpected|not our ref|bad (line|request)|disallowed/i;
-
-/**
- * A 400 for upload-pack failing at once because of what the client sent; undefined for anything
- * else (a broken mirror is ours: 502). git's stderr is reduced to its last line.
- */
-function refusedRequest(err: unknown): BadRequestError | undefined {
-  if (!(err instanceof GitCommandError) || !CLIENT_FAULT.test(err.stderrTail)) return undefined;
-  const line = err.stderrTail.trim().split('\n').pop() ?? '';
-  const reason = line.replace(/^fatal: /, '').replace(/\/\S+/g, '…').slice(0, 200);
-  return new BadRequestError(`malformed upload-pack request: ${reason}`, { cause: err });
-}
-
-/**
- * True when the mirror holds every object the request wants. A missing want triggers one fetch
- * (shared with concurrent requests); only if the object is still missing afterwards does the request
- * go upstream, so a client never sees "not our ref" for something upstream has.
- */
-async function hasAllWants(ctx: RequestContext, mirror: Mirror, spool: string, log: Logger): Promise<boolean> {
-  const wants = await readWants(createReadStream(spool));
-  let missing = await mirror.missingObjects(wants, { signal: ctx.signal });
-  if (missing.length === 0) return true;
-  try {
-    await mirror.fetchNow({ signal: ctx.signal });
-  } catch (err) {
-    log.warn({ err: (err as Error).message, missing: missing.length }, 'fetch for missing wants failed');
-  }
-  missing = await mirror.missingObjects(missing, { signal: ctx.signal });
-  if (missing.length > 0) log.info({ missing: missing.slice(0, 5) }, 'wants not in mirror after fetch; forwarding upstream');
-  return missing.length === 0;
 }
 
 /** Writes the (gunzipped) request body to a temp file, bounded in size; returns its path. */
@@ -210,89 +154,29 @@ async function spoolRequest(ctx: RequestContext, deps: GitRouteDeps): Promise<st
   return file;
 }
 
-/** Passes bytes through until more than `max` went by, then fails with PayloadTooLargeError (413). */
-function byteLimit(max: number): Transform {
-  let total = 0;
-  return new Transform({
-    transform(chunk: Buffer, _enc, callback) {
-      total += chunk.length;
-      if (total > max) callback(new PayloadTooLargeError(max));
-      else callback(null, chunk);
-    },
-  });
-}
-
-function uploadPackForwardHeaders(ctx: RequestContext): http.OutgoingHttpHeaders {
-  const headers: http.OutgoingHttpHeaders = { 'content-type': UPLOAD_PACK_REQUEST, accept: UPLOAD_PACK_RESULT };
-  const gitProtocol = sanitizeGitProtocol(ctx.req.headers['git-protocol']);
-  if (gitProtocol) headers['git-protocol'] = gitProtocol;
-  const userAgent = ctx.req.headers['user-agent'];
-  if (userAgent) headers['user-agent'] = userAgent;
-  // Only the caller's own credential: the server's token is for mirror fetches and nothing else.
-  const auth = ctx.req.headers.authorization;
-  if (auth) headers.authorization = auth;
-  return headers;
-}
-
-/** Request headers minus hop-by-hop ones (and those the Connection header names). */
-function endToEndHeaders(headers: http.IncomingHttpHeaders): http.OutgoingHttpHeaders {
-  const connectionListed = new Set(
-    String(headers.connection ?? '')
-      .split(',')
-      .map((h) => h.trim().toLowerCase())
-      .filter(Boolean),
-  );
-  const out: http.OutgoingHttpHeaders = {};
-  for (const [name, value] of Object.entries(headers)) {
-    if (value === undefined || HOP_BY_HOP.has(name) || connectionListed.has(name)) continue;
-    out[name] = value;
-  }
-  return out;
-}
-
 /**
- * Forwards the request to the same path on the upstream host and streams the answer back unchanged
- * (status, end-to-end headers, body; no redirects followed, no content decoding). The client's own
- * Authorization goes along; the server's configured credentials are never added here.
+ * Forwards the request upstream (git/upstream-forward.ts) and streams the answer back unchanged:
+ * status, end-to-end headers, body. `override` replays a spooled upload-pack body.
  */
 async function forward(
   ctx: RequestContext,
   target: RepoTarget,
   deps: GitRouteDeps,
-  override?: { body: Readable; headers: http.OutgoingHttpHeaders },
+  override?: { body: Readable; headers: OutgoingHttpHeaders },
 ): Promise<void> {
   const upstream = deps.upstreams.get(target.host);
   if (!upstream) throw new NotFoundError(`upstream host ${target.host} is not configured`);
-  const url = new URL(`${upstream.repoUrl(target.repo)}/${target.action}${ctx.url.search}`);
   const method = override ? 'POST' : (ctx.req.method ?? 'GET');
-  const headers = override?.headers ?? endToEndHeaders(ctx.req.headers);
-  const body: Readable | undefined = override?.body ?? (method === 'GET' || method === 'HEAD' ? undefined : ctx.req);
   deps.metrics?.upstreamRequests.inc({ kind: 'forward' });
-
-  const client = url.protocol === 'https:' ? https : http;
-  const upstreamReq = client.request(url, { method, headers, signal: ctx.signal });
-  const response = new Promise<http.IncomingMessage>((resolve, reject) => {
-    upstreamReq.once('response', resolve);
-    upstreamReq.once('error', reject);
+  const upstreamRes = await forwardToUpstream({
+    url: new URL(`${upstream.repoUrl(target.repo)}/${target.action}${ctx.url.search}`),
+    host: target.host,
+    method,
+    headers: override?.headers ?? endToEndHeaders(ctx.req.headers),
+    body: override?.body ?? (method === 'GET' || method === 'HEAD' ? undefined : ctx.req),
+    maxBodyBytes: deps.limits?.maxForwardBytes ?? DEFAULT_FORWARD_BYTES,
+    signal: ctx.signal,
   });
-  // Attach the rejection handler now: a failed request body must not surface as unhandled.
-  response.catch(() => {});
-  try {
-    if (body) await pipeline(body, byteLimit(deps.limits?.maxForwardBytes ?? DEFAULT_FORWARD_BYTES), upstreamReq);
-    else upstreamReq.end();
-  } catch (err) {
-    upstreamReq.destroy();
-    if (ctx.signal.aborted || err instanceof CachewError) throw err;
-    throw transportError(err, target.host, 'sending the request');
-  }
-  let upstreamRes: http.IncomingMessage;
-  try {
-    upstreamRes = await response;
-  } catch (err) {
-    if (ctx.signal.aborted) throw err;
-    // A reply that is not HTTP is a bad reply, not an unreachable host: say which.
-    throw transportError(err, target.host, 'forwarding');
-  }
-  ctx.res.writeHead(upstreamRes.statusCode ?? 502, endToEndHeaders(upstreamRes.headers) as http.OutgoingHttpHeaders);
+  ctx.res.writeHead(upstreamRes.statusCode ?? 502, endToEndHeaders(upstreamRes.headers));
   await streamBody(ctx, upstreamRes);
 }

@@ -28,7 +28,7 @@ export type BlobRedirect = (digest: string, signal: AbortSignal) => Promise<stri
 
 export interface SnapshotRouteDeps {
   /** Resolves the stable URL (mirror freshness, generation on a miss) and makes delta bundles. */
-  service: SnapshotService;
+  service: Pick<SnapshotService, 'current' | 'bundle'>;
   /** Reads records and the bytes they name (the immutable URL needs nothing else). */
   reader: SnapshotReader;
   metrics?: Metrics;
