@@ -14,7 +14,7 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import { runGit } from '../src/git/command.js';
 import { GitCommandError } from '../src/util/errors.js';
-import { PARENT_PID_ENV } from '../src/util/orphans.js';
+import { PARENT_PID_ENV, STATE_DIR_ENV } from '../src/util/orphans.js';
 import { publicError, statusForError } from '../src/http/reply.js';
 import { startUpstream } from './harness/upstream.js';
 import { startCachew } from './harness/cachew.js';
@@ -85,29 +85,41 @@ void test('crash leftovers are gone after a restart; stale ones are swept while 
   assert.ok(removed.length >= stale.length);
 });
 
-void test('children whose cachewd died are killed at start-up; children of live processes are not', { timeout: 120_000 }, async (t) => {
-  // A pid that is certainly dead: a process that already exited.
+void test('children whose cachewd died are killed at start-up; children of live processes or of other state dirs are not', { timeout: 120_000 }, async (t) => {
+  const tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'cachew-orphans-'));
+  const stateDir = path.join(tmp, 'state');
+  const otherStateDir = path.join(tmp, 'other-state');
+  // A pid that is certainly dead: a process that already exited. And one that lives for the test.
   const gone = spawn('true');
   await once(gone, 'exit');
   const deadPid = gone.pid!;
-  const spawnMarked = (parent: number) =>
-    spawn('sleep', ['300'], { detached: true, stdio: 'ignore', env: { PATH: process.env.PATH ?? '/usr/bin:/bin', [PARENT_PID_ENV]: String(parent) } });
-  const orphan = spawnMarked(deadPid);
-  const adopted = spawnMarked(process.pid);
+  const live = spawn('sleep', ['300'], { stdio: 'ignore' });
+  const spawnMarked = (parent: number, state: string) =>
+    spawn('sleep', ['300'], {
+      detached: true,
+      stdio: 'ignore',
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', [PARENT_PID_ENV]: String(parent), [STATE_DIR_ENV]: state },
+    });
+  const orphan = spawnMarked(deadPid, stateDir);
+  const adopted = spawnMarked(live.pid!, stateDir);
+  const foreign = spawnMarked(deadPid, otherStateDir);
   const orphanExit = once(orphan, 'exit');
-  t.after(() => {
-    for (const child of [orphan, adopted]) if (child.exitCode === null && child.signalCode === null) process.kill(-child.pid!, 'SIGKILL');
+  t.after(async () => {
+    for (const child of [orphan, adopted, foreign]) if (child.exitCode === null && child.signalCode === null) process.kill(-child.pid!, 'SIGKILL');
+    live.kill('SIGKILL');
   });
   const up = await startUpstream();
-  const cachew = await startCachew([up]);
+  const cachew = await startCachew([up], {}, { stateDir });
   t.after(async () => {
     await cachew.stop();
     await up.stop();
+    await fs.rm(tmp, { recursive: true, force: true });
   });
   const [, signal] = await orphanExit;
   assert.equal(signal, 'SIGKILL', 'the orphan was killed');
   assert.equal(adopted.exitCode, null, 'a child of a live process is left alone');
   assert.equal(adopted.signalCode, null);
+  assert.equal(foreign.signalCode, null, "another state dir's orphan is left to its own cachewd");
 });
 
 void test('a full disk is 507 with Retry-After, never a 4xx, and readiness reports it', { timeout: 120_000 }, async (t) => {

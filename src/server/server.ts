@@ -32,7 +32,7 @@ import { AbortedError, CachewError, isNoSpace } from '../util/errors.js';
 import { systemClock, type Clock } from '../util/clock.js';
 import { AccessGate } from '../git/access/gate.js';
 import { DiskHealth } from '../util/disk-health.js';
-import { reapOrphans } from '../util/orphans.js';
+import { markChildrenWith, reapOrphans } from '../util/orphans.js';
 import { sweepTemp } from '../git/temp-sweep.js';
 import type { Writable } from 'node:stream';
 import { createHttpServer } from '../http/server.js';
@@ -92,7 +92,8 @@ export async function startServer(config: CachewConfig, options: StartOptions = 
 
   // Before anything else touches the state dir: children a crashed run left behind are killed, then
   // every temp location is emptied (nothing of ours can be using it now).
-  const reaped = await reapOrphans();
+  markChildrenWith(stateDir);
+  const reaped = await reapOrphans({ stateDir });
   if (reaped.length > 0) logger.warn({ groups: reaped.length }, 'killed git children left by a crashed cachewd');
   const mirrorsRoot = join(stateDir, 'mirrors');
   const scratchDirs = [join(stateDir, 'tmp'), join(mirrorsRoot, '.tmp')];
@@ -221,7 +222,7 @@ export async function startServer(config: CachewConfig, options: StartOptions = 
   await http.listen(config.bind.host, config.bind.port);
   scheduler.start();
   const sweep = async (): Promise<string[]> => {
-    await reapOrphans();
+    await reapOrphans({ stateDir });
     const report = await sweepTemp({ scratchDirs, mirrorsRoot, olderThanMs: config.hygiene.tempMaxAgeMs });
     if (report.removed.length > 0) logger.info({ removed: report.removed.length }, 'swept stale temp files');
     return report.removed;

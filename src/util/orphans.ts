@@ -1,22 +1,40 @@
 /**
- * Children that outlived their server. Every git process cachewd starts carries the server's pid in
- * its environment (CACHEW_PARENT_PID) and leads its own process group. A graceful stop kills those
- * groups; a `kill -9` cannot, so at start-up (and on every sweep) the process table is read and
- * every group whose marked parent is dead is killed. The marker, not a pid file, identifies them: it
- * survives pid reuse of the child and needs no write per spawn. Linux only (/proc); elsewhere this
- * finds nothing.
+ * Children that outlived their server. Every git process cachewd starts carries the server's pid and
+ * state directory in its environment (CACHEW_PARENT_PID, CACHEW_STATE_DIR) and leads its own process
+ * group. A graceful stop kills those groups; a `kill -9` cannot, so at start-up (and on every sweep)
+ * the process table is read and every group whose marked parent is dead and whose state directory is
+ * ours is killed. The marker, not a pid file, identifies them: it survives pid reuse of the child and
+ * needs no write per spawn. The state directory scopes it: a restart cleans up after its own
+ * predecessor, not after other cachewd instances on the same machine (their own restart does that).
+ * Linux only (/proc); elsewhere this finds nothing.
  */
 import { readdir, readFile } from 'node:fs/promises';
 
 /** Environment variable naming the cachewd process that started a child. */
 export const PARENT_PID_ENV = 'CACHEW_PARENT_PID';
+/** Environment variable naming that process's state directory. */
+export const STATE_DIR_ENV = 'CACHEW_STATE_DIR';
+
+/**
+ * The state directory children are marked with; set once by the server at start-up. A process runs
+ * one cachewd (tests that start several in one process never kill that process, so its children are
+ * never orphans).
+ */
+let markedStateDir = '';
+
+/** Marks every child started from now on as belonging to the server with this state directory. */
+export function markChildrenWith(stateDir: string): void {
+  markedStateDir = stateDir;
+}
 
 /** The marker to put into every child's environment. */
 export function childMarker(): Record<string, string> {
-  return { [PARENT_PID_ENV]: String(process.pid) };
+  return { [PARENT_PID_ENV]: String(process.pid), [STATE_DIR_ENV]: markedStateDir };
 }
 
 export interface ReapOptions {
+  /** Only children marked with this state directory are candidates. */
+  stateDir: string;
   /** Where the process table is (default /proc); tests point it at a fixture. */
   procRoot?: string;
   /** Kills a process group (default: SIGKILL to -pgid). */
@@ -25,8 +43,8 @@ export interface ReapOptions {
   isAlive?: (pid: number) => Promise<boolean>;
 }
 
-/** Kills the process groups of children whose cachewd is gone; returns the group ids killed. */
-export async function reapOrphans(options: ReapOptions = {}): Promise<number[]> {
+/** Kills the process groups of children whose cachewd (of `stateDir`) is gone; returns the group ids killed. */
+export async function reapOrphans(options: ReapOptions): Promise<number[]> {
   const proc = options.procRoot ?? '/proc';
   const isAlive = options.isAlive ?? ((pid: number) => processAlive(pid, proc));
   const killGroup = options.killGroup ?? defaultKillGroup;
@@ -41,7 +59,7 @@ export async function reapOrphans(options: ReapOptions = {}): Promise<number[]> 
   const killed = new Set<number>();
   for (const name of entries) {
     if (!/^\d+$/.test(name)) continue;
-    const parent = await markedParent(proc, name);
+    const parent = await markedParent(proc, name, options.stateDir);
     if (parent === undefined || parent === process.pid) continue;
     let alive = verdicts.get(parent);
     if (alive === undefined) {
@@ -57,16 +75,18 @@ export async function reapOrphans(options: ReapOptions = {}): Promise<number[]> 
   return [...killed];
 }
 
-async function markedParent(proc: string, pid: string): Promise<number | undefined> {
+/** The pid a process is marked with, when it is also marked with `stateDir`. */
+async function markedParent(proc: string, pid: string, stateDir: string): Promise<number | undefined> {
   let environ: string;
   try {
     environ = await readFile(`${proc}/${pid}/environ`, 'latin1');
   } catch {
     return undefined; // gone, or not ours to read
   }
-  const prefix = `${PARENT_PID_ENV}=`;
-  const entry = environ.split('\0').find((e) => e.startsWith(prefix));
-  const value = entry === undefined ? NaN : Number(entry.slice(prefix.length));
+  const entries = environ.split('\0');
+  const valueOf = (name: string): string | undefined => entries.find((e) => e.startsWith(`${name}=`))?.slice(name.length + 1);
+  if (valueOf(STATE_DIR_ENV) !== stateDir) return undefined;
+  const value = Number(valueOf(PARENT_PID_ENV));
   return Number.isSafeInteger(value) && value > 0 ? value : undefined;
 }
 
