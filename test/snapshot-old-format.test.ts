@@ -1,8 +1,9 @@
 /**
- * End to end: a snapshot of an older format (one zstd frame, no frame table, a v3 format id and no
- * `frames` in its record, as cachew wrote them before layers and frames) keeps being served, at the
- * stable and the immutable URL, beside the new-format snapshot that supersedes it, until retention
- * removes it after the grace period (driven by an explicit clock, no waiting).
+ * End to end: snapshots of older formats keep being served, at the stable and the immutable URL,
+ * beside the new-format snapshot that supersedes them, until retention removes them after the grace
+ * period (driven by an explicit clock, no waiting): a v3 one (one zstd frame, no frame table, no
+ * `frames` in its record, as cachew wrote them before layers and frames) and a v4 one (framed, with
+ * its table, layers cut by the base-2 rule that v5 replaced).
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -13,6 +14,7 @@ import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { runGit } from '../src/git/command.js';
+import { generateSnapshot } from '../src/git/snapshot/archive.js';
 import { collectGarbage } from '../src/storage/retention.js';
 import { SnapshotStore } from '../src/storage/store.js';
 import { startUpstream, type Upstream } from './harness/upstream.js';
@@ -74,24 +76,51 @@ test('an old-format snapshot is served until retention removes it', { timeout: 1
   assert.equal(stable.headers.get('etag'), `"${digest}"`);
   assert.equal(createHash('sha256').update(stable.body).digest('hex'), digest);
 
-  // Upstream moves on; the new snapshot has the current format, and the old one still serves.
+  // Upstream moves on; a v4 snapshot (framed, with a table) of the next commit becomes current.
   const second = await upstream.commit('org/old', { 'a.txt': 'two\n' });
+  const v4Archive = join(scratch, 'v4.tar.zst');
+  const v4Mirror = join(scratch, 'v4.git');
+  await runGit(['clone', '-q', '--mirror', url, v4Mirror]);
+  const v4 = await generateSnapshot({ gitDir: v4Mirror, commit: second, upstreamUrl: url, defaultBranch: 'main' }, v4Archive);
+  const v4Record = await store.publish({
+    host,
+    repo: 'org/old',
+    commit: second,
+    file: v4Archive,
+    sha256: v4.sha256,
+    size: v4.size,
+    format: 'cachew-snapshot-v4;zstd-1.5.4;git-2.39.5',
+    frames: v4.frames,
+    isAncestor: async () => true,
+  });
+  assert.deepEqual(v4Record.frames, v4.frames);
+  const stableV4 = await get(`${base}/snapshot.tar.zst`);
+  assert.equal(stableV4.status, 200);
+  assert.equal(stableV4.headers.get('etag'), `"${v4.sha256}"`, 'the v4 snapshot is current: no regeneration');
+
+  // Upstream moves again; the new snapshot has the current format, and both old ones still serve.
+  const third = await upstream.commit('org/old', { 'a.txt': 'three\n' });
   const res = await fetch(`${cachew.url}/api/v1/git/${host}/org/old/snapshots`, { method: 'POST' });
   assert.equal(res.status, 200);
   const made = (await res.json()) as { commit: string; digest: string };
-  assert.equal(made.commit, second);
-  const current = await store.record(host, 'org/old', second);
-  assert.match(current?.format ?? '', /^cachew-snapshot-v4;/);
+  assert.equal(made.commit, third);
+  const current = await store.record(host, 'org/old', third);
+  assert.match(current?.format ?? '', /^cachew-snapshot-v5;/);
   assert.ok((current?.frames?.length ?? 0) > 0, 'the new record carries its frame table');
-  const immutable = await get(`${base}/snapshot/${first}.tar.zst`);
-  assert.equal(immutable.status, 200);
-  assert.equal(immutable.headers.get('etag'), `"${digest}"`);
+  for (const [commit, etag] of [[first, digest], [second, v4.sha256]]) {
+    const immutable = await get(`${base}/snapshot/${commit}.tar.zst`);
+    assert.equal(immutable.status, 200);
+    assert.equal(immutable.headers.get('etag'), `"${etag}"`);
+  }
 
-  // Within the grace period retention keeps it; past it, the old snapshot and its blob are gone.
+  // Within the grace period retention keeps them; past it, the old snapshots and their blobs are gone.
   await collectGarbage(cachew.server.cache, { host, repo: 'org/old', graceMs: GRACE_MS, now: Date.now() });
   assert.equal((await get(`${base}/snapshot/${first}.tar.zst`, {}, 'HEAD')).status, 200);
-  await collectGarbage(cachew.server.cache, { host, repo: 'org/old', graceMs: GRACE_MS, now: Date.now() + GRACE_MS + 1000 });
-  assert.equal((await get(`${base}/snapshot/${first}.tar.zst`, {}, 'HEAD')).status, 404);
-  assert.equal(await cachew.server.cache.stat(`blobs/sha256/${digest}`), undefined);
   assert.equal((await get(`${base}/snapshot/${second}.tar.zst`, {}, 'HEAD')).status, 200);
+  await collectGarbage(cachew.server.cache, { host, repo: 'org/old', graceMs: GRACE_MS, now: Date.now() + GRACE_MS + 1000 });
+  for (const [commit, blob] of [[first, digest], [second, v4.sha256]]) {
+    assert.equal((await get(`${base}/snapshot/${commit}.tar.zst`, {}, 'HEAD')).status, 404);
+    assert.equal(await cachew.server.cache.stat(`blobs/sha256/${blob}`), undefined);
+  }
+  assert.equal((await get(`${base}/snapshot/${third}.tar.zst`, {}, 'HEAD')).status, 200);
 });

@@ -4,6 +4,7 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { SNAPSHOT_LAYER_BASE } from './format.js';
 import { layerBoundaries, layerSpans } from './layers.js';
 
 void describe('layer rule', () => {
@@ -44,27 +45,46 @@ void describe('layer rule', () => {
     }
   });
 
-  void it('lets a new commit reuse every layer of the previous snapshot but at most one merge', () => {
-    for (let n = 2; n <= 1100; n++) {
-      const before = new Set(layerSpans(n, 2).map((s) => `${s.from}-${s.to}`));
-      const after = layerSpans(n + 1, 2);
-      const fresh = after.filter((s) => !before.has(`${s.from}-${s.to}`));
-      // The top layer is new; at most one other layer is new, and it merges layers of n (ends at n).
-      assert.deepEqual(fresh.at(-1), { from: n, to: n + 1 });
-      assert.ok(fresh.length <= 2, `n=${n}: ${JSON.stringify(fresh)}`);
-      if (fresh.length === 2) {
-        const merged = fresh[0];
-        assert.equal(merged.to, n);
-        assert.equal(merged.to - merged.from, n & -n, 'the merged layer is as long as the lowest set bit of n');
-      }
-    }
+  void it('cuts at the octal digits of n - 1 in the format base', () => {
+    assert.equal(SNAPSHOT_LAYER_BASE, 8);
+    // 300 = 4·64 + 5·8 + 4; 255 = 3·64 + 7·8 + 7 (every digit non-zero: the most layers below 512).
+    assert.deepEqual(layerBoundaries(301, 8), [256, 296, 300, 301]);
+    assert.deepEqual(layerBoundaries(256, 8), [192, 248, 255, 256]);
+    assert.deepEqual(layerBoundaries(257, 8), [256, 257]);
+    assert.deepEqual(layerBoundaries(322, 8), [320, 321, 322]);
+    assert.deepEqual(layerBoundaries(9, 8), [8, 9]);
+    assert.deepEqual(layerBoundaries(8, 8), [7, 8]);
   });
 
-  void it('rebuilds the whole history only when n - 1 is a power of the base', () => {
-    const whole: number[] = [];
-    for (let n = 2; n <= 5000; n++) if (layerSpans(n, 2)[0].to === n - 1 && layerSpans(n - 1, 2)[0].to !== n - 1) whole.push(n);
-    assert.deepEqual(whole, [3, 5, 9, 17, 33, 65, 129, 257, 513, 1025, 2049, 4097]);
-  });
+  for (const base of [2, 4, 8]) {
+    void it(`base ${base}: a new commit reuses every layer of the previous snapshot but its top and at most one merge`, () => {
+      for (let n = 2; n <= 5000; n++) {
+        const before = new Set(layerSpans(n, base).map((s) => `${s.from}-${s.to}`));
+        const after = layerSpans(n + 1, base);
+        const fresh = after.filter((s) => !before.has(`${s.from}-${s.to}`));
+        assert.deepEqual(fresh.at(-1), { from: n, to: n + 1 }, 'the top layer is new');
+        assert.ok(fresh.length <= 2, `n=${n}: ${JSON.stringify(fresh)}`);
+        if (fresh.length === 2) {
+          // The merged layer ends at n and is the lowest non-zero digit of n: d·B^j commits.
+          const merged = fresh[0];
+          assert.equal(merged.to, n);
+          let power = 1;
+          while ((n / power) % base === 0) power *= base;
+          assert.equal(merged.to - merged.from, ((n / power) % base) * power, `n=${n}`);
+        }
+        // The previous top layer (n - 1, n] stays a layer exactly when n ends in the digit 1.
+        assert.equal(fresh.length === 1, n % base === 1, `n=${n}`);
+      }
+    });
+
+    void it(`base ${base}: rebuilds the whole history only when n - 1 has one non-zero digit`, () => {
+      const whole: number[] = [];
+      for (let n = 3; n <= 5000; n++) if (layerSpans(n, base).length === 2 && layerSpans(n, base)[0].to !== layerSpans(n - 1, base)[0].to) whole.push(n - 1);
+      const expected: number[] = [];
+      for (let power = 1; power < 5000; power *= base) for (let d = 1; d < base; d++) if (d * power < 5000 && d * power >= 2) expected.push(d * power);
+      assert.deepEqual(whole, expected.sort((a, b) => a - b));
+    });
+  }
 
   void it('refuses depths and bases it cannot cut', () => {
     assert.throws(() => layerBoundaries(0, 2), RangeError);

@@ -10,13 +10,14 @@
  *   then the top layer (n − 1, n].
  *
  * B = 2 is a binary counter: n − 1 = 300 = 256 + 32 + 8 + 4 gives (0, 256], (256, 288], (288, 296],
- * (296, 300] and the top (300, 301]. Why this shape:
+ * (296, 300] and the top (300, 301]. B = 8 (the format's, SNAPSHOT_LAYER_BASE): 300 = 4·64 + 5·8 + 4
+ * gives (0, 256], (256, 296], (296, 300] and the top (300, 301]. Why this shape:
  * - O(log n) layers: one per non-zero digit, plus the top;
  * - every layer except the top ends at or before n − 1, so it already exists before commit n does:
  *   a replica can build the next commit's layers in the background (prepareNextLayers), and a new
  *   commit then packs only its own new objects;
  * - a layer of size d·B^j is rebuilt (merged from smaller ones) once every B^j commits, so the big
- *   old layers are rebuilt rarely (the whole history at n − 1 = B^k only);
+ *   old layers are rebuilt rarely (the whole history only when n − 1 = d·B^k, one non-zero digit);
  * - a rule on n alone: every replica picks the same layers, whatever its mirror looks like.
  * Layers cannot delta against each other, which is the size cost of the rule (measured in
  * docs/benchmarks.md against one pack of the whole history).
