@@ -9,7 +9,9 @@
  * zstd level.
  *
  * v5: the layer rule counts in base 8 (SNAPSHOT_LAYER_BASE; base 2 before): fewer, bigger layers, so
- * less size lost to layers that cannot delta against each other.
+ * less size lost to layers that cannot delta against each other. The work tree is cut into frames of
+ * about 8 entries (archive.ts WORK_TREE_CUT; 128 before), and frames under 1 MiB are compressed from
+ * files, so their headers carry the content size (zstd.ts BATCH_FRAME_LIMIT).
  * v4: `.git/objects/pack/` holds the layers of the layer rule (layers.ts, SNAPSHOT_LAYER_BASE), each
  * one or more packs (layer-build.ts); pack files and the work tree carry a fixed mtime; the archive
  * is a sequence of independent zstd frames cut at stable places, led by a skippable frame holding the
