@@ -340,7 +340,7 @@ export function* workTreeGroups(tree: TreeEntry[]): Generator<TreeEntry[]> {
 async function* fileFromDisk(name: string, path: string, size: number, mtime: number): AsyncGenerator<Buffer> {
   yield encodeTarHeader({ path: name, type: 'file', mode: 0o444, size, mtime });
   let seen = 0;
-  for await (const chunk of createReadStream(path) as AsyncIterable<Buffer>) {
+  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>) {
     seen += chunk.length;
     if (seen > size) break;
     yield chunk;

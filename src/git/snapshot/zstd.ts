@@ -8,7 +8,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, open, rename, rm } from 'node:fs/promises';
+import { open, readFile, rm } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { basename, join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -113,7 +113,7 @@ export async function compressFrames(sources: AsyncIterable<FrameSource>, outPat
     const files = batch;
     batch = [];
     batchBytes = 0;
-    await start(() => compressBatch(files, join(scratch, `batch-${files[0].index}`), kills, signal));
+    await start(() => compressBatch(files, scratch, kills, signal));
   };
   try {
     let index = 0;
@@ -159,24 +159,41 @@ function frameIndex(path: string): number {
   return Number(/frame-(\d+)\.zst$/.exec(path)?.[1]);
 }
 
+/** Writes a light frame's bytes to `path` in a few large writes (they come as many small chunks). */
 async function writeRaw(bytes: AsyncIterable<Buffer> | Iterable<Buffer>, path: string, signal?: AbortSignal): Promise<number> {
+  const file = await open(path, 'wx');
   let size = 0;
-  const counted = async function* (): AsyncGenerator<Buffer> {
+  try {
+    let pending: Buffer[] = [];
+    let pendingBytes = 0;
+    const flush = async (): Promise<void> => {
+      const chunk = Buffer.concat(pending, pendingBytes);
+      pending = [];
+      pendingBytes = 0;
+      for (let at = 0; at < chunk.length; ) at += (await file.write(chunk, at, chunk.length - at)).bytesWritten;
+    };
     for await (const chunk of bytes) {
+      if (signal?.aborted) throw abortReason(signal);
+      pending.push(chunk);
+      pendingBytes += chunk.length;
       size += chunk.length;
-      yield chunk;
+      if (pendingBytes >= WRITE_BYTES) await flush();
     }
-  };
-  await pipeline(Readable.from(counted(), { objectMode: false }), createWriteStream(path, { flags: 'wx' }), { signal });
+    await flush();
+  } finally {
+    await file.close();
+  }
   return size;
 }
 
+/** Light frames are written in pieces of at least this much (memory per piece, not per frame). */
+const WRITE_BYTES = 1 << 20;
+
 /**
- * Compresses the files of `frames` with one zstd process, each into its own frame `<path>.zst` (in
- * `outDir`, created here), then hashes each frame and removes the uncompressed files.
+ * Compresses the files of `frames` with one zstd process, each into its own frame `<name>.zst` in
+ * `outDir`, then hashes each frame and removes the uncompressed files.
  */
 async function compressBatch(frames: RawFrame[], outDir: string, kills: Set<() => void>, signal?: AbortSignal): Promise<FrameFile[]> {
-  await mkdir(outDir);
   const child = spawnProcess('zstd', [`-${ZSTD_LEVEL}`, '-T0', '-q', '--no-progress', '--output-dir-flat', outDir, '--', ...frames.map((f) => f.path)], {
     env: zstdEnv(),
     signal,
@@ -195,17 +212,10 @@ async function compressBatch(frames: RawFrame[], outDir: string, kills: Set<() =
   const files: FrameFile[] = [];
   for (const frame of frames) {
     const path = join(outDir, `${basename(frame.path)}.zst`);
-    const hash = createHash('sha256');
-    let length = 0;
-    for await (const chunk of createReadStream(path) as AsyncIterable<Buffer>) {
-      hash.update(chunk);
-      length += chunk.length;
-    }
-    files.push({ path: `${frame.path}.zst`, length, size: frame.size, sha256: hash.digest('hex') });
-    await rename(path, `${frame.path}.zst`);
+    const bytes = await readFile(path);
+    files.push({ path, length: bytes.length, size: frame.size, sha256: createHash('sha256').update(bytes).digest('hex') });
     await rm(frame.path, { force: true });
   }
-  await rm(outDir, { recursive: true, force: true });
   return files;
 }
 
@@ -289,7 +299,8 @@ async function concatenate(files: FrameFile[], outPath: string, signal?: AbortSi
     };
     await write(encodeFrameTable(frames));
     for (const f of files) {
-      for await (const chunk of createReadStream(f.path, { signal }) as AsyncIterable<Buffer>) await write(chunk);
+      if (f.length <= WRITE_BYTES) await write(await readFile(f.path, { signal }));
+      else for await (const chunk of createReadStream(f.path, { signal, highWaterMark: WRITE_BYTES }) as AsyncIterable<Buffer>) await write(chunk);
       await rm(f.path, { force: true });
     }
     await file.sync();
