@@ -7,18 +7,20 @@
  *
  * Phases are split inside the same run from generateSnapshot's own debug log ("snapshot pack ready"
  * comes after the tree listing and the layer packs; the rest is tar + blob reads + zstd frames).
- * Then the layer rule against one pack (layer-rules.ts) and regeneration (regeneration.ts).
+ * Then the layer rule against one pack (layer-rules.ts), regeneration (regeneration.ts) and the
+ * memory of generating a tree with a 1 GiB file (generation-memory.ts).
  */
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { cleanGitEnv } from '../src/git/command.js';
 import { generateSnapshot, type SnapshotResult } from '../src/git/snapshot/archive.js';
+import { benchGenerationMemory } from './generation-memory.js';
 import { benchLayerRules } from './layer-rules.js';
 import { phaseLogger } from './phase-logger.js';
 import { benchRegeneration, naivePipeline } from './regeneration.js';
 import type { BenchRepo } from './repo.js';
 import { ratio, type Row } from './table.js';
-import { Cleanup, fmtBytes, fmtSeconds, log, median, run, tempDir, timed } from './util.js';
+import { Cleanup, envInt, fmtBytes, fmtSeconds, log, median, run, tempDir, timed } from './util.js';
 
 const SECTION = 'generation';
 const HOUR = 3_600_000;
@@ -119,5 +121,7 @@ export async function benchGeneration(repo: BenchRepo, runs: number, cleanup: Cl
   const mainline = (await run('git', ['rev-list', '--first-parent', '--reverse', repo.head], { cwd: mirror, env: cleanGitEnv(), timeoutMs: HOUR })).trim().split('\n');
   rows.push(...(await benchLayerRules(mirror, mainline, work)));
   rows.push(...(await benchRegeneration({ mirror, mainline, work, runs })));
+  await rm(mirror, { recursive: true, force: true });
+  rows.push(...(await benchGenerationMemory(work, envInt('BENCH_BIG_FILE_MB', 1024))));
   return rows;
 }
