@@ -40,9 +40,11 @@ const PINNED_CONFIG = [
   'pack.windowMemory=0',
   'pack.packSizeLimit=0',
   'pack.indexVersion=2',
-  // Memory only, never bytes: map the mirror's packs through small windows (blob-reader.ts).
-  'core.packedGitWindowSize=32m',
-  'core.packedGitLimit=128m',
+  // Memory only, never bytes: map the mirror's packs through small windows, as cat-file does
+  // (blob-reader.ts). A blob above bigFileThreshold is streamed through these windows, so they bound
+  // pack-objects' memory for a 1 GiB file (with 32m/128m it held ~120 MiB for a 200 MiB blob).
+  'core.packedGitWindowSize=16m',
+  'core.packedGitLimit=64m',
 ];
 
 /**
