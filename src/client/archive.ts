@@ -10,7 +10,7 @@
  * Modes (the executable bit) and mtimes come from the headers: the snapshot's git index records the
  * archive's mtimes, so restoring them keeps `git status` from rehashing every file.
  */
-import type { Readable, Writable } from 'node:stream';
+import { Readable, type Writable } from 'node:stream';
 import { abortReason } from '../util/errors.js';
 import { TarFailedError, UnsafeArchiveError } from './errors.js';
 import { startTar } from './system-tar.js';
@@ -26,30 +26,37 @@ export interface ExtractOptions {
 export type ExtractStats = FilterStats;
 
 /**
- * Extracts the tar stream `input` into `root` (an existing, empty directory this process owns).
+ * Extracts the tar stream `input` (a Readable or any async iterable of chunks, e.g. the decompressor's
+ * output) into `root` (an existing, empty directory this process owns).
  * Resolves when `tar` has written every entry and exited; rejects with UnsafeArchiveError, the
  * stream's error or tar's own failure (TarFailedError), and leaves the partial tree for the caller to
  * remove. It settles only after `tar` has exited, so nothing writes into `root` afterwards.
  */
-export async function extractTar(input: Readable, root: string, options: ExtractOptions = {}): Promise<ExtractStats> {
+export async function extractTar(input: Readable | AsyncIterable<Buffer>, root: string, options: ExtractOptions = {}): Promise<ExtractStats> {
   const { signal } = options;
   if (signal?.aborted) throw abortReason(signal);
   // Claim the stream before the first await: a child's stdout nobody listens to is drained and
   // discarded by Node when the child exits, which a small archive's zstd may do meanwhile.
   const chunks = (input as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+  // Stops the input: a stream is destroyed, a generator closed (its own finally blocks then stop
+  // whatever feeds it, e.g. the download).
+  const stopInput = (reason?: unknown): void => {
+    if (isReadable(input)) input.destroy(reason as Error | undefined);
+    else void chunks.return?.().catch(() => undefined);
+  };
   const first = chunks.next();
   first.catch(() => undefined); // awaited below, unless tar cannot start
   let tar;
   try {
     tar = await startTar(root);
   } catch (err) {
-    input.destroy();
+    stopInput();
     throw err;
   }
   const filter = new TarFilter();
   tar.stdin.on('error', () => undefined); // EPIPE when tar died: its exit status says why
   const onAbort = (): void => {
-    input.destroy(abortReason(signal!));
+    stopInput(abortReason(signal!));
   };
   signal?.addEventListener('abort', onAbort, { once: true });
   try {
@@ -72,7 +79,10 @@ export async function extractTar(input: Readable, root: string, options: Extract
     if (!complete) throw new TarFailedError('tar stopped reading before the end of the archive');
     return filter.stats;
   } catch (err) {
-    input.destroy();
+    // No read is pending here, so a generator closes at once, running its cleanup (e.g. a CLI
+    // decompressor waits for its child) before we settle.
+    if (isReadable(input)) input.destroy();
+    else await chunks.return?.().catch(() => undefined);
     tar.kill();
     await tar.exited;
     // Our own findings stand; anything else that broke while the signal fired is the abort's doing.
@@ -110,4 +120,8 @@ async function writePieces(stdin: Writable, pieces: Buffer[]): Promise<boolean> 
 function firstError(stderr: string): string {
   const lines = stderr.trim().split('\n');
   return lines.find((line) => !/not recoverable|Exiting with failure status/.test(line)) ?? lines[lines.length - 1] ?? '';
+}
+
+function isReadable(input: Readable | AsyncIterable<Buffer>): input is Readable {
+  return input instanceof Readable;
 }

@@ -1,28 +1,28 @@
 /**
  * One attempt at downloading a snapshot into a directory: resolve the stable URL (a single request
  * that also carries the first chunk), download the rest of the immutable archive in parallel, and feed
- * the bytes in order through `zstd -d` into safe tar extraction while later chunks still download.
- * The compressed bytes are hashed as they are delivered and must match the ETag.
+ * the bytes in order through the decompressor (zstd-decompress.ts) into safe tar extraction while
+ * later chunks still download. The compressed bytes are hashed as they are delivered and must match
+ * the ETag.
  *
- * This function only settles once every piece of work it started has stopped (zstd exited, the last
+ * This function only settles once every piece of work it started has stopped (tar exited, the last
  * file closed), so the caller can delete the directory right after a failure.
  */
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { once, setMaxListeners } from 'node:events';
+import { setMaxListeners } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isSha256Hex, parseStrongEtag } from '../protocol/etag.js';
 import { Headers } from '../protocol/headers.js';
 import { formatConditions } from '../protocol/conditions.js';
 import { parseContentRange } from '../protocol/range.js';
 import { isCommit, stableSnapshotPath } from '../protocol/routes.js';
-import { CachewError, DigestMismatchError, abortReason } from '../util/errors.js';
+import { DigestMismatchError, abortReason } from '../util/errors.js';
 import { extractTar } from './archive.js';
-import { settleAll } from './first-failure.js';
 import { DownloadFailedError, NoSnapshotError, ProtocolError, SecondaryError } from './errors.js';
 import { discard, header, type HttpClient, type HttpResponse } from './http.js';
 import { ParallelGet, type ParallelGetStats } from './parallel-get.js';
 import { isRetryable, rangePieces, wholePieces, type FetchContext, type SnapshotSource } from './range-fetch.js';
+import { decompress } from './zstd-decompress.js';
 
 export interface DownloadOptions {
   http: HttpClient;
@@ -50,7 +50,6 @@ export interface DownloadResult {
   bundleUrl?: URL;
 }
 
-const STDERR_TAIL = 2048;
 const MAX_RETRY_AFTER_MS = 30_000;
 
 /** Downloads, verifies and extracts the repository's current snapshot into `dir` (existing, empty). */
@@ -116,43 +115,37 @@ export async function downloadSnapshot(options: DownloadOptions): Promise<Downlo
     }
   }
 
-  const zstd = spawn('zstd', ['-d', '-q', '-c'], { stdio: ['pipe', 'pipe', 'pipe'] });
-  let zstdStderr = '';
-  zstd.stderr.on('data', (chunk: Buffer) => {
-    zstdStderr = (zstdStderr + chunk.toString('utf8')).slice(-STDERR_TAIL);
-  });
-  zstd.stdin.on('error', () => undefined); // EPIPE when zstd dies: reported through its exit status
-  const zstdDone = new Promise<void>((resolve, reject) => {
-    zstd.on('error', (err) => reject(new CachewError('internal', `cannot run zstd: ${err.message}`, { cause: err })));
-    zstd.on('close', (code, killedBy) => {
-      if (code === 0) resolve();
-      // zstd only dies of a signal when its reader went away (SIGPIPE) or we killed it: a symptom.
-      else if (killedBy !== null || /broken pipe/i.test(zstdStderr)) reject(new SecondaryError(`zstd -d stopped (${code ?? killedBy})`));
-      else reject(new CachewError('internal', `zstd -d failed (${code}): ${zstdStderr.trim().split('\n').pop() ?? ''}`));
-    });
-  });
-
-  const feeding = (async (): Promise<void> => {
-    const hash = createHash('sha256');
-    let received = 0;
-    for await (const piece of orderedBytes()) {
-      hash.update(piece);
-      received += piece.length;
-      options.onBytes?.(received, source.size);
-      if (!zstd.stdin.write(piece)) await once(zstd.stdin, 'drain', { signal });
-    }
-    zstd.stdin.end();
-    if (received !== source.size) throw new ProtocolError(`received ${received} of ${source.size} bytes`);
-    const digest = hash.digest('hex');
-    if (digest !== source.etag) throw new DigestMismatchError(source.etag, digest);
-  })();
-  const extraction = extractTar(zstd.stdout, options.dir, { signal });
-
-  await settleAll([feeding, extraction, zstdDone], () => {
+  try {
+    // One pull-driven chain: every byte is hashed on its way into the decompressor, whose output the
+    // tar filter checks before the system tar writes it. A failure anywhere closes the whole chain.
+    await extractTar(decompress(verifiedBytes(orderedBytes(), source, options.onBytes)), options.dir, { signal });
+  } finally {
+    // Requests still running (prefetched ranges after a failure) stop now.
     controller.abort(new SecondaryError('stopped after another part of the restore failed'));
-    if (zstd.exitCode === null && zstd.signalCode === null) zstd.kill('SIGKILL');
-  });
+  }
   return result;
+}
+
+/**
+ * Passes `pieces` through while hashing them; after the last one checks the byte count and that the
+ * sha256 is the ETag, so the consumer sees the end of the stream only for the archive it asked for.
+ */
+async function* verifiedBytes(
+  pieces: AsyncIterable<Buffer>,
+  source: SnapshotSource,
+  onBytes?: (received: number, total: number) => void,
+): AsyncGenerator<Buffer, void, undefined> {
+  const hash = createHash('sha256');
+  let received = 0;
+  for await (const piece of pieces) {
+    hash.update(piece);
+    received += piece.length;
+    onBytes?.(received, source.size);
+    yield piece;
+  }
+  if (received !== source.size) throw new ProtocolError(`received ${received} of ${source.size} bytes`);
+  const digest = hash.digest('hex');
+  if (digest !== source.etag) throw new DigestMismatchError(source.etag, digest);
 }
 
 /**

@@ -1,0 +1,173 @@
+/**
+ * Decompression of a snapshot's zstd stream for the restore client.
+ *
+ * In-process (libzstd through the `zstd-napi` addon) by default: the compressed bytes go from the
+ * socket straight into libzstd and come out in 1 MiB chunks for the tar filter. The former design
+ * piped them through a `zstd -d` child and read its output back, 64 KiB per event: two extra copies
+ * through the kernel, two processes ping-ponging on small pipes and ~10k event-loop turns per
+ * 350 MB, which profiling showed as the restore's critical path on a 2-core machine
+ * (docs/benchmarks.md). The `zstd` CLI remains the fallback when the addon cannot load (it is built
+ * from source at install) or when `CACHEW_ZSTD=cli` asks for it.
+ *
+ * Both read the same format (concatenated frames, skippable frames such as the frame table skipped)
+ * and both refuse windows over 128 MiB, so a hostile frame cannot make the client allocate more.
+ */
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { createRequire } from 'node:module';
+import { CachewError } from '../util/errors.js';
+import { SecondaryError } from './errors.js';
+import { isSymptom } from './first-failure.js';
+
+/** Output chunk size: the unit the tar filter and the tar pipe work in. */
+const OUTPUT_CHUNK = 1024 * 1024;
+/** log2 of the largest window accepted (128 MiB, the zstd CLI's own default limit). */
+const WINDOW_LOG_MAX = 27;
+/** Decompressed bytes worth handing to the tar filter before the next network read. */
+const MIN_HANDOVER = 256 * 1024;
+const STDERR_TAIL = 2048;
+
+/** The archive is not a valid zstd stream (corrupt, truncated, or not zstd at all). */
+export class CorruptArchiveError extends CachewError {
+  constructor(message: string) {
+    super('internal', `snapshot archive is not valid zstd: ${message}`);
+  }
+}
+
+/** The part of libzstd's streaming API we use (zstd-napi's `binding` module). */
+interface ZstdBinding {
+  DCtx: new () => {
+    setParameter(param: number, value: number): void;
+    /** [remaining hint (0 = frame complete), bytes written to dst, bytes read from src] */
+    decompressStream(dst: Uint8Array, src: Uint8Array): [number, number, number];
+  };
+  DParameter: { windowLogMax: number };
+}
+
+let binding: ZstdBinding | null | undefined;
+
+/** The native binding, or null when it cannot load here (then the CLI is used). Loaded once. */
+function nativeBinding(): ZstdBinding | null {
+  if (binding === undefined) {
+    try {
+      binding = createRequire(import.meta.url)('zstd-napi/binding') as ZstdBinding;
+    } catch {
+      binding = null;
+    }
+  }
+  return binding;
+}
+
+export type DecompressorKind = 'native' | 'cli';
+
+/** Which decompressor a restore uses now: `CACHEW_ZSTD=cli` forces the CLI. */
+export function decompressorKind(): DecompressorKind {
+  return process.env.CACHEW_ZSTD !== 'cli' && nativeBinding() !== null ? 'native' : 'cli';
+}
+
+/**
+ * Decompresses `source` (a zstd stream, pulled as it is consumed). Rejects with CorruptArchiveError
+ * when the input is not zstd or ends inside a frame; errors of `source` itself pass through unchanged.
+ */
+export function decompress(source: AsyncIterable<Buffer>, kind: DecompressorKind = decompressorKind()): AsyncGenerator<Buffer, void, undefined> {
+  return kind === 'native' ? nativeDecompress(source, nativeBinding()!) : cliDecompress(source);
+}
+
+async function* nativeDecompress(source: AsyncIterable<Buffer>, zstd: ZstdBinding): AsyncGenerator<Buffer, void, undefined> {
+  const context = new zstd.DCtx();
+  context.setParameter(zstd.DParameter.windowLogMax, WINDOW_LOG_MAX);
+  // Output is written into `out` from `used` on; `[handed, used)` is written but not yet yielded.
+  // Yielded views stay valid: a buffer is never written twice, a full one is replaced.
+  let out = Buffer.allocUnsafe(OUTPUT_CHUNK);
+  let handed = 0;
+  let used = 0;
+  // 0 once the last frame is complete; anything else at the end means the stream was cut short.
+  let pending = 0;
+  let sawInput = false;
+  for await (const chunk of source) {
+    if (chunk.length === 0) continue;
+    sawInput = true;
+    let input: Buffer = chunk;
+    // Keep calling while input remains or the output filled up (libzstd may hold more to flush).
+    while (input.length > 0 || used === out.length) {
+      if (used === out.length) {
+        if (used > handed) yield out.subarray(handed, used);
+        out = Buffer.allocUnsafe(OUTPUT_CHUNK);
+        handed = used = 0;
+      }
+      let result: [number, number, number];
+      try {
+        result = context.decompressStream(out.subarray(used), input);
+      } catch (err) {
+        throw new CorruptArchiveError(err instanceof Error ? err.message : String(err));
+      }
+      const [hint, written, read] = result;
+      pending = hint;
+      used += written;
+      input = input.subarray(read);
+      if (written === 0 && read === 0) break; // defensive: no progress possible with this input
+    }
+    // Hand over a good piece before waiting for the network again, so tar keeps writing meanwhile;
+    // smaller pieces would only add event-loop turns.
+    if (used - handed >= MIN_HANDOVER) {
+      yield out.subarray(handed, used);
+      handed = used;
+    }
+  }
+  if (used > handed) yield out.subarray(handed, used);
+  if (!sawInput) throw new CorruptArchiveError('empty stream');
+  if (pending !== 0) throw new CorruptArchiveError('truncated (the stream ends inside a frame)');
+}
+
+/** The same through a `zstd -d` child: input written to its stdin while its stdout is read. */
+async function* cliDecompress(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer, void, undefined> {
+  const zstd = spawn('zstd', ['-d', '-q', '-c', `--memory=${2 ** (WINDOW_LOG_MAX - 20)}MB`], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let stderr = '';
+  zstd.stderr.on('data', (chunk: Buffer) => {
+    stderr = (stderr + chunk.toString('utf8')).slice(-STDERR_TAIL);
+  });
+  zstd.stdin.on('error', () => undefined); // EPIPE when zstd dies: reported through its exit status
+  const exited = new Promise<void>((resolve, reject) => {
+    zstd.on('error', (err) => reject(new CachewError('internal', `cannot run zstd: ${err.message}`, { cause: err })));
+    zstd.on('close', (code, killedBy) => {
+      if (code === 0) resolve();
+      // zstd only dies of a signal when its reader went away (SIGPIPE) or we killed it: a symptom.
+      else if (killedBy !== null || /broken pipe/i.test(stderr)) reject(new SecondaryError(`zstd -d stopped (${code ?? killedBy})`));
+      else reject(new CorruptArchiveError(`zstd -d failed (${code}): ${stderr.trim().split('\n').pop() ?? ''}`));
+    });
+  });
+  exited.catch(() => undefined); // observed below
+  const stopFeeding = new AbortController();
+  const kill = (): void => {
+    if (zstd.exitCode === null && zstd.signalCode === null) zstd.kill('SIGKILL');
+  };
+  // Settles with the source's own error (or undefined): never rejects, never outlives the generator.
+  const feeding = (async (): Promise<unknown> => {
+    try {
+      for await (const chunk of source) {
+        if (!zstd.stdin.write(chunk)) await once(zstd.stdin, 'drain', { signal: stopFeeding.signal });
+      }
+      zstd.stdin.end();
+      return undefined;
+    } catch (err) {
+      kill(); // zstd's death is then a symptom of this
+      return stopFeeding.signal.aborted ? undefined : err;
+    }
+  })();
+  try {
+    for await (const chunk of zstd.stdout as AsyncIterable<Buffer>) yield chunk;
+    await exited;
+    const failed = await feeding;
+    if (failed !== undefined) throw failed;
+  } catch (err) {
+    stopFeeding.abort();
+    kill();
+    if (!isSymptom(err)) throw err;
+    // zstd died because the source failed (feeding killed it): the source's error is the cause.
+    throw (await feeding) ?? err;
+  } finally {
+    stopFeeding.abort();
+    kill();
+    await exited.catch(() => undefined);
+  }
+}
