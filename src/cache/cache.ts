@@ -79,6 +79,11 @@ export interface CacheWriter {
 export interface Cache {
   /** Backend name for logs/metrics ("memory", "disk", "s3", "tiered"). */
   readonly name: string;
+  /**
+   * Objects larger than this are never held: a write of one succeeds and the object is dropped at once
+   * (as if evicted). Undefined: no such limit. The tiered cache does not backfill such objects here.
+   */
+  readonly maxObjectBytes?: number;
   /** Metadata of a committed, unexpired object; undefined on a miss. MUST throw (not miss) on failure. */
   stat(key: string, signal?: AbortSignal): Promise<ObjectMeta | undefined>;
   /**

@@ -41,6 +41,22 @@ void test('MemoryCache drops an object larger than its limit but still removes t
   }
 });
 
+void test('MemoryCache holds objects up to maxObjectBytes, below its limit', async () => {
+  const cache = new MemoryCache({ limitBytes: 10_000, maxObjectBytes: 2000 });
+  try {
+    await put(cache, 'small', pseudoRandomBytes(2000, 6));
+    const big = pseudoRandomBytes(2001, 7);
+    const meta = await put(cache, 'big', big);
+    assert.equal(meta.etag, sha256(big), 'the write of a too-big object still succeeds');
+    assert.ok(await cache.stat('small'));
+    assert.equal(await cache.stat('big'), undefined);
+    assert.equal(cache.usedBytes, 2000);
+    assert.equal(new MemoryCache({ limitBytes: 500, maxObjectBytes: 2000 }).maxObjectBytes, 500, 'never above the limit');
+  } finally {
+    await cache.close();
+  }
+});
+
 void test('MemoryCache copies bytes so later changes to the caller buffer do not leak in', async () => {
   const cache = new MemoryCache({ limitBytes: 10_000 });
   try {

@@ -9,7 +9,7 @@
  *   never pin a caller's (possibly pooled) buffers.
  * - Every check-and-publish runs synchronously inside publish(), so create-if-absent and
  *   compare-and-swap are atomic without locks.
- * - An object larger than `limitBytes` cannot be held. Its write still succeeds (digest and
+ * - An object larger than `maxObjectBytes` (at most `limitBytes`) cannot be held. Its write still succeeds (digest and
  *   preconditions are checked, any older version of the key is removed) but the object is dropped at
  *   once, exactly as if it had been evicted right after commit. A cache may evict at any time, so this
  *   keeps the tiered cache simple: a huge snapshot simply lives in the farther tiers.
@@ -28,6 +28,11 @@ import { systemClock, type Clock } from '../util/clock.js';
 export interface MemoryCacheOptions {
   /** Upper bound on the bytes of committed objects held; least recently used go first. */
   limitBytes: number;
+  /**
+   * Largest object held (default: `limitBytes`). Big snapshot blobs are better left to the disk tier,
+   * whose reads are page-cache hits: held here they pin their whole size in the process heap.
+   */
+  maxObjectBytes?: number;
   logger?: Logger;
   /** Clock for TTLs and commit times (default: the system clock). */
   clock?: Clock;
@@ -52,12 +57,14 @@ export class MemoryCache implements Cache {
   });
   /** Upper bound on the bytes of committed objects held. */
   readonly limitBytes: number;
+  readonly maxObjectBytes: number;
   readonly clock: Clock;
   private readonly logger: Logger;
 
   constructor(options: MemoryCacheOptions) {
     this.clock = options.clock ?? systemClock;
     this.limitBytes = options.limitBytes;
+    this.maxObjectBytes = Math.min(options.limitBytes, options.maxObjectBytes ?? options.limitBytes);
     this.logger = (options.logger ?? silentLogger).child({ module: 'cache-memory' });
   }
 
@@ -141,7 +148,7 @@ export class MemoryCache implements Cache {
   install(key: string, meta: ObjectMeta, blocks: Buffer[] | undefined): void {
     this.remove(key);
     if (!blocks) {
-      this.logger.debug({ key, size: meta.size, limitBytes: this.limitBytes }, 'object larger than the memory limit, not kept');
+      this.logger.debug({ key, size: meta.size, maxObjectBytes: this.maxObjectBytes }, 'object larger than the memory tier holds, not kept');
       return;
     }
     this.entries.set(key, { meta, blocks });
@@ -166,7 +173,7 @@ export class MemoryCache implements Cache {
   }
 }
 
-/** Collects one write into blocks; gives up holding bytes once they exceed the cache's limit. */
+/** Collects one write into blocks; gives up holding bytes once they exceed the largest object held. */
 class MemoryWriteTarget implements WriteTarget {
   private blocks: Buffer[] = [];
   private pending: Buffer[] = [];
@@ -183,7 +190,7 @@ class MemoryWriteTarget implements WriteTarget {
   write(chunk: Buffer): Promise<void> {
     if (this.oversized) return Promise.resolve();
     this.heldBytes += chunk.length;
-    if (this.heldBytes > this.cache.limitBytes) {
+    if (this.heldBytes > this.cache.maxObjectBytes) {
       this.oversized = true;
       this.blocks = [];
       this.pending = [];

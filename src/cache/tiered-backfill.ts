@@ -59,6 +59,8 @@ export async function teeIntoTiers(
   }
   const copies: Copy[] = [];
   for (const tier of tiers) {
+    // A tier that would drop the object anyway is not worth hashing every byte for.
+    if (tier.maxObjectBytes !== undefined && meta.size > tier.maxObjectBytes) continue;
     try {
       const writer = await tier.create(meta.key, { expectedSha256: meta.etag, ttlMs, metadata: meta.metadata });
       copies.push({ tier, writer });

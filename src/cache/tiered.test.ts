@@ -80,6 +80,37 @@ withFixture('a full read from a farther tier backfills the nearer tier', async (
   assert.deepEqual(events, [`miss:memory`, `hit:disk:${data.length}`, `hit:memory:${data.length}`]);
 });
 
+void test('a full read of an object too big for the memory tier does not try to backfill it', { timeout: 60_000 }, async () => {
+  const f = await fixture();
+  const small = new MemoryCache({ limitBytes: 256 * 1024 * 1024, maxObjectBytes: 1024 * 1024, clock: f.clock });
+  let creates = 0;
+  // Counts the writes the tiered cache starts on the memory tier: none for the big object.
+  const counting = Object.assign(Object.create(small) as MemoryCache, {
+    create: (...args: Parameters<MemoryCache['create']>) => {
+      creates++;
+      return small.create(...args);
+    },
+  });
+  try {
+    const tiered = new TieredCache([counting, f.disk], { clock: f.clock });
+    const big = pseudoRandomBytes(2 * 1024 * 1024, 11);
+    await put(f.disk, 'big', big);
+    const read = await tiered.open('big');
+    assert.equal((await hashStream(read!.body!)).sha256, sha256(big));
+    await tiered.whenIdle();
+    assert.equal(creates, 0, 'no backfill write for an object the tier would drop');
+    const little = pseudoRandomBytes(1000, 12);
+    await put(f.disk, 'little', little);
+    await readAll((await tiered.open('little'))!.body!);
+    await tiered.whenIdle();
+    assert.equal(creates, 1);
+    assert.ok(await small.stat('little'), 'small objects are still backfilled');
+  } finally {
+    await small.close();
+    await f.cleanup();
+  }
+});
+
 withFixture('ranged, HEAD and 304 reads do not backfill', async ({ memory, disk }) => {
   const tiered = new TieredCache([memory, disk]);
   const { etag } = await put(disk, 'obj', pseudoRandomBytes(100_000, 2));

@@ -118,6 +118,8 @@ export const SETTINGS: Setting[] = [
     } },
   { flag: 'memory-limit-mb', kind: 'string', help: 'memory tier size (default 256)',
     apply: (c, v, w) => { c.memoryLimitMb = parsePositiveInt(w, str(w, v), { allowZero: true }); } },
+  { flag: 'memory-max-object-mb', kind: 'string', help: 'largest object the memory tier holds (default 32)',
+    apply: (c, v, w) => { c.memoryMaxObjectMb = parsePositiveInt(w, str(w, v)); } },
   { flag: 'disk-limit-mb', kind: 'string', help: 'disk tier size (default 10240)',
     apply: (c, v, w) => { c.diskLimitMb = parsePositiveInt(w, str(w, v)); } },
   { flag: 'read-only', kind: 'boolean', help: 'refuse pushes (403)',

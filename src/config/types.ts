@@ -45,6 +45,8 @@ export interface CachewConfig {
   /** Lifetime of those presigned URLs. */
   s3RedirectTtlMs: number;
   memoryLimitMb: number;
+  /** Largest object the memory tier holds; bigger ones (snapshot blobs) are served from disk. */
+  memoryMaxObjectMb: number;
   diskLimitMb: number;
   readOnly: boolean;
   apiToken?: string;
@@ -108,6 +110,7 @@ export const DEFAULT_CONFIG: CachewConfig = {
   s3Redirect: false,
   s3RedirectTtlMs: 5 * 60_000,
   memoryLimitMb: 256,
+  memoryMaxObjectMb: 32,
   diskLimitMb: 10_240,
   readOnly: false,
   authAllowTtlMs: 60_000,

@@ -272,7 +272,9 @@ async function openCache(
   onS3Recovered: () => void,
 ): Promise<TieredCache> {
   const tiers: Cache[] = [];
-  if (config.memoryLimitMb > 0) tiers.push(new MemoryCache({ limitBytes: config.memoryLimitMb * MB, logger, clock }));
+  if (config.memoryLimitMb > 0) {
+    tiers.push(new MemoryCache({ limitBytes: config.memoryLimitMb * MB, maxObjectBytes: config.memoryMaxObjectMb * MB, logger, clock }));
+  }
   tiers.push(await DiskCache.open({ root: join(stateDir, 'cache'), limitBytes: config.diskLimitMb * MB, logger, clock }));
   if (config.s3) {
     const client = new S3Client({

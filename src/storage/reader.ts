@@ -21,7 +21,19 @@ export interface SnapshotReaderOptions {
    * authoritative tier (see cache/authoritative-view.ts). Defaults to `cache`.
    */
   metadataCache?: Cache;
+  /** Clock for the served-record memo (default Date.now). */
+  now?: () => number;
 }
+
+/**
+ * How long a record read to serve an immutable URL is reused. A record never changes once written,
+ * it can only be removed (retention, possibly by another replica); serving from a memo that old at
+ * most answers "snapshot bytes are no longer stored" instead of "no snapshot" for a few seconds. A
+ * parallel restore sends 8+ range requests per snapshot, each of which read the record from the
+ * authoritative tier (a file read, or an S3 GET with S3) before this memo.
+ */
+export const SERVED_RECORD_MEMO_MS = 5_000;
+const SERVED_RECORD_MEMO_ENTRIES = 512;
 
 export interface CurrentSnapshot {
   record: SnapshotRecord;
@@ -46,10 +58,14 @@ export interface BlobRead extends Conditions {
 export class SnapshotReader {
   readonly cache: Cache;
   readonly metadataCache: Cache;
+  private readonly clockNow: () => number;
+  /** Records recently read for serving, by `host/repo/commit`, oldest first. */
+  private readonly served = new Map<string, { record: SnapshotRecord; readAt: number }>();
 
   constructor(options: SnapshotReaderOptions) {
     this.cache = options.cache;
     this.metadataCache = options.metadataCache ?? options.cache;
+    this.clockNow = options.now ?? Date.now;
   }
 
   /** The snapshot the pointer names; undefined when there is none or its record or blob vanished. */
@@ -65,6 +81,25 @@ export class SnapshotReader {
   /** The record of one commit (the blob may still have aged out; opening it then misses). */
   async record(host: string, repo: string, commit: string, signal?: AbortSignal): Promise<SnapshotRecord | undefined> {
     return readSnapshotRecord(this.metadataCache, host, repo, commit, signal);
+  }
+
+  /**
+   * The record of one commit for serving its immutable URL: like record(), but a record found within
+   * the last SERVED_RECORD_MEMO_MS is reused (see there why that is safe). A miss is never memoized,
+   * so a new snapshot is served as soon as its record exists.
+   */
+  async servedRecord(host: string, repo: string, commit: string, signal?: AbortSignal): Promise<SnapshotRecord | undefined> {
+    const key = `${host}/${repo}/${commit}`;
+    const now = this.clockNow();
+    const memo = this.served.get(key);
+    if (memo && now - memo.readAt < SERVED_RECORD_MEMO_MS) return memo.record;
+    const record = await this.record(host, repo, commit, signal);
+    this.served.delete(key);
+    if (record) {
+      this.served.set(key, { record, readAt: now });
+      if (this.served.size > SERVED_RECORD_MEMO_ENTRIES) this.served.delete(this.served.keys().next().value!);
+    }
+    return record;
   }
 
   /** Every retained snapshot of a repository, newest first, flagging the current one. */

@@ -10,6 +10,7 @@ import type { Cache } from '../cache/cache.js';
 import { blobKey } from '../cache/write.js';
 import { BadRequestError, NotFoundError } from '../util/errors.js';
 import { SnapshotStore, type PublishFile } from './store.js';
+import { SERVED_RECORD_MEMO_MS } from './reader.js';
 import { bundleKey, recordKey, storageHost } from './records.js';
 import { pointerKey, readPointer } from './pointer.js';
 
@@ -57,6 +58,26 @@ void describe('SnapshotStore', () => {
   afterEach(async () => {
     await cache.close();
     await rm(dir, { recursive: true, force: true });
+  });
+
+  void test('servedRecord reuses a record for SERVED_RECORD_MEMO_MS, never a miss', async () => {
+    const commit = commitId();
+    assert.equal(await store.servedRecord(HOST, REPO, commit), undefined);
+    const record = await store.publish(await archive(commit));
+    assert.deepEqual(await store.servedRecord(HOST, REPO, commit), record, 'a miss was not memoized');
+    let opens = 0;
+    const countingStat = cache.open.bind(cache);
+    cache.open = (...args: Parameters<MemoryCache['open']>) => {
+      opens++;
+      return countingStat(...args);
+    };
+    await cache.delete(recordKey(HOST, REPO, commit));
+    assert.deepEqual(await store.servedRecord(HOST, REPO, commit), record, 'memo used: no read');
+    assert.equal(opens, 0);
+    clock += SERVED_RECORD_MEMO_MS;
+    assert.equal(await store.servedRecord(HOST, REPO, commit), undefined, 'read again once the memo aged');
+    assert.equal(opens, 1);
+    assert.equal(await store.record(HOST, REPO, commit), undefined, 'record() itself never uses the memo');
   });
 
   void test('publish stores blob, record and pointer under the SPEC §6 keys', async () => {

@@ -64,7 +64,7 @@ async function serveStable(deps: SnapshotRouteDeps, ctx: RequestContext, target:
 }
 
 async function serveImmutable(deps: SnapshotRouteDeps, ctx: RequestContext, target: RepoTarget, commit: string): Promise<void> {
-  const record = await deps.reader.record(target.host, target.canonicalRepo, commit);
+  const record = await deps.reader.servedRecord(target.host, target.canonicalRepo, commit, ctx.signal);
   if (!record) throw new NotFoundError(`no snapshot for commit ${commit}`);
   const created = new Date(record.created);
   const headers = {
