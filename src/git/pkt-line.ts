@@ -4,6 +4,7 @@
  * service preamble and reading a client's request to find its wants.
  */
 import { BadRequestError } from '../util/errors.js';
+import { objectIdAtStart } from '../protocol/object-id.js';
 
 export type PktLine = { type: 'data'; payload: Buffer } | { type: 'flush' | 'delim' | 'response-end' };
 
@@ -62,8 +63,8 @@ export async function readWants(source: AsyncIterable<Buffer | string>): Promise
     }
     if (pkt.type !== 'data' || pkt.payload.length < 45) continue;
     if (pkt.payload.subarray(0, 5).toString('latin1') !== 'want ') continue;
-    const match = /^[0-9a-f]{64}|^[0-9a-f]{40}/.exec(pkt.payload.subarray(5, 69).toString('latin1'));
-    if (match) wants.add(match[0]);
+    const want = objectIdAtStart(pkt.payload.subarray(5, 69).toString('latin1'));
+    if (want) wants.add(want);
   }
   if (first) throw new BadRequestError('empty upload-pack request');
   return [...wants];

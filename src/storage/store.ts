@@ -208,13 +208,7 @@ export class SnapshotStore extends SnapshotReader {
       // Retention on another replica may have deleted an identical blob it considered unreferenced
       // between our put and our record; the record must never point at nothing.
       if (record.digest === sha256 && !(await this.cache.stat(blobKey(sha256), signal))) continue;
-      const outcome = await advancePointer(this.metadataCache, host, repo, record, {
-        isAncestor: input.isAncestor,
-        force: input.force,
-        now: this.now,
-        signal,
-      });
-      this.logger.debug({ host, repo, commit, digest: record.digest, pointer: outcome }, 'snapshot published');
+      await this.movePointer(this.metadataCache, input, record, 'snapshot published');
       return record;
     }
     throw new UnavailableError(`could not publish snapshot of ${commit}: objects kept vanishing`, 1);
@@ -251,7 +245,7 @@ export class SnapshotStore extends SnapshotReader {
     if (record.frames !== undefined) entry.frames = record.frames;
     if (input.force) entry.force = true;
     await backlog.add(entry);
-    await advancePointer(local, host, repo, record, { isAncestor: input.isAncestor, force: input.force, now: this.now, signal });
+    await this.movePointer(local, input, record, 'snapshot published locally');
     return record;
   }
 
@@ -261,14 +255,15 @@ export class SnapshotStore extends SnapshotReader {
     if (!record || !(await this.cache.stat(blobKey(record.digest), signal))) {
       throw new NotFoundError(`snapshot of ${commit} is no longer stored`);
     }
-    const outcome = await advancePointer(this.metadataCache, host, repo, record, {
-      isAncestor: input.isAncestor,
-      force: input.force,
-      now: this.now,
-      signal,
-    });
-    this.logger.debug({ host, repo, commit, digest: record.digest, pointer: outcome }, 'snapshot re-published');
+    await this.movePointer(this.metadataCache, input, record, 'snapshot re-published');
     return record;
+  }
+
+  /** Moves the pointer in `cache` forward to `record` (pointer.ts decides whether it may) and logs how. */
+  private async movePointer(cache: Cache, input: PublishCommon, record: SnapshotRecord, event: string): Promise<void> {
+    const { host, repo, commit, signal } = input;
+    const outcome = await advancePointer(cache, host, repo, record, { isAncestor: input.isAncestor, force: input.force, now: this.now, signal });
+    this.logger.debug({ host, repo, commit, digest: record.digest, pointer: outcome }, event);
   }
 
   /**

@@ -39,6 +39,7 @@ import { dirname, join } from 'node:path';
 import { runGit } from '../command.js';
 import { BadRequestError, CachewError, GitCommandError, NotFoundError, UnprocessableError, abortReason } from '../../util/errors.js';
 import { silentLogger, type Logger } from '../../util/logger.js';
+import { isObjectId, isSha1ObjectId } from '../../protocol/object-id.js';
 import { BlobReader } from './blob-reader.js';
 import type { PackFiles } from './deterministic-pack.js';
 import type { FrameEntry } from './frames.js';
@@ -124,8 +125,8 @@ export async function generateSnapshot(
   options: GenerateSnapshotOptions = {},
 ): Promise<SnapshotResult> {
   const { gitDir, commit } = source;
-  if (/^[0-9a-f]{64}$/.test(commit)) throw new BadRequestError('snapshots of SHA-256 repositories are not supported');
-  if (!/^[0-9a-f]{40}$/.test(commit)) throw new BadRequestError(`not a commit id: ${commit.slice(0, 80)}`);
+  if (isObjectId(commit) && !isSha1ObjectId(commit)) throw new BadRequestError('snapshots of SHA-256 repositories are not supported');
+  if (!isSha1ObjectId(commit)) throw new BadRequestError(`not a commit id: ${source.commit.slice(0, 80)}`);
   // Validates branch and URL before any work; the reflog time is filled in once the commit is read.
   gitDirEntries(source.upstreamUrl, commit, source.defaultBranch, 0);
   const log = (options.logger ?? silentLogger).child({ module: 'snapshot-archive' });

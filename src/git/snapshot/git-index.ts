@@ -13,6 +13,7 @@
  * up front, as a tar header needs it.
  */
 import { createHash } from 'node:crypto';
+import { isSha1ObjectId } from '../../protocol/object-id.js';
 
 /** One stage-0 entry of the index. */
 export interface GitIndexEntry {
@@ -94,7 +95,7 @@ export function* gitIndexChunks(entries: readonly GitIndexEntry[], statTime: num
 
 function encodeEntry(entry: GitIndexEntry, statTime: number): Buffer {
   if (!VALID_MODES.has(entry.mode)) throw new RangeError(`unsupported index mode ${entry.mode.toString(8)}`);
-  if (!/^[0-9a-f]{40}$/.test(entry.oid)) throw new RangeError(`not a SHA-1 object id: ${entry.oid}`);
+  if (!isSha1ObjectId(entry.oid)) throw new RangeError(`not a SHA-1 object id: ${entry.oid}`);
   if (entry.path.length === 0 || entry.path.includes(0)) throw new RangeError('invalid index path');
   const buf = Buffer.alloc(entryLength(entry.path.length)); // zero-filled: dev/ino/uid/gid, nsecs, padding
   buf.writeUInt32BE(statTime, 0); // ctime seconds
