@@ -1,10 +1,10 @@
 /**
  * Soak of replicas sharing one bucket (opt-in: `SOAK=1`; prints a report).
  *
- * 1. Parallel-range restores alternating replicas during continuous regeneration: two replicas on one
- *    moto bucket; upstream keeps getting commits and the replicas take turns snapshotting them while
+ * 1. Parallel-range restores alternating replicas during continuous regeneration: SOAK_REPLICAS
+ *    (default 3) replicas on one moto bucket; upstream keeps getting commits and the replicas take turns snapshotting them while
  *    restorers resolve the stable URL on one replica and fetch the immutable URL's ranges in parallel
- *    from both. Every restore's bytes must hash to the ETag it resolved (SOAK_RESTORES, default 200).
+ *    from all of them. Every restore's bytes must hash to the ETag it resolved (SOAK_RESTORES, default 200).
  * 2. kill -9 at random points: a real cachewd on the bucket is killed with SIGKILL at a random moment
  *    while it generates and serves (SOAK_KILLS, default 20), then restarted on the same state directory.
  *    After each restart the stable URL resolves and serves bytes matching its ETag, every record's blob
@@ -28,6 +28,7 @@ import { bucketJson, bucketKeys } from './harness/replicas.js';
 const enabled = process.env.SOAK === '1';
 const RESTORES = Number(process.env.SOAK_RESTORES ?? 200);
 const KILLS = Number(process.env.SOAK_KILLS ?? 20);
+const REPLICAS = Number(process.env.SOAK_REPLICAS ?? 3);
 const BUCKET = 'soak-replicas';
 
 let upstream: Upstream;
@@ -58,7 +59,8 @@ void describe('replicas soak (SOAK=1)', { skip: !enabled && 'set SOAK=1 to run' 
   void test('parallel-range restores alternating replicas during continuous regeneration', { timeout: 1_800_000 }, async () => {
     await upstream.createRepo('soak/regen', files('base', 200));
     const s3 = { bucket: BUCKET, endpoint: moto.endpoint, region: moto.region, prefix: 'regen' };
-    const replicas: TestCachew[] = [await startCachew([upstream], { s3 }), await startCachew([upstream], { s3 })];
+    const replicas: TestCachew[] = [];
+    for (let i = 0; i < REPLICAS; i++) replicas.push(await startCachew([upstream], { s3 }));
     const path = `/git/${upstream.hostName}/soak/regen`;
     const stats = { restores: 0, digestFailures: 0, httpFailures: 0, regenerations: 0, ranges: 0, commitsSeen: new Set<string>() };
     const failures: string[] = [];
@@ -68,7 +70,7 @@ void describe('replicas soak (SOAK=1)', { skip: !enabled && 'set SOAK=1 to run' 
       const regenerate = async (): Promise<void> => {
         for (let i = 0; !stop; i++) {
           await upstream.commit('soak/regen', files(`c${i}`, 5));
-          const res = await fetch(`${replicas[i % 2].url}/api/v1${path}/snapshots`, { method: 'POST' });
+          const res = await fetch(`${replicas[i % REPLICAS].url}/api/v1${path}/snapshots`, { method: 'POST' });
           await res.arrayBuffer();
           if (res.status === 200) stats.regenerations++;
           else failures.push(`regeneration ${i}: ${res.status}`);
@@ -77,7 +79,7 @@ void describe('replicas soak (SOAK=1)', { skip: !enabled && 'set SOAK=1 to run' 
       const restorer = async (worker: number): Promise<void> => {
         while (stats.restores < RESTORES) {
           const n = stats.restores++;
-          const resolver = replicas[(n + worker) % 2];
+          const resolver = replicas[(n + worker) % REPLICAS];
           const head = await get(`${resolver.url}${path}/snapshot.tar.zst`, {}, 'HEAD');
           if (head.status !== 200) {
             stats.httpFailures++;
@@ -94,7 +96,7 @@ void describe('replicas soak (SOAK=1)', { skip: !enabled && 'set SOAK=1 to run' 
             Array.from({ length: parts }, async (_, p) => {
               const start = p * step;
               const end = Math.min(size, start + step) - 1;
-              const res = await get(`${replicas[(n + p) % 2].url}${location}`, { range: `bytes=${start}-${end}` });
+              const res = await get(`${replicas[(n + p) % REPLICAS].url}${location}`, { range: `bytes=${start}-${end}` });
               stats.ranges++;
               if (res.status !== 206) throw new Error(`range ${start}-${end}: ${res.status}`);
               return res.body;
@@ -120,7 +122,7 @@ void describe('replicas soak (SOAK=1)', { skip: !enabled && 'set SOAK=1 to run' 
       await regenerating;
       const seconds = (Date.now() - started) / 1000;
       console.log(
-        `  soak report (restores): ${stats.restores} restores (${stats.ranges} ranged GETs, alternating 2 replicas) in ` +
+        `  soak report (restores): ${stats.restores} restores (${stats.ranges} ranged GETs, alternating ${REPLICAS} replicas) in ` +
           `${seconds.toFixed(1)} s during ${stats.regenerations} regenerations; ${stats.commitsSeen.size} distinct snapshots served; ` +
           `digest failures ${stats.digestFailures}, HTTP failures ${stats.httpFailures}`,
       );
@@ -137,7 +139,14 @@ void describe('replicas soak (SOAK=1)', { skip: !enabled && 'set SOAK=1 to run' 
     const state = await mkdtemp(join(tmpdir(), 'cachew-soak-kill-'));
     const prefix = 'kill';
     const path = `/git/${upstream.hostName}/soak/kill`;
-    const report = { kills: 0, killedWhile: new Map<string, number>(), blobsVerified: 0, tempBytesAfterRestart: [] as number[] };
+    const report = {
+      kills: 0,
+      killedWhile: new Map<string, number>(),
+      blobsVerified: 0,
+      tempBytesAfterRestart: [] as number[],
+      /** Temp bytes a kill left behind (measured before the restart that must remove them). */
+      tempBytesAfterKill: [] as number[],
+    };
     let child: ChildProcess | undefined;
     const start = async (): Promise<string> => {
       child = spawn(
@@ -173,14 +182,19 @@ void describe('replicas soak (SOAK=1)', { skip: !enabled && 'set SOAK=1 to run' 
         await new Promise((r) => child!.once('exit', r));
         report.kills++;
         await Promise.all(inFlight);
+        report.tempBytesAfterKill.push(await tempBytes(state));
       }
       const url = await start();
       const finalTemp = await tempBytes(state);
       report.tempBytesAfterRestart.push(finalTemp);
       await verify(url, path, prefix, report);
+      const records = (await bucketKeys(client, BUCKET, `${prefix}/records/`)).length;
+      const leftovers = report.tempBytesAfterKill.filter((b) => b > baseline);
       console.log(
         `  soak report (kill -9): ${report.kills} kills (${[...report.killedWhile].map(([k, v]) => `${k} ${v}`).join(', ')}); ` +
-          `${report.blobsVerified} blob checks; temp bytes baseline ${baseline}, after each restart max ${Math.max(...report.tempBytesAfterRestart)}, final ${finalTemp}`,
+          `${records} snapshot records at the end, ${report.blobsVerified} blob checks (all verified); ` +
+          `temp bytes baseline ${baseline}; left by the kill in ${leftovers.length} of ${report.kills} kills (max ${Math.max(0, ...leftovers)} bytes); ` +
+          `after each restart max ${Math.max(...report.tempBytesAfterRestart)}, final ${finalTemp}`,
       );
       assert.equal(finalTemp, baseline, 'temp space back to its baseline after restart');
     } finally {
@@ -231,6 +245,7 @@ async function tempBytes(state: string): Promise<number> {
   };
   await walk(join(state, 'tmp'));
   await walk(join(state, 'cache', '.tmp'));
+  await walk(join(state, 'mirrors', '.tmp'));
   return total;
 }
 
