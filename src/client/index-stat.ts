@@ -18,7 +18,7 @@
  * renamed over the index, as git itself does.
  */
 import { createHash } from 'node:crypto';
-import { constants as fsConstants } from 'node:fs';
+import { constants as fsConstants, lstatSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { abortReason } from '../util/errors.js';
@@ -29,7 +29,7 @@ const CHECKSUM_BYTES = 20;
 /** ctime(8) mtime(8) dev ino mode uid gid size (4 each), sha1(20), flags(2). */
 const ENTRY_FIXED_BYTES = 62;
 const READ_BYTES = 1024 * 1024;
-/** Entries whose lstat runs concurrently: keeps the libuv pool busy without a burst of promises. */
+/** Entries patched and written per step (bounded memory whatever the number of files). */
 const BATCH_ENTRIES = 512;
 const GITLINK = 0o160000;
 const MODE_TYPE_MASK = 0o170000;
@@ -137,8 +137,10 @@ async function rewriteIndex(cloneDir: string, indexPath: string, out: fs.FileHan
         batch.push(Buffer.from(entry)); // a copy: patched in place below
         remaining--;
       }
-      if (!(await patchBatch(root, batch))) return false;
-      for (const entry of batch) await write(entry);
+      if (!patchBatch(root, batch)) return false;
+      // One write per batch: a write per entry (15,000 awaited thread-pool round trips on the bench
+      // repository) took 2 s, as long as downloading and extracting the whole snapshot.
+      await write(Buffer.concat(batch));
     }
     // Extensions (e.g. TREE) do not depend on stat data: copied as they are, up to the checksum.
     while (reader.consumed < size - CHECKSUM_BYTES) {
@@ -174,34 +176,36 @@ async function readEntry(reader: IndexReader): Promise<Buffer | undefined> {
   return reader.take(length);
 }
 
-/** Writes each entry's lstat data in place; false when a file is missing or of another type. */
-async function patchBatch(root: Buffer, entries: Buffer[]): Promise<boolean> {
-  const results = await Promise.all(
-    entries.map(async (entry) => {
-      const mode = entry.readUInt32BE(24);
-      if ((mode & MODE_TYPE_MASK) === GITLINK) return true; // git ignores stat data of gitlinks
-      const nameLength = entry.indexOf(0, ENTRY_FIXED_BYTES) - ENTRY_FIXED_BYTES;
-      const file = Buffer.concat([root, entry.subarray(ENTRY_FIXED_BYTES, ENTRY_FIXED_BYTES + nameLength)]);
-      let st;
-      try {
-        st = await fs.lstat(file, { bigint: true });
-      } catch {
-        return false;
-      }
-      if (Number(st.mode & BigInt(MODE_TYPE_MASK)) !== (mode & MODE_TYPE_MASK)) return false;
-      const u32 = (value: bigint): number => Number(value & 0xffffffffn);
-      const billion = 1_000_000_000n;
-      entry.writeUInt32BE(u32(st.ctimeNs / billion), 0);
-      entry.writeUInt32BE(u32(st.ctimeNs % billion), 4);
-      entry.writeUInt32BE(u32(st.mtimeNs / billion), 8);
-      entry.writeUInt32BE(u32(st.mtimeNs % billion), 12);
-      entry.writeUInt32BE(u32(st.dev), 16);
-      entry.writeUInt32BE(u32(st.ino), 20);
-      entry.writeUInt32BE(u32(st.uid), 28);
-      entry.writeUInt32BE(u32(st.gid), 32);
-      entry.writeUInt32BE(u32(st.size), 36);
-      return true;
-    }),
-  );
+/**
+ * Writes each entry's lstat data in place; false when a file is missing or of another type.
+ * Synchronous on purpose: right after extraction the inodes are cached and an lstat costs a few
+ * microseconds, while a promise per file through libuv's pool cost ~30 µs each (0.5 s for 15,000).
+ */
+function patchBatch(root: Buffer, entries: Buffer[]): boolean {
+  const results = entries.map((entry) => {
+    const mode = entry.readUInt32BE(24);
+    if ((mode & MODE_TYPE_MASK) === GITLINK) return true; // git ignores stat data of gitlinks
+    const nameLength = entry.indexOf(0, ENTRY_FIXED_BYTES) - ENTRY_FIXED_BYTES;
+    const file = Buffer.concat([root, entry.subarray(ENTRY_FIXED_BYTES, ENTRY_FIXED_BYTES + nameLength)]);
+    let st;
+    try {
+      st = lstatSync(file, { bigint: true });
+    } catch {
+      return false;
+    }
+    if (Number(st.mode & BigInt(MODE_TYPE_MASK)) !== (mode & MODE_TYPE_MASK)) return false;
+    const u32 = (value: bigint): number => Number(value & 0xffffffffn);
+    const billion = 1_000_000_000n;
+    entry.writeUInt32BE(u32(st.ctimeNs / billion), 0);
+    entry.writeUInt32BE(u32(st.ctimeNs % billion), 4);
+    entry.writeUInt32BE(u32(st.mtimeNs / billion), 8);
+    entry.writeUInt32BE(u32(st.mtimeNs % billion), 12);
+    entry.writeUInt32BE(u32(st.dev), 16);
+    entry.writeUInt32BE(u32(st.ino), 20);
+    entry.writeUInt32BE(u32(st.uid), 28);
+    entry.writeUInt32BE(u32(st.gid), 32);
+    entry.writeUInt32BE(u32(st.size), 36);
+    return true;
+  });
   return results.every(Boolean);
 }
