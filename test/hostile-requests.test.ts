@@ -14,10 +14,9 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { runGit } from '../src/git/command.js';
-import { DEFAULT_CONFIG } from '../src/config/types.js';
 import { FLUSH_PKT, pktLine } from '../src/git/pkt-line.js';
 import { startUpstream, type Upstream } from './harness/upstream.js';
-import { startCachew, type TestCachew } from './harness/cachew.js';
+import { TIGHT_HTTP_LIMITS, startCachew, type TestCachew } from './harness/cachew.js';
 import { drip, openIdle, rawRequest, type RawReply } from './harness/raw-http.js';
 import { get } from './harness/http.js';
 
@@ -39,16 +38,7 @@ before(async () => {
   });
   await new Promise<void>((resolve) => decoy.listen(0, '127.0.0.1', resolve));
   cachew = await startCachew([upstream], {
-    http: {
-      ...DEFAULT_CONFIG.http,
-      headersTimeoutMs: 1000,
-      requestTimeoutMs: 3000,
-      keepAliveTimeoutMs: 500,
-      idleTimeoutMs: 3000,
-      maxConnections: 200,
-      maxUploadPackBytes: 1 * MiB,
-      maxForwardBytes: 1 * MiB,
-    },
+    http: TIGHT_HTTP_LIMITS,
   });
 });
 after(async () => {

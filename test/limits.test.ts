@@ -8,9 +8,8 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { gzipSync } from 'node:zlib';
-import { DEFAULT_CONFIG } from '../src/config/types.js';
 import { startUpstream, type Upstream } from './harness/upstream.js';
-import { startCachew, type TestCachew } from './harness/cachew.js';
+import { TIGHT_HTTP_LIMITS, startCachew, type TestCachew } from './harness/cachew.js';
 import { allClosed, drip, openIdle } from './harness/raw-http.js';
 
 let upstream: Upstream;
@@ -21,16 +20,7 @@ before(async () => {
   upstream = await startUpstream();
   await upstream.createRepo('org/app', { 'a.txt': 'a\n' });
   cachew = await startCachew([upstream], {
-    http: {
-      ...DEFAULT_CONFIG.http,
-      headersTimeoutMs: 1000,
-      requestTimeoutMs: 3000,
-      keepAliveTimeoutMs: 500,
-      idleTimeoutMs: 3000,
-      maxConnections: 200,
-      maxUploadPackBytes: 1 * MiB,
-      maxForwardBytes: 1 * MiB,
-    },
+    http: TIGHT_HTTP_LIMITS,
   });
 });
 after(async () => {

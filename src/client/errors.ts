@@ -94,3 +94,10 @@ export class TarFailedError extends CachewError {
     super('internal', message);
   }
 }
+
+/** The archive is not a valid zstd stream (corrupt, truncated, or not zstd at all). */
+export class CorruptArchiveError extends CachewError {
+  constructor(message: string) {
+    super('internal', `snapshot archive is not valid zstd: ${message}`);
+  }
+}

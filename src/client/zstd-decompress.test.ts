@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { CorruptArchiveError, decompress, decompressorKind, type DecompressorKind } from './zstd-decompress.js';
+import { CorruptArchiveError } from './errors.js';
+import { decompress, decompressorKind, type DecompressorKind } from './zstd-decompress.js';
 
 /** Compresses with the zstd CLI (the server's own tool), one frame per call. */
 function zstdFrame(data: Buffer): Buffer {

@@ -16,7 +16,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createRequire } from 'node:module';
 import { CachewError } from '../util/errors.js';
-import { SecondaryError } from './errors.js';
+import { CorruptArchiveError, SecondaryError } from './errors.js';
 import { isSymptom } from './first-failure.js';
 
 /** Output chunk size: the unit the tar filter and the tar pipe work in. */
@@ -26,13 +26,6 @@ const WINDOW_LOG_MAX = 27;
 /** Decompressed bytes worth handing to the tar filter before the next network read. */
 const MIN_HANDOVER = 256 * 1024;
 const STDERR_TAIL = 2048;
-
-/** The archive is not a valid zstd stream (corrupt, truncated, or not zstd at all). */
-export class CorruptArchiveError extends CachewError {
-  constructor(message: string) {
-    super('internal', `snapshot archive is not valid zstd: ${message}`);
-  }
-}
 
 /** The part of libzstd's streaming API we use (zstd-napi's `binding` module). */
 interface ZstdBinding {

@@ -2,6 +2,8 @@
  * The validated, typed configuration of cachewd. Produced by src/config/load.ts (file → env → flags);
  * only src/server/ reads it, and hands each module a plain options object.
  */
+import { DEFAULT_HTTP_LIMITS, type HttpLimits } from '../util/http-limits.js';
+
 export interface UpstreamConfig {
   /** The `{host}` segment clients use: `github.com`, `127.0.0.1:9000`. */
   name: string;
@@ -63,22 +65,11 @@ export interface CachewConfig {
   /** How long a replica's generation lease lasts without renewal (replicas sharing S3). */
   generationLeaseMs: number;
   /** Timeouts, connection cap and body limits of the HTTP server (docs/config.md, "Limits"). */
-  http: HttpLimitsConfig;
+  http: HttpLimits;
   /** Temp-file sweeping and disk-space readiness (docs/operations.md). */
   hygiene: HygieneConfig;
 }
 
-/** Same fields as src/http/limits.ts's HttpLimits (config/ is imported by server/ only). */
-export interface HttpLimitsConfig {
-  headersTimeoutMs: number;
-  requestTimeoutMs: number;
-  keepAliveTimeoutMs: number;
-  idleTimeoutMs: number;
-  maxConnections: number;
-  maxUploadPackBytes: number;
-  maxForwardBytes: number;
-  maxOtherBodyBytes: number;
-}
 
 export interface HygieneConfig {
   /** Temp files and git leftovers older than this are swept while running (all at start-up). */
@@ -119,16 +110,8 @@ export const DEFAULT_CONFIG: CachewConfig = {
   shutdownGraceMs: 30_000,
   s3StaleReadsMs: 60 * 60_000,
   generationLeaseMs: 60_000,
-  http: {
-    headersTimeoutMs: 20_000,
-    requestTimeoutMs: 300_000,
-    keepAliveTimeoutMs: 5_000,
-    idleTimeoutMs: 120_000,
-    maxConnections: 1024,
-    maxUploadPackBytes: 64 * MB,
-    maxForwardBytes: 2048 * MB,
-    maxOtherBodyBytes: 64 * 1024,
-  },
+  http: { ...DEFAULT_HTTP_LIMITS },
+
   hygiene: {
     tempMaxAgeMs: 2 * 60 * 60_000,
     sweepIntervalMs: 10 * 60_000,

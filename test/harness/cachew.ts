@@ -11,6 +11,21 @@ import { silentLogger, type Logger } from '../../src/util/logger.js';
 import type { Clock } from '../../src/util/clock.js';
 import type { Upstream } from './upstream.js';
 
+/**
+ * Limits short and small enough for tests to hit them within seconds (limits, hostile requests):
+ * headers in 1 s, a request in 3 s, idle keep-alive 0.5 s, 200 connections, 1 MiB bodies.
+ */
+export const TIGHT_HTTP_LIMITS: CachewConfig['http'] = {
+  ...DEFAULT_CONFIG.http,
+  headersTimeoutMs: 1000,
+  requestTimeoutMs: 3000,
+  keepAliveTimeoutMs: 500,
+  idleTimeoutMs: 3000,
+  maxConnections: 200,
+  maxUploadPackBytes: 1024 * 1024,
+  maxForwardBytes: 1024 * 1024,
+};
+
 export interface TestCachew {
   url: string;
   server: RunningServer;
