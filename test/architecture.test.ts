@@ -5,7 +5,8 @@
  * stored bytes through storage/ (snapshot storage) and git/, never cache/ directly. storage/ knows
  * no git: generation (git/snapshot/) hands it finished files.
  * And one vocabulary: only protocol/ spells out what an object id or a digest looks like, and only
- * protocol/ parses route paths (the segment rule, action names).
+ * protocol/ parses route paths (the segment rule, action names). And one process runner: only
+ * util/process.ts starts programs.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -77,4 +78,15 @@ test('only protocol/ holds route patterns', () => {
     if (text.includes('[A-Za-z0-9._-]+') || /tar\\\.zst|info\\\/refs/.test(text)) offenders.push(rel);
   }
   assert.deepEqual(offenders, [], 'parse routes with src/protocol/routes.ts');
+});
+
+test('only util/process.ts starts programs', () => {
+  const offenders: string[] = [];
+  for (const file of sourceFiles(SRC)) {
+    const rel = relative(SRC, file);
+    if (rel === 'util/process.ts') continue;
+    // Importing child_process at all is how a second runner (or a stray exec) begins.
+    if (/from\s+'(node:)?child_process'/.test(readFileSync(file, 'utf8'))) offenders.push(rel);
+  }
+  assert.deepEqual(offenders, [], 'run programs with runProcess/spawnProcess from src/util/process.ts');
 });

@@ -7,11 +7,9 @@
  * It only ever reads the canonical stream tar-filter.ts produces (admitted entries, headers we wrote),
  * and it runs with flags that make it refuse, not replace, anything that already exists.
  */
-import { execFile, spawn, type ChildProcessByStdio } from 'node:child_process';
-import type { Readable, Writable } from 'node:stream';
+import type { Writable } from 'node:stream';
 import { CachewError } from '../util/errors.js';
-
-const STDERR_HEAD = 4096;
+import { runProcess, spawnProcess } from '../util/process.js';
 
 export type TarFlavour = 'gnu' | 'bsd';
 
@@ -19,18 +17,17 @@ let flavour: Promise<TarFlavour> | undefined;
 
 /** Which tar `tar` is, detected once per process from `tar --version`. */
 export function detectTar(): Promise<TarFlavour> {
-  flavour ??= new Promise<TarFlavour>((resolve, reject) => {
-    execFile('tar', ['--version'], { timeout: 10_000, env: tarEnv() }, (err, stdout) => {
-      if (err) {
-        flavour = undefined; // let a later restore retry once tar is installed
-        reject(new CachewError('internal', `cannot run tar (GNU tar or bsdtar is required): ${err.message}`, { cause: err }));
-        return;
-      }
-      if (/GNU tar/.test(stdout)) resolve('gnu');
-      else if (/bsdtar|libarchive/.test(stdout)) resolve('bsd');
-      else reject(new CachewError('internal', `unsupported tar: ${stdout.split('\n')[0]} (GNU tar or bsdtar is required)`));
-    });
-  });
+  flavour ??= runProcess('tar', ['--version'], { env: tarEnv(), timeoutMs: 10_000, startError: (err) => err }).then(
+    (stdout) => {
+      if (/GNU tar/.test(stdout)) return 'gnu';
+      if (/bsdtar|libarchive/.test(stdout)) return 'bsd';
+      throw new CachewError('internal', `unsupported tar: ${stdout.split('\n')[0]} (GNU tar or bsdtar is required)`);
+    },
+    (err: Error) => {
+      flavour = undefined; // let a later restore retry once tar is installed
+      throw new CachewError('internal', `cannot run tar (GNU tar or bsdtar is required): ${err.message}`, { cause: err });
+    },
+  );
   return flavour;
 }
 
@@ -63,24 +60,14 @@ export interface TarProcess {
 /** Starts `tar -x` into the existing directory `root`. */
 export async function startTar(root: string): Promise<TarProcess> {
   const kind = await detectTar();
-  const child: ChildProcessByStdio<Writable, null, Readable> = spawn('tar', extractArgs(kind, root), {
-    stdio: ['pipe', 'ignore', 'pipe'],
-    env: tarEnv(),
-  });
-  let stderr = '';
-  child.stderr.on('data', (chunk: Buffer) => {
-    // The head: tar's first complaint is the cause, what follows is usually its consequences.
-    if (stderr.length < STDERR_HEAD) stderr += chunk.toString('utf8').slice(0, STDERR_HEAD - stderr.length);
-  });
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }>((resolve) => {
-    child.on('error', (err) => resolve({ code: null, signal: null, stderr: `cannot run tar: ${err.message}` }));
-    child.on('close', (code, signal) => resolve({ code, signal, stderr }));
-  });
+  // The head of stderr: tar's first complaint is the cause, what follows is usually its consequences.
+  const tar = spawnProcess('tar', extractArgs(kind, root), { env: tarEnv(), stderrKeep: 'head' });
+  tar.stdout.resume(); // `-x` without `-v` prints nothing; never let a full pipe stall it
   return {
-    stdin: child.stdin,
-    exited,
-    kill: () => {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    },
+    stdin: tar.stdin,
+    exited: tar.exited.then(({ code, signal, stderr, spawnError }) =>
+      spawnError ? { code: null, signal: null, stderr: `cannot run tar: ${spawnError.message}` } : { code, signal, stderr },
+    ),
+    kill: tar.kill,
   };
 }

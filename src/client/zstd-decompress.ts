@@ -12,10 +12,9 @@
  * Both read the same format (concatenated frames, skippable frames such as the frame table skipped)
  * and both refuse windows over 128 MiB, so a hostile frame cannot make the client allocate more.
  */
-import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createRequire } from 'node:module';
-import { CachewError } from '../util/errors.js';
+import { spawnProcess } from '../util/process.js';
 import { CorruptArchiveError, SecondaryError } from './errors.js';
 import { isSymptom } from './first-failure.js';
 
@@ -25,7 +24,6 @@ const OUTPUT_CHUNK = 1024 * 1024;
 const WINDOW_LOG_MAX = 27;
 /** Decompressed bytes worth handing to the tar filter before the next network read. */
 const MIN_HANDOVER = 256 * 1024;
-const STDERR_TAIL = 2048;
 
 /** The part of libzstd's streaming API we use (zstd-napi's `binding` module). */
 interface ZstdBinding {
@@ -114,26 +112,15 @@ async function* nativeDecompress(source: AsyncIterable<Buffer>, zstd: ZstdBindin
 
 /** The same through a `zstd -d` child: input written to its stdin while its stdout is read. */
 async function* cliDecompress(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer, void, undefined> {
-  const zstd = spawn('zstd', ['-d', '-q', '-c', `--memory=${2 ** (WINDOW_LOG_MAX - 20)}MB`], { stdio: ['pipe', 'pipe', 'pipe'] });
-  let stderr = '';
-  zstd.stderr.on('data', (chunk: Buffer) => {
-    stderr = (stderr + chunk.toString('utf8')).slice(-STDERR_TAIL);
-  });
-  zstd.stdin.on('error', () => undefined); // EPIPE when zstd dies: reported through its exit status
-  const exited = new Promise<void>((resolve, reject) => {
-    zstd.on('error', (err) => reject(new CachewError('internal', `cannot run zstd: ${err.message}`, { cause: err })));
-    zstd.on('close', (code, killedBy) => {
-      if (code === 0) resolve();
+  const zstd = spawnProcess('zstd', ['-d', '-q', '-c', `--memory=${2 ** (WINDOW_LOG_MAX - 20)}MB`], {
+    env: process.env,
+    exitError: (code, killedBy, stderr) =>
       // zstd only dies of a signal when its reader went away (SIGPIPE) or we killed it: a symptom.
-      else if (killedBy !== null || /broken pipe/i.test(stderr)) reject(new SecondaryError(`zstd -d stopped (${code ?? killedBy})`));
-      else reject(new CorruptArchiveError(`zstd -d failed (${code}): ${stderr.trim().split('\n').pop() ?? ''}`));
-    });
+      killedBy !== null || /broken pipe/i.test(stderr)
+        ? new SecondaryError(`zstd -d stopped (${code ?? killedBy})`)
+        : new CorruptArchiveError(`zstd -d failed (${code}): ${stderr.trim().split('\n').pop() ?? ''}`),
   });
-  exited.catch(() => undefined); // observed below
   const stopFeeding = new AbortController();
-  const kill = (): void => {
-    if (zstd.exitCode === null && zstd.signalCode === null) zstd.kill('SIGKILL');
-  };
   // Settles with the source's own error (or undefined): never rejects, never outlives the generator.
   const feeding = (async (): Promise<unknown> => {
     try {
@@ -143,24 +130,24 @@ async function* cliDecompress(source: AsyncIterable<Buffer>): AsyncGenerator<Buf
       zstd.stdin.end();
       return undefined;
     } catch (err) {
-      kill(); // zstd's death is then a symptom of this
+      zstd.kill(); // zstd's death is then a symptom of this
       return stopFeeding.signal.aborted ? undefined : err;
     }
   })();
   try {
     for await (const chunk of zstd.stdout as AsyncIterable<Buffer>) yield chunk;
-    await exited;
+    await zstd.done;
     const failed = await feeding;
     if (failed !== undefined) throw failed;
   } catch (err) {
     stopFeeding.abort();
-    kill();
+    zstd.kill();
     if (!isSymptom(err)) throw err;
     // zstd died because the source failed (feeding killed it): the source's error is the cause.
     throw (await feeding) ?? err;
   } finally {
     stopFeeding.abort();
-    kill();
-    await exited.catch(() => undefined);
+    zstd.kill();
+    await zstd.exited;
   }
 }

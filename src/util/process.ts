@@ -9,7 +9,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 import { CachewError, TimeoutError, abortReason } from './errors.js';
 
-const STDERR_TAIL_BYTES = 4096;
+/** How much of a program's stderr is kept for its error message. */
+const STDERR_KEPT_BYTES = 4096;
 
 export interface ProcessOptions {
   /** Working directory. */
@@ -30,6 +31,22 @@ export interface ProcessOptions {
   startError?: (err: Error) => Error;
   /** The error when `timeoutMs` passes (default: TimeoutError). */
   timeoutError?: () => Error;
+  /**
+   * Which end of stderr to keep (default `tail`: git and zstd say what went wrong last). `head` suits
+   * programs such as tar whose first complaint is the cause and the rest its consequences.
+   */
+  stderrKeep?: 'head' | 'tail';
+}
+
+/** How a program ended. */
+export interface ProcessExit {
+  /** Exit code (null when a signal ended it or it never started). */
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  /** The kept end of its stderr (`stderrKeep`), at most 4 KiB. */
+  stderr: string;
+  /** Set when the program could not be started at all. */
+  spawnError?: Error;
 }
 
 /** A running program. */
@@ -39,6 +56,11 @@ export interface RunningProcess {
   readonly stdin: Writable;
   /** Resolves when the program exits 0; rejects with the option's errors or the abort reason. */
   readonly done: Promise<void>;
+  /**
+   * Settles, never rejects, when the program is gone and its stdio closed: for callers that judge the
+   * exit status themselves (`done` turns the same status into an error).
+   */
+  readonly exited: Promise<ProcessExit>;
   /** Kills the program (and its process group, if it has one) with SIGKILL; idempotent. */
   kill(): void;
 }
@@ -65,9 +87,10 @@ export function spawnProcess(command: string, args: readonly string[], options: 
   });
   const group = options.processGroup ? child.pid : undefined;
   if (group !== undefined) liveGroups.add(group);
-  let stderrTail = '';
+  let stderr = '';
   child.stderr!.on('data', (chunk: Buffer) => {
-    stderrTail = (stderrTail + chunk.toString('utf8')).slice(-STDERR_TAIL_BYTES);
+    if (options.stderrKeep !== 'head') stderr = (stderr + chunk.toString('utf8')).slice(-STDERR_KEPT_BYTES);
+    else if (stderr.length < STDERR_KEPT_BYTES) stderr += chunk.toString('utf8').slice(0, STDERR_KEPT_BYTES - stderr.length);
   });
   const kill = (): void => {
     if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
@@ -101,25 +124,29 @@ export function spawnProcess(command: string, args: readonly string[], options: 
     else options.input.pipe(child.stdin!);
   }
 
-  const done = new Promise<void>((resolve, reject) => {
+  let spawnError: Error | undefined;
+  const exited = new Promise<ProcessExit>((resolve) => {
     child.on('error', (err) => {
-      failure ??= options.startError?.(err) ?? new CachewError('internal', `cannot run ${command}: ${err.message}`, { cause: err });
+      spawnError ??= err;
     });
+    // 'close' also follows a failed start ('error'), so this settles exactly once either way.
     child.on('close', (code, signal) => {
       if (group !== undefined) liveGroups.delete(group);
       if (timer) clearTimeout(timer);
       options.signal?.removeEventListener('abort', onAbort);
-      if (failure) reject(failure);
-      else if (code === 0) resolve();
-      else {
-        const lastLine = stderrTail.trim().split('\n').pop() ?? '';
-        reject(options.exitError?.(code, signal, stderrTail) ?? new CachewError('internal', `${command} failed (${code ?? signal}): ${lastLine}`));
-      }
+      resolve(spawnError ? { code: null, signal: null, stderr, spawnError } : { code, signal, stderr });
     });
+  });
+  const done = exited.then(({ code, signal, spawnError: startFailure }) => {
+    if (failure) throw failure;
+    if (startFailure) throw options.startError?.(startFailure) ?? new CachewError('internal', `cannot run ${command}: ${startFailure.message}`, { cause: startFailure });
+    if (code === 0) return;
+    const lastLine = stderr.trim().split('\n').pop() ?? '';
+    throw options.exitError?.(code, signal, stderr) ?? new CachewError('internal', `${command} failed (${code ?? signal}): ${lastLine}`);
   });
   // Callers that only consume stdout must not cause unhandled rejections; they await `done` later.
   done.catch(() => undefined);
-  return { child, stdout: child.stdout!, stdin: child.stdin!, done, kill };
+  return { child, stdout: child.stdout!, stdin: child.stdin!, done, exited, kill };
 }
 
 /** Runs a program to completion and returns its stdout (for small outputs). */

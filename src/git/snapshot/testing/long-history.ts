@@ -3,19 +3,13 @@
  * snapshot layers, layers.ts), built by one `git fast-import` with fixed dates so every run makes the
  * same objects. Each commit edits one line of a larger file (so packs have deltas) and adds a small one.
  */
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
-import { cleanGitEnv, runGit } from '../../command.js';
+import { runGit } from '../../command.js';
 import { CachewError } from '../../../util/errors.js';
 import { pseudoText } from './archive-fixture.js';
 
 /** Creates the bare repository `bareDir` with `commits` commits on main; returns them oldest first. */
 export async function buildLongHistory(bareDir: string, commits: number): Promise<string[]> {
   await runGit(['init', '-q', '--bare', '--initial-branch=main', bareDir]);
-  const child = spawn('git', ['fast-import', '--quiet', '--done'], { cwd: bareDir, env: cleanGitEnv(), stdio: ['pipe', 'ignore', 'pipe'] });
-  let stderr = '';
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
-  const closed = once(child, 'close');
   const data = (text: string): string => `data ${Buffer.byteLength(text)}\n${text}\n`;
   const lines = pseudoText(7, 800).split('\n');
   const parts: string[] = [];
@@ -32,9 +26,7 @@ export async function buildLongHistory(bareDir: string, commits: number): Promis
     );
   }
   parts.push('done\n');
-  child.stdin.end(parts.join(''));
-  const [code] = (await closed) as [number | null];
-  if (code !== 0) throw new CachewError('internal', `fast-import failed: ${stderr}`);
+  await runGit(['fast-import', '--quiet', '--done'], { cwd: bareDir, input: parts.join('') });
   const mainline = (await runGit(['rev-list', '--first-parent', '--reverse', 'main'], { cwd: bareDir })).trim().split('\n');
   if (mainline.length !== commits) throw new CachewError('internal', `expected ${commits} commits, got ${mainline.length}`);
   return mainline;
