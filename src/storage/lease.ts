@@ -23,7 +23,7 @@ import type { Cache } from '../cache/cache.js';
 import { AlreadyExistsError, PreconditionFailedError, abortReason } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/logger.js';
 import { systemClock, type Clock } from '../util/clock.js';
-import { CorruptRecordError, isString, isTime, readJson, repoKeyPart, writeJson } from './records.js';
+import { isString, isTime, objectParser, readJson, repoKeyPart, required, writeJson } from './records.js';
 
 /** How a {@link GenerationLeases.run} ended, for metrics. */
 export type LeaseOutcome = 'taken' | 'took-over' | 'waited' | 'failed-open' | 'timed-out';
@@ -60,13 +60,11 @@ export function leaseKey(host: string, repo: string): string {
   return `leases/${repoKeyPart(host, repo)}.json`;
 }
 
-function parseLease(value: unknown, key: string): LeaseBody {
-  const obj = value as Record<string, unknown> | null;
-  if (!obj || typeof obj !== 'object' || !isString(obj.owner) || !isString(obj.token) || !isTime(obj.expires)) {
-    throw new CorruptRecordError(key, 'bad lease fields');
-  }
-  return { owner: obj.owner, token: obj.token, expires: obj.expires };
-}
+const parseLease = objectParser<LeaseBody>({
+  owner: required(isString),
+  token: required(isString),
+  expires: required(isTime),
+});
 
 export class GenerationLeases {
   private readonly ttlMs: number;

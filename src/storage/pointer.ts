@@ -10,11 +10,14 @@
 import type { Cache } from '../cache/cache.js';
 import { AlreadyExistsError, PreconditionFailedError, UnavailableError } from '../util/errors.js';
 import {
-  CorruptRecordError,
   isCommitId,
   isDigest,
   isTime,
+  listOf,
+  objectParser,
+  optional,
   readJson,
+  required,
   repoKeyPart,
   writeJson,
   type SnapshotRecord,
@@ -52,26 +55,23 @@ export function pointerKey(host: string, repo: string): string {
   return `pointers/${repoKeyPart(host, repo)}.json`;
 }
 
+const parseSuperseded = objectParser<SupersededEntry>({
+  commit: required(isCommitId),
+  digest: required(isDigest),
+  at: required(isTime),
+});
+
+/** The pointer as stored: an absent `superseded` reads as an empty list. */
+const parseStoredPointer = objectParser<Omit<SnapshotPointer, 'superseded'> & { superseded?: SupersededEntry[] }>({
+  commit: required(isCommitId),
+  digest: required(isDigest),
+  updated: required(isTime),
+  superseded: optional(listOf(parseSuperseded)),
+});
+
 export function parsePointer(value: unknown, key: string): SnapshotPointer {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw new CorruptRecordError(key, 'not a JSON object');
-  }
-  const obj = value as Record<string, unknown>;
-  if (!isCommitId(obj.commit) || !isDigest(obj.digest) || !isTime(obj.updated)) {
-    throw new CorruptRecordError(key, 'bad pointer fields');
-  }
-  const superseded: SupersededEntry[] = [];
-  if (obj.superseded !== undefined) {
-    if (!Array.isArray(obj.superseded)) throw new CorruptRecordError(key, 'bad field "superseded"');
-    for (const entry of obj.superseded as unknown[]) {
-      const e = entry as Record<string, unknown> | null;
-      if (!e || !isCommitId(e.commit) || !isDigest(e.digest) || !isTime(e.at)) {
-        throw new CorruptRecordError(key, 'bad superseded entry');
-      }
-      superseded.push({ commit: e.commit, digest: e.digest, at: e.at });
-    }
-  }
-  return { commit: obj.commit, digest: obj.digest, updated: obj.updated, superseded };
+  const stored = parseStoredPointer(value, key);
+  return { ...stored, superseded: stored.superseded ?? [] };
 }
 
 export async function readPointer(

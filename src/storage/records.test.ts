@@ -7,6 +7,8 @@ import {
   CorruptRecordError,
   bundlePrefix,
   commitFromRecordKey,
+  parseBundleRecord,
+  parseSnapshotRecord,
   rangeFromBundleKey,
   readJson,
   readSnapshotRecord,
@@ -60,4 +62,22 @@ void test('corrupt records are reported as such, never half-parsed', async () =>
   } finally {
     await cache.close();
   }
+});
+
+void test('record parsers keep the described fields, leave absent optional ones out and name a bad one', () => {
+  const created = '2024-01-01T00:00:00Z';
+  const frame = { offset: 0, length: 9, size: 512, sha256: B };
+  assert.deepEqual(parseSnapshotRecord({ commit: A, digest: B, size: 9, created, frames: [{ ...frame, extra: 1 }], extra: true }, 'k'), {
+    commit: A,
+    digest: B,
+    size: 9,
+    created,
+    frames: [frame],
+  });
+  assert.throws(() => parseSnapshotRecord({ commit: A, digest: B, size: 9, created, format: 5 }, 'k'), /bad field "format"/);
+  assert.throws(() => parseSnapshotRecord({ commit: A, digest: B, size: 9, created, frames: [{ ...frame, size: -1 }] }, 'k'), /bad field "size"/);
+  assert.throws(() => parseSnapshotRecord({ commit: A, digest: B, size: 9, created, frames: {} }, 'k'), /bad field "frames"/);
+  assert.deepEqual(parseBundleRecord({ base: A, head: A, digest: B, size: 1, created, expires: created }, 'k').expires, created);
+  assert.throws(() => parseBundleRecord({ base: A, head: 'HEAD', digest: B, size: 1, created }, 'k'), /bad field "head"/);
+  assert.throws(() => parseBundleRecord([A], 'k'), /not a JSON object/);
 });

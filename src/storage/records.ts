@@ -125,6 +125,9 @@ export class CorruptRecordError extends CachewError {
 
 type Parser<T> = (value: unknown, key: string) => T;
 
+/** Checks (and may convert) one field's value; throws CorruptRecordError naming the field. */
+export type FieldRule<V> = (value: unknown, key: string, name: string) => V;
+
 function asObject(value: unknown, key: string): Record<string, unknown> {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw new CorruptRecordError(key, 'not a JSON object');
@@ -132,10 +135,42 @@ function asObject(value: unknown, key: string): Record<string, unknown> {
   return value as Record<string, unknown>;
 }
 
-function field<T>(obj: Record<string, unknown>, key: string, name: string, check: (v: unknown) => v is T): T {
-  const value = obj[name];
-  if (!check(value)) throw new CorruptRecordError(key, `bad field "${name}"`);
-  return value;
+/** A field that must be present and pass `check`. */
+export function required<V>(check: (v: unknown) => v is V): FieldRule<V> {
+  return (value, key, name) => {
+    if (!check(value)) throw new CorruptRecordError(key, `bad field "${name}"`);
+    return value;
+  };
+}
+
+/** A field that may be absent; when present, `rule` applies. */
+export function optional<V>(rule: FieldRule<V>): FieldRule<V | undefined> {
+  return (value, key, name) => (value === undefined ? undefined : rule(value, key, name));
+}
+
+/** A field holding an array whose every element `parse` accepts. */
+export function listOf<V>(parse: Parser<V>): FieldRule<V[]> {
+  return (value, key, name) => {
+    if (!Array.isArray(value)) throw new CorruptRecordError(key, `bad field "${name}"`);
+    return value.map((element: unknown) => parse(element, key));
+  };
+}
+
+/**
+ * The parser of a stored JSON object described by one rule per field, checked in the table's order.
+ * The result holds only the described fields (an absent optional one is left out), so foreign
+ * extras in stored data never travel further.
+ */
+export function objectParser<T>(rules: { [K in keyof T]-?: FieldRule<T[K]> }): Parser<T> {
+  return (value, key) => {
+    const obj = asObject(value, key);
+    const parsed: Record<string, unknown> = {};
+    for (const [name, rule] of Object.entries<FieldRule<unknown>>(rules)) {
+      const field = rule(obj[name], key, name);
+      if (field !== undefined) parsed[name] = field;
+    }
+    return parsed as T;
+  };
 }
 
 export const isString = (v: unknown): v is string => typeof v === 'string';
@@ -144,44 +179,35 @@ export const isDigest = (v: unknown): v is string => typeof v === 'string' && is
 export const isSize = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 export const isTime = (v: unknown): v is string => typeof v === 'string' && !Number.isNaN(Date.parse(v));
 
-export const parseSnapshotRecord: Parser<SnapshotRecord> = (value, key) => {
-  const obj = asObject(value, key);
-  const record: SnapshotRecord = {
-    commit: field(obj, key, 'commit', isCommitId),
-    digest: field(obj, key, 'digest', isDigest),
-    size: field(obj, key, 'size', isSize),
-    created: field(obj, key, 'created', isTime),
-  };
-  if (obj.format !== undefined) record.format = field(obj, key, 'format', isString);
-  if (obj.frames !== undefined) record.frames = parseFrames(obj.frames, key);
-  return record;
-};
+const parseFrame = objectParser<RecordFrame>({
+  offset: required(isSize),
+  length: required(isSize),
+  size: required(isSize),
+  sha256: required(isDigest),
+});
 
+/** The `frames` list of a snapshot record (also kept in the publish backlog). */
 export function parseFrames(value: unknown, key: string): RecordFrame[] {
-  if (!Array.isArray(value)) throw new CorruptRecordError(key, 'bad field "frames"');
-  return value.map((frame: unknown) => {
-    const obj = asObject(frame, key);
-    return {
-      offset: field(obj, key, 'offset', isSize),
-      length: field(obj, key, 'length', isSize),
-      size: field(obj, key, 'size', isSize),
-      sha256: field(obj, key, 'sha256', isDigest),
-    };
-  });
+  return listOf(parseFrame)(value, key, 'frames');
 }
 
-export const parseBundleRecord: Parser<BundleRecord> = (value, key) => {
-  const obj = asObject(value, key);
-  const record: BundleRecord = {
-    base: field(obj, key, 'base', isCommitId),
-    head: field(obj, key, 'head', isCommitId),
-    digest: field(obj, key, 'digest', isDigest),
-    size: field(obj, key, 'size', isSize),
-    created: field(obj, key, 'created', isTime),
-  };
-  if (obj.expires !== undefined) record.expires = field(obj, key, 'expires', isTime);
-  return record;
-};
+export const parseSnapshotRecord = objectParser<SnapshotRecord>({
+  commit: required(isCommitId),
+  digest: required(isDigest),
+  size: required(isSize),
+  created: required(isTime),
+  format: optional(required(isString)),
+  frames: optional(listOf(parseFrame)),
+});
+
+export const parseBundleRecord = objectParser<BundleRecord>({
+  base: required(isCommitId),
+  head: required(isCommitId),
+  digest: required(isDigest),
+  size: required(isSize),
+  created: required(isTime),
+  expires: optional(required(isTime)),
+});
 
 /** A parsed JSON object and the etag to compare-and-swap it with. */
 export interface Versioned<T> {
