@@ -150,6 +150,8 @@ void test('lease: a dead holder is taken over once it expired, by exactly one of
     gates[other].resolve();
     await advanceUntil(clock, () => started.length === 3);
     assert.equal(await (winner === 'b' ? runC : runB), other, 'the last waiter takes the released lease');
+    // Over the whole run, not just the moment after the takeover: one took over, the other took it freed.
+    assert.deepEqual(outcomes, ['taken', 'took-over', 'taken']);
   } finally {
     await cache.close();
   }
