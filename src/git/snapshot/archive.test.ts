@@ -200,7 +200,7 @@ void describe('generateSnapshot', { timeout: 120_000 }, () => {
 
   void it('names its format with the tool versions', async () => {
     const id = await snapshotFormatId();
-    assert.match(id, /^cachew-snapshot-v5;zstd-\d+\.\d+\.\d+;git-\d+\.\d+/);
+    assert.match(id, /^cachew-snapshot-v6;zstd-\d+\.\d+\.\d+;git-\d+\.\d+/);
     assert.equal(await snapshotFormatId(), id);
   });
 });
