@@ -85,9 +85,10 @@ export async function startServer(config: CachewConfig, options: StartOptions = 
   const metrics = new Metrics({ defaultMetrics: true });
   const stateDir = resolve(config.stateDir);
   await mkdir(stateDir, { recursive: true });
-  // Fail at start-up, not on the first snapshot request, when git or zstd is missing.
+  // Fail at start-up, not on the first snapshot request, when git (or the zstd CLI, needed only when
+  // the zstd-napi addon is not built) is missing.
   const formatId = await snapshotFormatId().catch((err: unknown) => {
-    throw new CachewError('internal', `git and zstd must be on PATH (${(err as Error).message.split('\n')[0]})`);
+    throw new CachewError('internal', `git, and zstd unless the zstd-napi addon is built, must be on PATH (${(err as Error).message.split('\n')[0]})`);
   });
 
   // Before anything else touches the state dir: children a crashed run left behind are killed, then

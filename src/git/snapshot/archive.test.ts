@@ -10,7 +10,8 @@ import { promisify } from 'node:util';
 import { pino } from 'pino';
 import { runGit } from '../command.js';
 import { AbortedError, BadRequestError, NotFoundError } from '../../util/errors.js';
-import { FILE_MTIME, generateSnapshot } from './archive.js';
+import { FILE_MTIME, defaultCompressor, generateSnapshot } from './archive.js';
+import { verifyFrameTable } from './frames.js';
 import { layerSpans } from './layers.js';
 import { SNAPSHOT_LAYER_BASE, snapshotFormatId } from './format.js';
 import { createFixtureUpstream, type FixtureUpstream } from './testing/archive-fixture.js';
@@ -198,9 +199,25 @@ void describe('generateSnapshot', { timeout: 120_000 }, () => {
     assert.deepEqual((await readdir(root)).filter((n) => n.startsWith('.cachew-pack-')), []);
   });
 
+  void it('with the zstd CLI (no addon): the same tar stream in other frames, read by stock tar', async () => {
+    const out = join(root, 'cli.tar.zst');
+    const cli = await generateSnapshot({ gitDir: mirror, commit: head, upstreamUrl: UPSTREAM_URL, defaultBranch: 'main' }, out, { compressor: 'cli' });
+    try {
+      assert.deepEqual(await verifyFrameTable(out), cli.frames);
+      assert.deepEqual(cli.frames.map((f) => f.size), result.frames.map((f) => f.size), 'the same cuts');
+      const tarOf = async (path: string): Promise<string> => (await exec('sh', ['-c', `zstd -dc '${path}' | sha256sum`])).stdout.split(' ')[0];
+      assert.equal(await tarOf(out), await tarOf(archive), 'the same tar bytes');
+      if (defaultCompressor() === 'native') assert.notEqual(cli.sha256, result.sha256, 'other zstd bytes, hence another format id');
+      const listed = await exec('tar', ['--zstd', '-tf', out], { env: { PATH: process.env.PATH, LC_ALL: 'C' } });
+      assert.ok(listed.stdout.split('\n').includes('README.md'));
+    } finally {
+      await rm(out, { force: true });
+    }
+  });
+
   void it('names its format with the tool versions', async () => {
     const id = await snapshotFormatId();
-    assert.match(id, /^cachew-snapshot-v6;zstd-\d+\.\d+\.\d+;git-\d+\.\d+/);
+    assert.match(id, defaultCompressor() === 'native' ? /^cachew-snapshot-v7;libzstd-\d+\.\d+\.\d+;git-\d+\.\d+/ : /^cachew-snapshot-v7;zstd-\d+\.\d+\.\d+;git-\d+\.\d+/);
     assert.equal(await snapshotFormatId(), id);
   });
 });

@@ -16,7 +16,7 @@
  * writes them), 0777 (symlinks).
  *
  * Stable frames: the tar stream is cut into segments, each compressed as its own zstd frame
- * (zstd.ts), led by the frame table (frames.ts). Cuts: after the metadata; around every pack (idx +
+ * (zstd-native.ts in-process, or zstd.ts with the CLI when the addon cannot load), led by the frame table (frames.ts). Cuts: after the metadata; around every pack (idx +
  * pack together); around the index; in the work tree after every entry whose path hashes to 0 modulo
  * WORK_TREE_CUT (about one entry in 8), and around every file of BIG_FILE bytes or more; the end
  * of archive blocks alone. A cut depends on the entry's own path or size only, so a changed file
@@ -50,6 +50,7 @@ import { fnv1a32 } from './stable-hash.js';
 import { TAR_BLOCK, TAR_END, encodeTarHeader, tarPadding } from './tar-writer.js';
 import { listTree, PURE_OBJECT_ENV, type TreeEntry } from './tree-list.js';
 import { compressFrames, type FrameSource } from './zstd.js';
+import { compressFramesNative, nativeZstdVersion } from './zstd-native.js';
 
 export interface SnapshotSource {
   /** A bare mirror repository that contains `commit`. */
@@ -87,6 +88,20 @@ export interface GenerateSnapshotOptions {
    * misses, and given every layer built here. Same bytes either way.
    */
   sharedLayers?: LayerShare;
+  /**
+   * Which zstd compresses the frames: libzstd in-process when the addon loads (the default), else the
+   * zstd CLI. They write different bytes, and snapshotFormatId() names the default one, so only tests
+   * choose.
+   */
+  compressor?: SnapshotCompressor;
+}
+
+/** See GenerateSnapshotOptions.compressor. */
+export type SnapshotCompressor = 'native' | 'cli';
+
+/** The compressor of this process: libzstd in-process when the addon loads, else the CLI. */
+export function defaultCompressor(): SnapshotCompressor {
+  return nativeZstdVersion() !== undefined ? 'native' : 'cli';
 }
 
 /** Symlink targets are read whole to build the tar header; real ones are at most PATH_MAX. */
@@ -150,7 +165,8 @@ export async function generateSnapshot(
     log.debug({ commit, paths: tree.length, layers: layers.length, packs: packs.length, packBytes, ms: Date.now() - started }, 'snapshot pack ready');
     const segments = tarFrames({ gitDir, tree, metadata, layers, commitTime, signal });
     const frameDir = join(scratch, await mkdirName(scratch, 'frames'));
-    const { sha256, size, frames } = await compressFrames(segments, outPath, frameDir, signal);
+    const compress = (options.compressor ?? defaultCompressor()) === 'native' ? compressFramesNative : compressFrames;
+    const { sha256, size, frames } = await compress(segments, outPath, frameDir, signal);
     log.debug({ commit, size, frames: frames.length, ms: Date.now() - started }, 'snapshot archive written');
     return { sha256, size, commit, frames };
   } catch (err) {

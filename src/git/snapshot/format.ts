@@ -8,6 +8,9 @@
  * .git file contents, index encoding, pack-objects options, the layer rule, the frame cuts or the
  * zstd level.
  *
+ * v7: frames are compressed in-process by libzstd (zstd-native.ts; the id names `libzstd-<version>`):
+ * light frames in one single-threaded call, heavy ones streamed in multi-threaded mode. Hosts where
+ * the addon cannot load use the CLI as before, under an id naming `zstd-<CLI version>`.
  * v6: layer packs store their objects without zlib (level 0, deterministic-pack.ts PackCompression):
  * the archive's zstd compresses them better than zlib did, and pack-objects no longer deflates every
  * object of the history again (about a quarter of its CPU). The restored clone's pack is larger on
@@ -28,8 +31,9 @@
  */
 import { runGit } from '../command.js';
 import { ZSTD_LEVEL, zstdVersion } from './zstd.js';
+import { nativeZstdVersion } from './zstd-native.js';
 
-export const SNAPSHOT_FORMAT_VERSION = 'cachew-snapshot-v6';
+export const SNAPSHOT_FORMAT_VERSION = 'cachew-snapshot-v7';
 
 /**
  * B of the layer rule (layers.ts): a snapshot at first-parent depth n carries one layer per non-zero
@@ -46,7 +50,9 @@ export const SNAPSHOT_LAYER_BASE = 8;
 let cached: Promise<string> | undefined;
 
 /**
- * e.g. `cachew-snapshot-v4;zstd-1.5.4;git-2.39.5` (zstd level included when not the default 3).
+ * e.g. `cachew-snapshot-v7;libzstd-1.5.7;git-2.39.5` (frames compressed in-process by the addon's
+ * libzstd) or `cachew-snapshot-v7;zstd-1.5.4;git-2.39.5` (by the zstd CLI, when the addon cannot
+ * load: other bytes, so another id); the zstd level is included when not the default 3.
  * Computed once per process. Git's zlib is not part of the id: `git version --build-options` does not
  * report it; a distribution that relinks git against another zlib should be treated as a new git.
  */
@@ -59,8 +65,14 @@ export function snapshotFormatId(): Promise<string> {
 }
 
 async function computeFormatId(): Promise<string> {
-  const [zstd, gitOut] = await Promise.all([zstdVersion(), runGit(['--version'])]);
+  const gitOut = await runGit(['--version']);
   const git = /git version (\S+)/.exec(gitOut)?.[1] ?? 'unknown';
   const level = ZSTD_LEVEL === 3 ? '' : `-l${ZSTD_LEVEL}`;
-  return `${SNAPSHOT_FORMAT_VERSION};zstd-${zstd}${level};git-${git}`;
+  return `${SNAPSHOT_FORMAT_VERSION};${await compressorId()}${level};git-${git}`;
+}
+
+/** `libzstd-<version>` when frames are compressed in-process (archive.ts defaultCompressor), else `zstd-<CLI version>`. */
+async function compressorId(): Promise<string> {
+  const native = nativeZstdVersion();
+  return native !== undefined ? `libzstd-${native}` : `zstd-${await zstdVersion()}`;
 }

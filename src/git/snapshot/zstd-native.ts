@@ -1,0 +1,258 @@
+/**
+ * Compresses a snapshot's frames in-process, with libzstd through the `zstd-napi` addon (the restore
+ * client decompresses with the same addon, src/client/zstd-decompress.ts).
+ *
+ * Why not the zstd CLI (zstd.ts, still the fallback when the addon cannot load): the archive has
+ * ~1,200 frames. With the CLI every light frame was written to a file, compressed by a batch process
+ * into another file, read back and hashed, then copied into the archive; per snapshot of the bench
+ * repository that was 34 processes and ~5 s of Node CPU around 2.7 s of actual compression. Here a
+ * frame goes from the tar producer into libzstd and from libzstd into the archive body.
+ *
+ * The bytes are a pure function of the tar stream, the libzstd version (in the format id, as
+ * `libzstd-<version>`) and these choices, which are part of the format:
+ *   - level ZSTD_LEVEL, checksum on (what the CLI writes by default, so `zstd -d` verifies frames);
+ *   - a light frame (weight < BATCH_FRAME_LIMIT) is compressed in one call, single-threaded, its
+ *     content size in the frame header;
+ *   - a heavy frame is streamed in libzstd's multi-threaded mode (worker threads of libzstd, off the
+ *     event loop), no content size in the header. Multi-threaded output does not depend on the worker
+ *     count (≥ 1; checked by zstd-native.test.ts), so replicas with different core counts agree.
+ * The CLI writes other bytes (another zstd release, other frame modes), hence another format id.
+ */
+import { createHash, type Hash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { open, rm, type FileHandle } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
+import { abortReason } from '../../util/errors.js';
+import { encodeFrameTable, frameTableLength, type FrameEntry } from './frames.js';
+import { BATCH_FRAME_LIMIT, ZSTD_LEVEL, type FramedResult, type FrameSource } from './zstd.js';
+
+/** The part of zstd-napi's `binding` module used here. */
+interface ZstdBinding {
+  CCtx: new () => CompressionContext;
+  CParameter: { compressionLevel: number; checksumFlag: number; contentSizeFlag: number; nbWorkers: number };
+  EndDirective: { continue: number; end: number };
+  ResetDirective: { sessionOnly: number };
+  compressBound(size: number): number;
+  versionString(): string;
+}
+
+interface CompressionContext {
+  setParameter(param: number, value: number): void;
+  reset(directive: number): void;
+  compress2(dst: Uint8Array, src: Uint8Array): number;
+  /** [bytes left to flush (0 = frame complete at `end`), bytes written to dst, bytes read from src] */
+  compressStream2(dst: Uint8Array, src: Uint8Array, endOp: number): [number, number, number];
+}
+
+let binding: ZstdBinding | null | undefined;
+
+/** The addon, or null when it cannot load here (not built on this host). Loaded once. */
+function nativeBinding(): ZstdBinding | null {
+  if (binding === undefined) {
+    try {
+      binding = createRequire(import.meta.url)('zstd-napi/binding') as ZstdBinding;
+    } catch {
+      binding = null;
+    }
+  }
+  return binding;
+}
+
+/** The addon's libzstd version (e.g. "1.5.7"), or undefined when the addon cannot load. */
+export function nativeZstdVersion(): string | undefined {
+  return nativeBinding()?.versionString();
+}
+
+/** Compressed bytes are written to the archive in pieces of about this size. */
+const WRITE_BYTES = 1 << 20;
+
+/**
+ * Like compressFrames (zstd.ts) with libzstd in-process: each source becomes one frame, written in
+ * order to a body file in `scratch`; then `outPath` (created or truncated, fsynced) gets the frame
+ * table and the body. Requires the addon (nativeZstdVersion() defined). On failure or abort `outPath`
+ * is removed and the error thrown. `workers`: libzstd threads for heavy frames (default one per
+ * core); the bytes do not depend on it.
+ */
+export async function compressFramesNative(
+  sources: AsyncIterable<FrameSource>,
+  outPath: string,
+  scratch: string,
+  signal?: AbortSignal,
+  workers = availableParallelism(),
+): Promise<FramedResult> {
+  const zstd = nativeBinding();
+  if (zstd === null) throw new Error('zstd-napi is not available');
+  const bodyPath = join(scratch, 'body');
+  const body = new FrameWriter(await open(bodyPath, 'wx'));
+  try {
+    const frames: Array<Omit<FrameEntry, 'offset'>> = [];
+    const light = context(zstd, 0);
+    let heavy: CompressionContext | undefined;
+    for await (const source of sources) {
+      if (signal?.aborted) throw abortReason(signal);
+      if (source.weight >= BATCH_FRAME_LIMIT) {
+        heavy ??= context(zstd, Math.max(1, workers));
+        frames.push(await streamFrame(zstd, heavy, source.bytes, body, signal));
+      } else {
+        frames.push(await wholeFrame(zstd, light, source.bytes, body, signal));
+      }
+    }
+    await body.close();
+    return await assemble(frames, bodyPath, outPath, signal);
+  } catch (err) {
+    await body.close().catch(() => undefined);
+    await rm(outPath, { force: true });
+    if (signal?.aborted) throw abortReason(signal);
+    throw err;
+  } finally {
+    await rm(bodyPath, { force: true });
+  }
+}
+
+/** A compression context at the format's parameters; `workers` 0 = single-threaded mode. */
+function context(zstd: ZstdBinding, workers: number): CompressionContext {
+  const cctx = new zstd.CCtx();
+  cctx.setParameter(zstd.CParameter.compressionLevel, ZSTD_LEVEL);
+  cctx.setParameter(zstd.CParameter.checksumFlag, 1);
+  cctx.setParameter(zstd.CParameter.contentSizeFlag, 1);
+  cctx.setParameter(zstd.CParameter.nbWorkers, workers);
+  return cctx;
+}
+
+/** A light frame: collected whole (it is small by definition) and compressed in one call. */
+async function wholeFrame(
+  zstd: ZstdBinding,
+  cctx: CompressionContext,
+  bytes: AsyncIterable<Buffer> | Iterable<Buffer>,
+  body: FrameWriter,
+  signal?: AbortSignal,
+): Promise<Omit<FrameEntry, 'offset'>> {
+  const parts: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of bytes) {
+    if (signal?.aborted) throw abortReason(signal);
+    parts.push(chunk);
+    size += chunk.length;
+  }
+  const input = Buffer.concat(parts, size);
+  const output = Buffer.allocUnsafe(zstd.compressBound(size));
+  const length = cctx.compress2(output, input);
+  body.startFrame();
+  await body.write(output.subarray(0, length));
+  return { length, size, sha256: body.endFrame() };
+}
+
+/** A heavy frame: streamed through the multi-threaded context as it is produced. */
+async function streamFrame(
+  zstd: ZstdBinding,
+  cctx: CompressionContext,
+  bytes: AsyncIterable<Buffer> | Iterable<Buffer>,
+  body: FrameWriter,
+  signal?: AbortSignal,
+): Promise<Omit<FrameEntry, 'offset'>> {
+  cctx.reset(zstd.ResetDirective.sessionOnly);
+  body.startFrame();
+  const out = Buffer.allocUnsafe(WRITE_BYTES);
+  let size = 0;
+  let length = 0;
+  const emit = async (produced: number): Promise<void> => {
+    if (produced === 0) return;
+    length += produced;
+    // `out` is reused by the next call: the writer gets a copy.
+    await body.write(Buffer.from(out.subarray(0, produced)));
+  };
+  for await (const chunk of bytes) {
+    if (signal?.aborted) throw abortReason(signal);
+    size += chunk.length;
+    for (let at = 0; at < chunk.length; ) {
+      const [, produced, consumed] = cctx.compressStream2(out, chunk.subarray(at), zstd.EndDirective.continue);
+      at += consumed;
+      await emit(produced);
+    }
+  }
+  for (let left = 1; left !== 0; ) {
+    const [remaining, produced] = cctx.compressStream2(out, EMPTY, zstd.EndDirective.end);
+    left = remaining;
+    await emit(produced);
+  }
+  return { length, size, sha256: body.endFrame() };
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/** Appends frames to the body file in large writes, hashing each frame's bytes. */
+class FrameWriter {
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  private frameHash?: Hash;
+  private closed = false;
+
+  constructor(private readonly file: FileHandle) {}
+
+  startFrame(): void {
+    this.frameHash = createHash('sha256');
+  }
+
+  /** sha256 hex of the bytes written since startFrame. */
+  endFrame(): string {
+    const digest = (this.frameHash as Hash).digest('hex');
+    this.frameHash = undefined;
+    return digest;
+  }
+
+  async write(chunk: Buffer): Promise<void> {
+    this.frameHash?.update(chunk);
+    this.pending.push(chunk);
+    this.pendingBytes += chunk.length;
+    if (this.pendingBytes >= WRITE_BYTES) await this.flush();
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      await this.flush();
+    } finally {
+      await this.file.close();
+    }
+  }
+
+  private async flush(): Promise<void> {
+    const chunk = Buffer.concat(this.pending, this.pendingBytes);
+    this.pending = [];
+    this.pendingBytes = 0;
+    for (let at = 0; at < chunk.length; ) at += (await this.file.write(chunk, at, chunk.length - at)).bytesWritten;
+  }
+}
+
+/** Writes the table and then the body into `outPath`, hashing the whole; fsyncs. */
+async function assemble(frames: Array<Omit<FrameEntry, 'offset'>>, bodyPath: string, outPath: string, signal?: AbortSignal): Promise<FramedResult> {
+  let offset = frameTableLength(frames.length);
+  const entries: FrameEntry[] = frames.map((f) => {
+    const entry = { offset, ...f };
+    offset += f.length;
+    return entry;
+  });
+  const hash = createHash('sha256');
+  let size = 0;
+  const file = await open(outPath, 'w', 0o644);
+  let closed = false;
+  try {
+    const write = async (chunk: Buffer): Promise<void> => {
+      hash.update(chunk);
+      size += chunk.length;
+      for (let at = 0; at < chunk.length; ) at += (await file.write(chunk, at, chunk.length - at)).bytesWritten;
+    };
+    await write(encodeFrameTable(entries));
+    for await (const chunk of createReadStream(bodyPath, { signal, highWaterMark: 4 * WRITE_BYTES }) as AsyncIterable<Buffer>) await write(chunk);
+    await file.sync();
+    await file.close();
+    closed = true;
+  } finally {
+    if (!closed) await file.close().catch(() => undefined);
+  }
+  if (size !== offset) throw new Error(`archive is ${size} bytes, its frame table says ${offset}`);
+  return { sha256: hash.digest('hex'), size, frames: entries };
+}
