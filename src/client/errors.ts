@@ -30,8 +30,8 @@ export class RangeIgnoredError extends CachewError {
 
 /** The archive tried something a snapshot never needs (escaping paths, links through symlinks, devices). */
 export class UnsafeArchiveError extends CachewError {
-  constructor(message: string) {
-    super('bad_request', `unsafe snapshot archive: ${message}`);
+  constructor(readonly detail: string) {
+    super('bad_request', `unsafe snapshot archive: ${detail}`);
   }
 }
 
@@ -88,8 +88,8 @@ export class SecondaryError extends CachewError {
   }
 }
 
-/** The system `tar` we extract with failed on its own (disk full, permissions): its own words. */
-export class TarFailedError extends CachewError {
+/** Writing the extracted tree failed on its own (disk full, permissions): the system's words. */
+export class WriteFailedError extends CachewError {
   constructor(message: string) {
     super('internal', message);
   }

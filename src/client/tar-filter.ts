@@ -1,24 +1,36 @@
 /**
  * A streaming tar filter: parses every header of an untrusted tar stream, admits or refuses each entry
- * (entry-policy.ts), and produces a new tar stream made only of headers we encoded ourselves for the
- * admitted entries, each followed by the entry's content bytes passed through untouched.
+ * (entry-policy.ts), and tells an EntrySink (tree-writer.ts) what to create: only admitted entries,
+ * by their normalised path, with permission bits only, each file followed by its content bytes passed
+ * through untouched (views into the input chunks, never copies).
  *
- * Why re-encode rather than forward the original headers: the writer (the system `tar`) then never
- * parses a byte of header we did not write, so there is no room for the two parsers to disagree about
- * an entry's name, type or size (pax keys we ignore, GNU extensions, checksum quirks). Content bytes
- * are forwarded as views into the input chunks, without copying.
+ * The writer never sees a header byte: the filter is the only tar parser, so there is no room for two
+ * parsers to disagree about an entry's name, type or size (pax keys we ignore, GNU extensions,
+ * checksum quirks).
  *
- * An unsafe entry throws before any output for it is returned, so nothing of it is ever written.
+ * An unsafe entry throws before the sink hears of it, so nothing of it is ever written.
  */
 import { SecondaryError, UnsafeArchiveError } from './errors.js';
 import { EntryPolicy } from './entry-policy.js';
-import { BLOCK, END_OF_ARCHIVE, decodeHeader, encodeCanonical, isZeroBlock, paddingLength, parsePax, type PaxOverrides, type RawHeader } from './tar-format.js';
+import { BLOCK, decodeHeader, isZeroBlock, paddingLength, parsePax, type PaxOverrides, type RawHeader } from './tar-format.js';
+
+/**
+ * Where the filter sends what it admitted, in archive order. Paths are normalised and relative to the
+ * extraction root (binary strings: one char per byte; no `.`, `..` or empty components, no trailing
+ * slash); modes are permission bits only (no setuid, setgid or sticky); times are seconds.
+ */
+export interface EntrySink {
+  directory(path: string, mode: number, mtime: number): void;
+  symlink(path: string, target: string, mtime: number): void;
+  /** A regular file of `size` bytes: its content follows in `fileData` calls, then `fileEnd`. */
+  fileStart(path: string, mode: number, mtime: number, size: number): void;
+  /** Content bytes, valid only during the call (a view of the filter's input). */
+  fileData(bytes: Buffer): void;
+  fileEnd(): void;
+}
 
 /** Pax and GNU long-name records are names, not content: anything larger is not a real archive. */
 const MAX_META_BYTES = 1024 * 1024;
-const ZEROS = Buffer.alloc(BLOCK);
-/** PADDINGS[n]: n zero bytes, made once. */
-const PADDINGS: Buffer[] = Array.from({ length: BLOCK }, (_, n) => ZEROS.subarray(0, n));
 
 export interface FilterStats {
   /** Entries admitted (files, directories, symlinks; the root entry included). */
@@ -31,11 +43,11 @@ export interface FilterStats {
 type State =
   | { at: 'header' }
   | { at: 'meta'; header: RawHeader; parts: Buffer[]; have: number }
-  | { at: 'content'; remaining: number; forward: boolean; padding: number }
+  | { at: 'content'; remaining: number; padding: number }
   | { at: 'skip'; remaining: number }
   | { at: 'ended' };
 
-/** Feed it chunks in order with `push`, then call `finish`; forward what `push` returns, in order. */
+/** Feed it chunks in order with `push`, then call `finish`. */
 export class TarFilter {
   readonly stats: FilterStats = { entries: 0, files: 0, bytes: 0 };
   private readonly policy = new EntryPolicy();
@@ -46,25 +58,29 @@ export class TarFilter {
   /** Overrides from pax (`x`) and GNU long-name/long-link records, for the next entry only. */
   private pending: PaxOverrides = {};
 
-  /** Consumes `chunk`; returns the output pieces it completes. Throws UnsafeArchiveError. */
-  push(chunk: Buffer): Buffer[] {
-    const out: Buffer[] = [];
+  constructor(private readonly sink: EntrySink) {}
+
+  /**
+   * Consumes `chunk`, telling the sink what it completes. Throws UnsafeArchiveError. Keeps no view of
+   * `chunk` once it returns (bytes it needs later are copied), so the caller may reuse the memory.
+   */
+  push(chunk: Buffer): void {
     let at = 0;
     while (at < chunk.length) {
       const state = this.state;
       switch (state.at) {
         case 'ended':
-          return out; // whatever follows the end marker (record padding) is not part of the archive
+          return; // whatever follows the end marker (record padding) is not part of the archive
         case 'header': {
           const block = this.takeBlock(chunk, at);
-          if (!block) return out; // the rest of this chunk is the start of a header
+          if (!block) return; // the rest of this chunk is the start of a header
           at = block.next;
-          this.onHeader(block.buf, block.offset, out);
+          this.onHeader(block.buf, block.offset);
           break;
         }
         case 'meta': {
           const take = Math.min(chunk.length - at, state.header.size + paddingLength(state.header.size) - state.have);
-          state.parts.push(chunk.subarray(at, at + take));
+          state.parts.push(Buffer.from(chunk.subarray(at, at + take))); // a copy: see push()
           state.have += take;
           at += take;
           if (state.have === state.header.size + paddingLength(state.header.size)) {
@@ -75,12 +91,11 @@ export class TarFilter {
         }
         case 'content': {
           const take = Math.min(chunk.length - at, state.remaining);
-          if (state.forward && take > 0) out.push(take === chunk.length ? chunk : chunk.subarray(at, at + take));
+          if (take > 0) this.sink.fileData(take === chunk.length ? chunk : chunk.subarray(at, at + take));
           state.remaining -= take;
           at += take;
           if (state.remaining === 0) {
-            // Our own zero padding, never the input's (which nobody checks to be zeros).
-            if (state.forward && state.padding > 0) out.push(PADDINGS[state.padding]);
+            this.sink.fileEnd();
             this.state = state.padding > 0 ? { at: 'skip', remaining: state.padding } : { at: 'header' };
           }
           break;
@@ -94,7 +109,6 @@ export class TarFilter {
         }
       }
     }
-    return out;
   }
 
   /** Call after the last chunk: throws if the archive stopped before its end-of-archive marker. */
@@ -107,7 +121,7 @@ export class TarFilter {
   private takeBlock(chunk: Buffer, at: number): { buf: Buffer; offset: number; next: number } | undefined {
     if (this.partialLength === 0 && chunk.length - at >= BLOCK) return { buf: chunk, offset: at, next: at + BLOCK };
     const take = Math.min(BLOCK - this.partialLength, chunk.length - at);
-    this.partial.push(chunk.subarray(at, at + take));
+    this.partial.push(Buffer.from(chunk.subarray(at, at + take))); // a copy: see push()
     this.partialLength += take;
     if (this.partialLength < BLOCK) return undefined;
     const buf = Buffer.concat(this.partial, BLOCK);
@@ -116,9 +130,8 @@ export class TarFilter {
     return { buf, offset: 0, next: at + take };
   }
 
-  private onHeader(buf: Buffer, offset: number, out: Buffer[]): void {
+  private onHeader(buf: Buffer, offset: number): void {
     if (isZeroBlock(buf, offset)) {
-      out.push(END_OF_ARCHIVE);
       this.state = { at: 'ended' };
       return;
     }
@@ -133,7 +146,7 @@ export class TarFilter {
         if (header.size === 0) this.onMeta(header, Buffer.alloc(0));
         return;
       default:
-        this.onEntry(header, out);
+        this.onEntry(header);
     }
   }
 
@@ -152,7 +165,7 @@ export class TarFilter {
     }
   }
 
-  private onEntry(header: RawHeader, out: Buffer[]): void {
+  private onEntry(header: RawHeader): void {
     const overrides = this.pending;
     this.pending = {};
     const name = overrides.path ?? header.name;
@@ -161,30 +174,25 @@ export class TarFilter {
     const type = header.kind === 'unsupported' ? `type ${JSON.stringify(String.fromCharCode(header.typeflag))}` : header.kind;
     const path = this.policy.admit(type, name, linkname);
     this.stats.entries++;
-    const isFile = header.kind === 'file';
+    const mode = header.mode & 0o777;
+    const mtime = overrides.mtime ?? header.mtime;
     // Directories and symlinks have no content; any bytes a header claims for them are skipped.
     const padding = paddingLength(size);
-    if (path !== undefined) {
-      const kind = header.kind as 'file' | 'directory' | 'symlink';
-      encodeCanonical(
-        {
-          type: kind,
-          path: kind === 'directory' ? `${path}/` : path,
-          linkname: kind === 'symlink' ? linkname : undefined,
-          mode: header.mode,
-          size: isFile ? size : 0,
-          mtime: overrides.mtime ?? header.mtime,
-        },
-        out,
-      );
+    if (header.kind !== 'file') {
+      if (path !== undefined && header.kind === 'directory') this.sink.directory(path, mode, mtime);
+      if (path !== undefined && header.kind === 'symlink') this.sink.symlink(path, linkname, mtime);
+      this.state = size === 0 ? { at: 'header' } : { at: 'skip', remaining: size + padding };
+      return;
     }
-    if (isFile) {
-      this.stats.files++;
-      this.stats.bytes += size;
+    // admit() refuses a file entry for the root, so a file always has a path.
+    this.stats.files++;
+    this.stats.bytes += size;
+    this.sink.fileStart(path as string, mode, mtime, size);
+    if (size > 0) {
+      this.state = { at: 'content', remaining: size, padding };
+    } else {
+      this.sink.fileEnd();
+      this.state = { at: 'header' };
     }
-    const forward = isFile && path !== undefined;
-    if (size === 0) this.state = { at: 'header' };
-    else if (forward) this.state = { at: 'content', remaining: size, forward, padding };
-    else this.state = { at: 'skip', remaining: size + padding };
   }
 }

@@ -1,7 +1,6 @@
 /**
- * Tar header blocks, read and written by the restore client: decoding of the ustar/GNU header fields
- * and pax records a snapshot (or any common tar) uses, and encoding of the one canonical header form
- * we hand to the system `tar` (see tar-filter.ts for why we re-encode instead of forwarding).
+ * Tar header blocks as the restore client reads them: decoding of the ustar/GNU header fields and pax
+ * records a snapshot (or any common tar) uses.
  *
  * Names are bytes: git paths are byte strings (not always UTF-8). They are carried as *binary
  * strings* (latin1: one char per byte, so every byte survives the round trip exactly), which is also
@@ -58,9 +57,7 @@ const KIND_BY_FLAG: Record<number, HeaderKind> = {
 /** "ustar\0"; the version digits after it vary between writers. */
 const POSIX_MAGIC = Buffer.from('ustar\u0000', 'latin1');
 const GNU_MAGIC = Buffer.from('ustar  \u0000', 'latin1');
-const LONG_LINK_NAME = '././@LongLink';
 const NAME_LEN = 100;
-const MAX_OCTAL_11 = 0o77777777777;
 
 /** True for the all-zero block (at `at` in `buf`) that marks the end of an archive. */
 export function isZeroBlock(buf: Buffer, at = 0): boolean {
@@ -186,96 +183,8 @@ function paxInteger(value: Buffer, key: string): number {
   return number;
 }
 
-/** What we tell the system tar to create. */
-export interface CanonicalEntry {
-  type: 'file' | 'directory' | 'symlink';
-  /** Normalised relative path (binary string): no `.`, `..` or empty components; directories end with `/`. */
-  path: string;
-  linkname?: string;
-  /** Permission bits only (no setuid, setgid or sticky). */
-  mode: number;
-  size: number;
-  mtime: number;
-}
-
-const CANONICAL_FLAG = { file: 0x30, directory: 0x35, symlink: 0x32 } as const;
-
-/**
- * Header block(s) in GNU format for `entry`: names longer than 100 bytes go in a preceding GNU
- * long-name (`L`) or long-link (`K`) record, which GNU tar and bsdtar both read byte for byte
- * (unlike pax paths, which readers may re-encode by locale).
- */
-export function encodeCanonical(entry: CanonicalEntry, out: Buffer[]): void {
-  const link = entry.linkname ?? '';
-  if (link.length > NAME_LEN) longRecord(0x4b, link, out);
-  if (entry.path.length > NAME_LEN) longRecord(0x4c, entry.path, out);
-  out.push(
-    headerBlock(
-      entry.path.length > NAME_LEN ? entry.path.slice(0, NAME_LEN) : entry.path,
-      link.length > NAME_LEN ? link.slice(0, NAME_LEN) : link,
-      entry.mode & 0o777,
-      entry.type === 'file' ? entry.size : 0,
-      Math.min(Math.max(0, entry.mtime), MAX_OCTAL_11),
-      CANONICAL_FLAG[entry.type],
-    ),
-  );
-}
-
-/** Two zero blocks: the end of the archive we forward. */
-export const END_OF_ARCHIVE: Buffer = Buffer.alloc(BLOCK * 2);
-
 /** Zero bytes after `size` bytes of content, up to the next block boundary. */
 export function paddingLength(size: number): number {
   const rest = size % BLOCK;
   return rest === 0 ? 0 : BLOCK - rest;
-}
-
-function longRecord(typeflag: number, value: string, out: Buffer[]): void {
-  const size = value.length + 1; // the name is stored NUL-terminated
-  const content = Buffer.alloc(size + paddingLength(size));
-  content.write(value, 0, 'latin1');
-  out.push(headerBlock(LONG_LINK_NAME, '', 0, size, 0, typeflag), content);
-}
-
-/** Every canonical header starts as this: zero owner ids, GNU magic, empty owner names. */
-const TEMPLATE = ((): Buffer => {
-  const block = Buffer.alloc(BLOCK);
-  writeOctal(block, 108, 8, 0);
-  writeOctal(block, 116, 8, 0);
-  GNU_MAGIC.copy(block, 257);
-  return block;
-})();
-
-function headerBlock(name: string, linkname: string, mode: number, size: number, mtime: number, typeflag: number): Buffer {
-  const block = Buffer.allocUnsafe(BLOCK);
-  TEMPLATE.copy(block);
-  block.write(name, 0, 'latin1');
-  writeOctal(block, 100, 8, mode);
-  if (size > MAX_OCTAL_11) {
-    block[124] = 0x80;
-    let rest = size;
-    for (let i = 135; i > 124; i--, rest = Math.floor(rest / 256)) block[i] = rest % 256;
-  } else {
-    writeOctal(block, 124, 12, size);
-  }
-  writeOctal(block, 136, 12, mtime);
-  block[156] = typeflag;
-  if (linkname.length > 0) block.write(linkname, 157, 'latin1');
-  let sum = 8 * 0x20;
-  for (let i = 0; i < 148; i++) sum += block[i];
-  for (let i = 156; i < BLOCK; i++) sum += block[i];
-  // The customary form: six octal digits, NUL, space.
-  writeOctal(block, 148, 7, sum);
-  block[155] = 0x20;
-  return block;
-}
-
-/** `length - 1` zero-padded octal digits, then NUL. */
-function writeOctal(block: Buffer, offset: number, length: number, value: number): void {
-  let rest = value;
-  for (let i = offset + length - 2; i >= offset; i--) {
-    block[i] = 0x30 + (rest % 8);
-    rest = Math.floor(rest / 8);
-  }
-  block[offset + length - 1] = 0;
 }

@@ -1,0 +1,77 @@
+/**
+ * The main thread's side of the extraction thread (extract-worker.ts): puts the decompressed archive
+ * into a shared ring (byte-ring.ts) and reports the thread's outcome as the client's own error
+ * classes. The ring is the memory bound: RING_SLOTS × SLOT_BYTES wait for the thread at most.
+ */
+import { once } from 'node:events';
+import { umask } from 'node:process';
+import type { Worker } from 'node:worker_threads';
+import { siblingModule, startWorker } from '../util/worker-thread.js';
+import { createRing, RingWriter } from './byte-ring.js';
+import { SecondaryError, UnsafeArchiveError, WriteFailedError } from './errors.js';
+import type { ExtractFailure, ExtractJob, ExtractReply } from './extract-worker.js';
+import type { FilterStats } from './tar-filter.js';
+
+const RING_SLOTS = 8;
+const SLOT_BYTES = 1024 * 1024;
+
+/** One running extraction into one directory. */
+export class ExtractThread {
+  private readonly worker: Worker;
+  private readonly ring: RingWriter;
+  /** Settles with the thread's outcome: its stats, or its (first) failure. */
+  private readonly outcome: Promise<FilterStats>;
+  private readonly exited: Promise<unknown>;
+  private settle?: { resolve: (stats: FilterStats) => void; reject: (err: Error) => void };
+  private failure?: Error;
+
+  /** Starts the thread writing into `root` (an existing, empty directory this process owns). */
+  constructor(root: string) {
+    const memory = createRing(RING_SLOTS, SLOT_BYTES);
+    this.outcome = new Promise<FilterStats>((resolve, reject) => (this.settle = { resolve, reject }));
+    this.outcome.catch((err: Error) => (this.failure = err)); // also observed by end()
+    const interrupted = this.outcome.then(() => Promise.reject(new SecondaryError('extraction finished early')));
+    interrupted.catch(() => undefined);
+    this.ring = new RingWriter(memory, interrupted);
+    const job: ExtractJob = { root, umask: currentUmask(), ring: memory };
+    this.worker = startWorker(siblingModule(import.meta.url, 'extract-worker'), { workerData: job });
+    this.exited = once(this.worker, 'exit').catch(() => undefined);
+    this.worker.on('message', (reply: ExtractReply) => {
+      if ('done' in reply) this.settle?.resolve(reply.done);
+      else this.settle?.reject(rebuild(reply.failed));
+    });
+    this.worker.on('error', (err) => this.settle?.reject(new WriteFailedError(`extraction thread failed: ${err.message}`)));
+    this.worker.on('exit', () => this.settle?.reject(new SecondaryError('extraction thread stopped')));
+  }
+
+  /** Hands `chunk` to the thread (copied); resolves when it is in the ring. Rejects with the thread's failure. */
+  async write(chunk: Uint8Array): Promise<void> {
+    if (this.failure !== undefined) throw this.failure;
+    await this.ring.write(chunk);
+  }
+
+  /** After the last chunk: resolves with the stats once every entry is on disk. */
+  async end(): Promise<FilterStats> {
+    this.ring.end();
+    return this.outcome;
+  }
+
+  /** Stops the thread, whatever it was doing, and waits until it no longer runs. */
+  async stop(reason?: Error): Promise<void> {
+    if (reason !== undefined) this.settle?.reject(reason);
+    this.ring.stop();
+    await this.worker.terminate();
+    await this.exited;
+  }
+}
+
+function rebuild(failure: ExtractFailure): Error {
+  if (failure.kind === 'unsafe') return new UnsafeArchiveError(failure.message);
+  if (failure.kind === 'truncated') return new SecondaryError(failure.message);
+  return new WriteFailedError(failure.message);
+}
+
+/** The process umask (the no-argument form is deprecated in documentation only; the main thread may call it). */
+function currentUmask(): number {
+  return umask();
+}
