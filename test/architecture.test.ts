@@ -54,6 +54,7 @@ test('module dependency direction', () => {
 /** Files with a hex character class that is not about ids or digests (a reason per file). */
 const HEX_PATTERN_ELSEWHERE: Record<string, string> = {
   'git/pkt-line.ts': "a pkt-line's four-hex-digit length, not an id",
+  'client/chunked.ts': "an HTTP chunk size (hexadecimal by RFC 9112), not an id",
 };
 
 test('only protocol/ holds object-id and digest patterns', () => {
