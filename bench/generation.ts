@@ -5,8 +5,9 @@
  * zstd -3 -T0`. The naive `git clone` of a local mirror hardlinks its objects: what a naive
  * implementation gets for free, so it is the strongest baseline, not a strawman.
  *
- * Phases are split inside the same run from generateSnapshot's own debug log ("snapshot pack ready"
- * comes after the tree listing and the layer packs; the rest is tar + blob reads + zstd frames).
+ * Phases are split inside the same run: the clone timed alone, then generateSnapshot's own debug log
+ * ("snapshot pack ready" comes after the tree listing and the layer packs; "snapshot archive written"
+ * after tar + blob reads + zstd frames).
  * Then the layer rule against one pack (layer-rules.ts), regeneration (regeneration.ts) and the
  * memory of generating a tree with a 1 GiB file (generation-memory.ts).
  */
@@ -25,14 +26,45 @@ import { Cleanup, envInt, fmtBytes, fmtSeconds, log, median, run, tempDir, timed
 const SECTION = 'generation';
 const HOUR = 3_600_000;
 
+/** The row groups of this section, selectable with BENCH_GENERATION_ROWS (comma list; default all). */
+const ROW_GROUPS = ['cold', 'rules', 'regeneration', 'memory'] as const;
+type RowGroup = (typeof ROW_GROUPS)[number];
+
+function selectedGroups(): Set<RowGroup> {
+  const named = (process.env.BENCH_GENERATION_ROWS ?? '').split(',').map((s) => s.trim()).filter((s) => s !== '');
+  const unknown = named.filter((n) => !(ROW_GROUPS as readonly string[]).includes(n));
+  if (unknown.length > 0) throw new Error(`BENCH_GENERATION_ROWS: unknown ${unknown.join(', ')} (known: ${ROW_GROUPS.join(', ')})`);
+  return new Set(named.length === 0 ? ROW_GROUPS : (named as RowGroup[]));
+}
+
 export async function benchGeneration(repo: BenchRepo, runs: number, cleanup: Cleanup): Promise<Row[]> {
+  const groups = selectedGroups();
   const work = await tempDir(cleanup, 'generation');
+  const rows: Row[] = [];
+  if (groups.has('cold')) rows.push(...(await coldRows(repo, runs, work)));
+  if (groups.has('rules') || groups.has('regeneration')) {
+    const mirror = path.join(work, 'mirror.git');
+    await rm(mirror, { recursive: true, force: true });
+    await run('git', ['clone', '--mirror', '-q', repo.gitDir, mirror], { env: cleanGitEnv(), timeoutMs: HOUR });
+    const mainline = (await run('git', ['rev-list', '--first-parent', '--reverse', repo.head], { cwd: mirror, env: cleanGitEnv(), timeoutMs: HOUR })).trim().split('\n');
+    if (groups.has('rules')) rows.push(...(await benchLayerRules(mirror, mainline, work)));
+    if (groups.has('regeneration')) rows.push(...(await benchRegeneration({ mirror, mainline, work, runs })));
+    await rm(mirror, { recursive: true, force: true });
+  }
+  if (groups.has('memory')) rows.push(...(await benchGenerationMemory(work, envInt('BENCH_BIG_FILE_MB', 1024))));
+  return rows;
+}
+
+/** The first snapshot against the naive pipeline, its pack phase and the snapshot size. */
+async function coldRows(repo: BenchRepo, runs: number, work: string): Promise<Row[]> {
   const upstream = `file://${repo.gitDir}`;
   const mirror = path.join(work, 'mirror.git');
   const source = { gitDir: mirror, commit: repo.head, upstreamUrl: 'https://example.com/bench/repo.git', defaultBranch: 'main' };
 
   const ours: number[] = [];
+  const ourClone: number[] = [];
   const ourPack: number[] = [];
+  const ourArchive: number[] = [];
   const naive: number[] = [];
   const digests = new Set<string>();
   let snapshot: SnapshotResult | undefined;
@@ -44,16 +76,22 @@ export async function benchGeneration(repo: BenchRepo, runs: number, cleanup: Cl
         await rm(mirror, { recursive: true, force: true });
         const out = path.join(work, 'ours.tar.zst');
         const layerCacheDir = path.join(work, `layers-${i}`);
+        // generateSnapshot's log times its phases from its own start.
         let packReady: number | undefined;
+        let written: number | undefined;
         const logger = phaseLogger((msg, ms) => {
           if (msg === 'snapshot pack ready') packReady = ms;
+          if (msg === 'snapshot archive written') written = ms;
         });
+        let cloneMs = 0;
         const { ms, value } = await timed(async () => {
-          await run('git', ['clone', '--mirror', '-q', upstream, mirror], { env: cleanGitEnv(), timeoutMs: HOUR });
+          cloneMs = (await timed(() => run('git', ['clone', '--mirror', '-q', upstream, mirror], { env: cleanGitEnv(), timeoutMs: HOUR }))).ms;
           return generateSnapshot(source, out, { logger, layerCacheDir });
         });
         ours.push(ms);
+        ourClone.push(cloneMs);
         if (packReady !== undefined) ourPack.push(packReady);
+        if (packReady !== undefined && written !== undefined) ourArchive.push(written - packReady);
         snapshot = value;
         digests.add(value.sha256);
         await rm(out, { force: true });
@@ -86,7 +124,16 @@ export async function benchGeneration(repo: BenchRepo, runs: number, cleanup: Cl
   const oursMs = median(ours);
   const naiveMs = median(naive);
   const size = snapshot?.size ?? 0;
-  const rows: Row[] = [
+  await rm(mirror, { recursive: true, force: true });
+  const phase = (metric: string, values: number[]): Row => ({
+    section: SECTION,
+    metric,
+    ours: fmtSeconds(median(values)),
+    baseline: '',
+    ratio: `${((median(values) / oursMs) * 100).toFixed(0)}% of ours`,
+    aim: '',
+  });
+  return [
     {
       section: SECTION,
       metric: `first snapshot of the repository (depth ${repo.commits}, both clone from upstream)`,
@@ -97,14 +144,9 @@ export async function benchGeneration(repo: BenchRepo, runs: number, cleanup: Cl
       met: oursMs / naiveMs <= 1.5,
       note: deterministic ? `same sha256 in all ${runs} runs and on an independent mirror` : `DIFFERENT sha256: ${[...digests, reference.sha256].join(', ')}`,
     },
-    {
-      section: SECTION,
-      metric: 'phase: clone --mirror + tree list + layer packs (all cores)',
-      ours: fmtSeconds(median(ourPack)),
-      baseline: '',
-      ratio: `${((median(ourPack) / oursMs) * 100).toFixed(0)}% of ours`,
-      aim: '',
-    },
+    phase('phase: clone --mirror (as the naive side)', ourClone),
+    phase('phase: tree list + layer packs (all cores)', ourPack),
+    phase('phase: archive (tar, blob reads, zstd frames)', ourArchive),
     {
       section: SECTION,
       metric: 'snapshot size',
@@ -116,12 +158,4 @@ export async function benchGeneration(repo: BenchRepo, runs: number, cleanup: Cl
       note: `${snapshot?.frames.length ?? 0} zstd frames`,
     },
   ];
-  await rm(mirror, { recursive: true, force: true });
-  await run('git', ['clone', '--mirror', '-q', repo.gitDir, mirror], { env: cleanGitEnv(), timeoutMs: HOUR });
-  const mainline = (await run('git', ['rev-list', '--first-parent', '--reverse', repo.head], { cwd: mirror, env: cleanGitEnv(), timeoutMs: HOUR })).trim().split('\n');
-  rows.push(...(await benchLayerRules(mirror, mainline, work)));
-  rows.push(...(await benchRegeneration({ mirror, mainline, work, runs })));
-  await rm(mirror, { recursive: true, force: true });
-  rows.push(...(await benchGenerationMemory(work, envInt('BENCH_BIG_FILE_MB', 1024))));
-  return rows;
 }

@@ -105,7 +105,7 @@ test('an old-format snapshot is served until retention removes it', { timeout: 1
   const made = (await res.json()) as { commit: string; digest: string };
   assert.equal(made.commit, third);
   const current = await store.record(host, 'org/old', third);
-  assert.match(current?.format ?? '', /^cachew-snapshot-v7;/);
+  assert.match(current?.format ?? '', /^cachew-snapshot-v8;/);
   assert.ok((current?.frames?.length ?? 0) > 0, 'the new record carries its frame table');
   for (const [commit, etag] of [[first, digest], [second, v4.sha256]]) {
     const immutable = await get(`${base}/snapshot/${commit}.tar.zst`);

@@ -217,7 +217,7 @@ void describe('generateSnapshot', { timeout: 120_000 }, () => {
 
   void it('names its format with the tool versions', async () => {
     const id = await snapshotFormatId();
-    assert.match(id, defaultCompressor() === 'native' ? /^cachew-snapshot-v7;libzstd-\d+\.\d+\.\d+;git-\d+\.\d+/ : /^cachew-snapshot-v7;zstd-\d+\.\d+\.\d+;git-\d+\.\d+/);
+    assert.match(id, defaultCompressor() === 'native' ? /^cachew-snapshot-v8;libzstd-\d+\.\d+\.\d+;git-\d+\.\d+/ : /^cachew-snapshot-v8;zstd-\d+\.\d+\.\d+;git-\d+\.\d+/);
     assert.equal(await snapshotFormatId(), id);
   });
 });

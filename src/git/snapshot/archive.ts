@@ -16,12 +16,14 @@
  * writes them), 0777 (symlinks).
  *
  * Stable frames: the tar stream is cut into segments, each compressed as its own zstd frame
- * (zstd-native.ts in-process, or zstd.ts with the CLI when the addon cannot load), led by the frame table (frames.ts). Cuts: after the metadata; around every pack (idx +
- * pack together); around the index; in the work tree after every entry whose path hashes to 0 modulo
- * WORK_TREE_CUT (about one entry in 8), and around every file of BIG_FILE bytes or more; the end
- * of archive blocks alone. A cut depends on the entry's own path or size only, so a changed file
- * changes its own frame, and the frames of an unchanged layer are byte-identical in every snapshot
- * that carries it.
+ * (zstd-native.ts in-process, or zstd.ts with the CLI when the addon cannot load), led by the frame
+ * table (frames.ts). Cuts: after the metadata; around every pack (idx + pack together); always
+ * before the index (so the index and work tree frames do not depend on the packs, and are
+ * compressed while the layers are packed); in the work tree after every entry whose path hashes to
+ * 0 modulo WORK_TREE_CUT (about one entry in 8), and around every file of BIG_FILE bytes or more;
+ * the end of archive blocks alone. A cut depends on the entry's own path or size only, so a changed
+ * file changes its own frame, and the frames of an unchanged layer are byte-identical in every
+ * snapshot that carries it.
  *
  * Why `.git/index` gets mtime = commit time + 1 (at least FILE_MTIME + 1): git treats an index entry
  * whose mtime is not older than the index file itself as "racily clean" and re-reads the file to
@@ -49,8 +51,8 @@ import { writeSnapshotPacks, type LayerPacks, type LayerShare } from './layer-pa
 import { fnv1a32 } from './stable-hash.js';
 import { TAR_BLOCK, TAR_END, encodeTarHeader, tarPadding } from './tar-writer.js';
 import { listTree, PURE_OBJECT_ENV, type TreeEntry } from './tree-list.js';
-import { compressFrames, type FrameSource } from './zstd.js';
-import { compressFramesNative, nativeZstdVersion } from './zstd-native.js';
+import { compressFrames, type FramedResult, type FrameSource } from './zstd.js';
+import { assembleArchive, compressToBody, nativeZstdVersion, type FramedBody } from './zstd-native.js';
 
 export interface SnapshotSource {
   /** A bare mirror repository that contains `commit`. */
@@ -127,6 +129,12 @@ export const BIG_FILE = 1 << 20;
 /** Segments lighter than this are merged with their neighbours into one frame (part of the format). */
 export const MIN_FRAME_WEIGHT = 64 * 1024;
 const SYMLINK = 0o120000;
+/**
+ * Work tree frames at least this big wait for the packs' frames (generateSnapshot). Memory only, never
+ * bytes: git streams blobs over its bigFileThreshold (deterministic-pack.ts) through windows that fill
+ * up to packedGitLimit, so it is from about this size that two streams at once cost their windows twice.
+ */
+const GATED_FRAME = 64 << 20;
 
 /**
  * Writes the snapshot of `source.commit` to `outPath` (created or truncated, fsynced) while hashing
@@ -149,11 +157,30 @@ export async function generateSnapshot(
   const started = Date.now();
 
   const scratch = await mkdtemp(join(options.tmpDir ?? dirname(outPath), '.cachew-pack-'));
+  // The work tree half of the archive does not need the packs: with the addon it is compressed while
+  // the layers are packed (other processes), into its own body file, so the archive's slowest steps
+  // overlap. It is stopped through `tailStop` when anything else fails.
+  const tailStop = new AbortController();
+  const stopTail = (): void => tailStop.abort(signal?.reason);
+  signal?.addEventListener('abort', stopTail, { once: true });
+  let tail: Promise<FramedBody> | undefined;
+  // Work tree frames of GATED_FRAME bytes or more wait until the packs' frames are done: streaming
+  // such a blob through cat-file and libzstd while pack-objects streams the same blob would add up
+  // the memory of both (measured with a 1 GiB file: over the 256 MiB aim).
+  let openGate = (): void => undefined;
+  const gate = new Promise<void>((resolve) => (openGate = resolve));
   try {
     const commitTime = await committerTime(gitDir, commit, signal);
     const metadata = gitDirEntries(source.upstreamUrl, commit, source.defaultBranch, commitTime);
     const tree = sortIndexEntries(await listTree(gitDir, commit, signal));
     for (const entry of tree) assertSafePath(entry.path);
+    const frameDir = join(scratch, await mkdirName(scratch, 'frames'));
+    const input: TarInput = { gitDir, tree, metadata, commitTime, signal };
+    const native = (options.compressor ?? defaultCompressor()) === 'native';
+    if (native) {
+      tail = compressToBody(workTreeFrames({ ...input, signal: tailStop.signal }, gate), join(frameDir, 'tail'), tailStop.signal);
+      tail.catch(() => undefined); // awaited below, or stopped and awaited on failure
+    }
     const layers = await writeSnapshotPacks(gitDir, commit, join(scratch, await mkdirName(scratch, 'layers')), {
       signal,
       logger: options.logger,
@@ -163,17 +190,28 @@ export async function generateSnapshot(
     const packs = layers.flatMap((l) => l.packs);
     const packBytes = packs.reduce((sum, p) => sum + p.packSize, 0);
     log.debug({ commit, paths: tree.length, layers: layers.length, packs: packs.length, packBytes, ms: Date.now() - started }, 'snapshot pack ready');
-    const segments = tarFrames({ gitDir, tree, metadata, layers, commitTime, signal });
-    const frameDir = join(scratch, await mkdirName(scratch, 'frames'));
-    const compress = (options.compressor ?? defaultCompressor()) === 'native' ? compressFramesNative : compressFrames;
-    const { sha256, size, frames } = await compress(segments, outPath, frameDir, signal);
+    let result: FramedResult;
+    if (tail !== undefined) {
+      const head = await compressToBody(packFrames(input, layers), join(frameDir, 'head'), signal);
+      openGate();
+      const work = await tail;
+      log.debug({ commit, ms: Date.now() - started }, 'snapshot frames compressed');
+      result = await assembleArchive([head, work], outPath, signal);
+    } else {
+      result = await compressFrames(concatenated([packFrames(input, layers), workTreeFrames(input)]), outPath, frameDir, signal);
+    }
+    const { sha256, size, frames } = result;
     log.debug({ commit, size, frames: frames.length, ms: Date.now() - started }, 'snapshot archive written');
     return { sha256, size, commit, frames };
   } catch (err) {
+    stopTail();
+    openGate(); // a tail waiting at the gate then sees the abort
+    await tail?.catch(() => undefined);
     await rm(outPath, { force: true });
     if (signal?.aborted) throw abortReason(signal);
     throw err;
   } finally {
+    signal?.removeEventListener('abort', stopTail);
     await rm(scratch, { recursive: true, force: true });
   }
 }
@@ -209,8 +247,6 @@ interface TarInput {
   gitDir: string;
   tree: TreeEntry[];
   metadata: GitDirEntry[];
-  /** Oldest first, parts in order (writeSnapshotPacks). */
-  layers: LayerPacks[];
   commitTime: number;
   signal?: AbortSignal;
 }
@@ -228,17 +264,30 @@ interface Segment {
 }
 
 /**
- * The whole tar stream as the contents of zstd frames, in the order and with the cuts described at
- * the top: the segments, with runs of small ones (weight < MIN_FRAME_WEIGHT) merged into one frame,
- * because a zstd process per tiny frame costs more than it saves. A frame closes before a big segment
- * and as soon as it reaches MIN_FRAME_WEIGHT, so big segments (layer packs, big files, most work tree
- * groups) are frames of their own whatever their neighbours are. Weights depend on the tree and the
- * packs only, so the merging is part of the pure function too.
+ * The tar stream as the contents of zstd frames, in two halves with a cut between them: the `.git`
+ * metadata and the packs (packFrames), then the index, the work tree and the end of archive
+ * (workTreeFrames). In each half, runs of small segments (weight < MIN_FRAME_WEIGHT) are merged
+ * into one frame, because a frame per tiny segment costs more than it saves. A frame closes before a
+ * big segment and as soon as it reaches MIN_FRAME_WEIGHT, so big segments (layer packs, big files,
+ * most work tree groups) are frames of their own whatever their neighbours are. Weights depend on
+ * the tree and the packs only, so the merging is part of the pure function too; the cut between the
+ * halves keeps the work tree's frames independent of the packs, so they can be compressed first.
  */
-async function* tarFrames(input: TarInput): AsyncGenerator<FrameSource> {
+async function* packFrames(input: TarInput, layers: LayerPacks[]): AsyncGenerator<FrameSource> {
+  yield* mergeSmall(packSegments(input, layers));
+}
+
+/**
+ * The second half of the frames (see packFrames); reads the blobs from one cat-file run. A frame of
+ * GATED_FRAME or more is only handed out once `gate` has resolved.
+ */
+async function* workTreeFrames(input: TarInput, gate: Promise<void> = Promise.resolve()): AsyncGenerator<FrameSource> {
   const blobs: BlobSource = { done: false };
   try {
-    yield* mergeSmall(tarSegments(input, blobs));
+    for await (const frame of mergeSmall(workTreeSegments(input, blobs))) {
+      if (frame.weight >= GATED_FRAME) await gate;
+      yield frame;
+    }
   } finally {
     // Stopped early (a failure anywhere, or abort): no cat-file may outlive the generation.
     if (!blobs.done) await blobs.reader?.kill();
@@ -250,23 +299,24 @@ async function* mergeSmall(segments: Iterable<Segment>): AsyncGenerator<FrameSou
   let weight = 0;
   for (const segment of segments) {
     if (segment.weight >= MIN_FRAME_WEIGHT && run.length > 0) {
-      yield { weight, bytes: concatenated(run) };
+      yield { weight, bytes: concatenated(run.map((r) => r.bytes())) };
       run = [];
       weight = 0;
     }
     run.push(segment);
     weight += segment.weight;
     if (weight >= MIN_FRAME_WEIGHT) {
-      yield { weight, bytes: concatenated(run) };
+      yield { weight, bytes: concatenated(run.map((r) => r.bytes())) };
       run = [];
       weight = 0;
     }
   }
-  if (run.length > 0) yield { weight, bytes: concatenated(run) };
+  if (run.length > 0) yield { weight, bytes: concatenated(run.map((r) => r.bytes())) };
 }
 
-async function* concatenated(segments: Segment[]): AsyncGenerator<Buffer> {
-  for (const segment of segments) yield* segment.bytes();
+/** The items of several sequences, one sequence after the other; each is started when reached. */
+async function* concatenated<T>(sequences: Iterable<AsyncIterable<T> | Iterable<T>>): AsyncGenerator<T> {
+  for (const sequence of sequences) yield* sequence;
 }
 
 /** The cat-file run that serves the work tree, started by the first group that needs it. */
@@ -276,13 +326,18 @@ interface BlobSource {
   done: boolean;
 }
 
-/** The tar stream as segments; the work tree's blobs come from one cat-file run, in tree order. */
-function* tarSegments(input: TarInput, source: BlobSource): Generator<Segment> {
-  const entryWeight = (size: number): number => TAR_BLOCK + size;
+const entryWeight = (size: number): number => TAR_BLOCK + size;
+
+/** The `.git` metadata and the packs, oldest layer first, parts in order, as segments. */
+function* packSegments(input: TarInput, layers: LayerPacks[]): Generator<Segment> {
   yield { weight: input.metadata.reduce((n, e) => n + entryWeight(e.content?.length ?? 0), 0), bytes: () => metadataEntries(input.metadata, input.commitTime) };
-  for (const layer of input.layers) {
+  for (const layer of layers) {
     for (const pack of layer.packs) yield { weight: entryWeight(pack.idxSize) + entryWeight(pack.packSize), bytes: () => packEntries(pack, FILE_MTIME) };
   }
+}
+
+/** The index, the work tree and the end of archive as segments; blobs from one cat-file, in tree order. */
+function* workTreeSegments(input: TarInput, source: BlobSource): Generator<Segment> {
   const indexMtime = Math.max(input.commitTime, FILE_MTIME) + 1;
   yield { weight: entryWeight(gitIndexSize(input.tree)), bytes: () => indexEntry(input.tree, indexMtime) };
   const blobs = input.tree.filter((e) => e.mode !== GITLINK).map((e) => e.oid);

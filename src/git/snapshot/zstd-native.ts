@@ -68,6 +68,12 @@ export function nativeZstdVersion(): string | undefined {
 /** Compressed bytes are written to the archive in pieces of about this size. */
 const WRITE_BYTES = 1 << 20;
 
+/** Frames compressed into a body file, in order; offsets come when bodies are assembled. */
+export interface FramedBody {
+  path: string;
+  frames: Array<Omit<FrameEntry, 'offset'>>;
+}
+
 /**
  * Like compressFrames (zstd.ts) with libzstd in-process: each source becomes one frame, written in
  * order to a body file in `scratch`; then `outPath` (created or truncated, fsynced) gets the frame
@@ -82,13 +88,32 @@ export async function compressFramesNative(
   signal?: AbortSignal,
   workers = availableParallelism(),
 ): Promise<FramedResult> {
+  const body = await compressToBody(sources, join(scratch, 'body'), signal, workers);
+  try {
+    return await assembleArchive([body], outPath, signal);
+  } finally {
+    await rm(body.path, { force: true });
+  }
+}
+
+/**
+ * Compresses each source into its own frame, appended in order to the new file `bodyPath`; the file
+ * is removed on failure. Several bodies may be compressed at once (each its own contexts), and
+ * assembled into one archive by assembleArchive.
+ */
+export async function compressToBody(
+  sources: AsyncIterable<FrameSource>,
+  bodyPath: string,
+  signal?: AbortSignal,
+  workers = availableParallelism(),
+): Promise<FramedBody> {
   const zstd = nativeBinding();
   if (zstd === null) throw new Error('zstd-napi is not available');
-  const bodyPath = join(scratch, 'body');
   const body = new FrameWriter(await open(bodyPath, 'wx'));
   try {
     const frames: Array<Omit<FrameEntry, 'offset'>> = [];
     const light = context(zstd, 0);
+    const buffers: LightBuffers = { input: Buffer.allocUnsafe(BATCH_FRAME_LIMIT), output: Buffer.allocUnsafe(zstd.compressBound(BATCH_FRAME_LIMIT)) };
     let heavy: CompressionContext | undefined;
     for await (const source of sources) {
       if (signal?.aborted) throw abortReason(signal);
@@ -96,18 +121,16 @@ export async function compressFramesNative(
         heavy ??= context(zstd, Math.max(1, workers));
         frames.push(await streamFrame(zstd, heavy, source.bytes, body, signal));
       } else {
-        frames.push(await wholeFrame(zstd, light, source.bytes, body, signal));
+        frames.push(await wholeFrame(zstd, light, source.bytes, body, buffers, signal));
       }
     }
     await body.close();
-    return await assemble(frames, bodyPath, outPath, signal);
+    return { path: bodyPath, frames };
   } catch (err) {
     await body.close().catch(() => undefined);
-    await rm(outPath, { force: true });
+    await rm(bodyPath, { force: true });
     if (signal?.aborted) throw abortReason(signal);
     throw err;
-  } finally {
-    await rm(bodyPath, { force: true });
   }
 }
 
@@ -121,26 +144,37 @@ function context(zstd: ZstdBinding, workers: number): CompressionContext {
   return cctx;
 }
 
+/** Buffers reused by the light frames of one body (a frame's input and output, grown as needed). */
+interface LightBuffers {
+  input: Buffer;
+  output: Buffer;
+}
+
 /** A light frame: collected whole (it is small by definition) and compressed in one call. */
 async function wholeFrame(
   zstd: ZstdBinding,
   cctx: CompressionContext,
   bytes: AsyncIterable<Buffer> | Iterable<Buffer>,
   body: FrameWriter,
+  buffers: LightBuffers,
   signal?: AbortSignal,
 ): Promise<Omit<FrameEntry, 'offset'>> {
-  const parts: Buffer[] = [];
   let size = 0;
   for await (const chunk of bytes) {
     if (signal?.aborted) throw abortReason(signal);
-    parts.push(chunk);
+    if (size + chunk.length > buffers.input.length) {
+      const grown = Buffer.allocUnsafe(Math.max(2 * buffers.input.length, size + chunk.length));
+      buffers.input.copy(grown, 0, 0, size);
+      buffers.input = grown;
+    }
+    chunk.copy(buffers.input, size);
     size += chunk.length;
   }
-  const input = Buffer.concat(parts, size);
-  const output = Buffer.allocUnsafe(zstd.compressBound(size));
-  const length = cctx.compress2(output, input);
+  const bound = zstd.compressBound(size);
+  if (buffers.output.length < bound) buffers.output = Buffer.allocUnsafe(bound);
+  const length = cctx.compress2(buffers.output, buffers.input.subarray(0, size));
   body.startFrame();
-  await body.write(output.subarray(0, length));
+  await body.write(buffers.output.subarray(0, length));
   return { length, size, sha256: body.endFrame() };
 }
 
@@ -160,8 +194,7 @@ async function streamFrame(
   const emit = async (produced: number): Promise<void> => {
     if (produced === 0) return;
     length += produced;
-    // `out` is reused by the next call: the writer gets a copy.
-    await body.write(Buffer.from(out.subarray(0, produced)));
+    await body.write(out.subarray(0, produced)); // copied by the writer: `out` is reused
   };
   for await (const chunk of bytes) {
     if (signal?.aborted) throw abortReason(signal);
@@ -182,10 +215,13 @@ async function streamFrame(
 
 const EMPTY = Buffer.alloc(0);
 
-/** Appends frames to the body file in large writes, hashing each frame's bytes. */
+/**
+ * Appends frames to the body file in large writes, hashing each frame's bytes. Bytes are copied into
+ * one reused buffer, so callers may reuse theirs and nothing is allocated per frame.
+ */
 class FrameWriter {
-  private pending: Buffer[] = [];
-  private pendingBytes = 0;
+  private readonly buffer = Buffer.allocUnsafe(WRITE_BYTES);
+  private used = 0;
   private frameHash?: Hash;
   private closed = false;
 
@@ -202,11 +238,15 @@ class FrameWriter {
     return digest;
   }
 
-  async write(chunk: Buffer): Promise<void> {
+  async write(chunk: Uint8Array): Promise<void> {
     this.frameHash?.update(chunk);
-    this.pending.push(chunk);
-    this.pendingBytes += chunk.length;
-    if (this.pendingBytes >= WRITE_BYTES) await this.flush();
+    for (let at = 0; at < chunk.length; ) {
+      const n = Math.min(chunk.length - at, WRITE_BYTES - this.used);
+      this.buffer.set(chunk.subarray(at, at + n), this.used);
+      this.used += n;
+      at += n;
+      if (this.used === WRITE_BYTES) await this.flush();
+    }
   }
 
   async close(): Promise<void> {
@@ -220,15 +260,17 @@ class FrameWriter {
   }
 
   private async flush(): Promise<void> {
-    const chunk = Buffer.concat(this.pending, this.pendingBytes);
-    this.pending = [];
-    this.pendingBytes = 0;
-    for (let at = 0; at < chunk.length; ) at += (await this.file.write(chunk, at, chunk.length - at)).bytesWritten;
+    for (let at = 0; at < this.used; ) at += (await this.file.write(this.buffer, at, this.used - at)).bytesWritten;
+    this.used = 0;
   }
 }
 
-/** Writes the table and then the body into `outPath`, hashing the whole; fsyncs. */
-async function assemble(frames: Array<Omit<FrameEntry, 'offset'>>, bodyPath: string, outPath: string, signal?: AbortSignal): Promise<FramedResult> {
+/**
+ * Writes `outPath` (created or truncated, fsynced): the frame table of all bodies' frames, then the
+ * bodies in order; hashes the whole. On failure `outPath` is removed. The bodies are left in place.
+ */
+export async function assembleArchive(bodies: FramedBody[], outPath: string, signal?: AbortSignal): Promise<FramedResult> {
+  const frames = bodies.flatMap((b) => b.frames);
   let offset = frameTableLength(frames.length);
   const entries: FrameEntry[] = frames.map((f) => {
     const entry = { offset, ...f };
@@ -237,22 +279,28 @@ async function assemble(frames: Array<Omit<FrameEntry, 'offset'>>, bodyPath: str
   });
   const hash = createHash('sha256');
   let size = 0;
-  const file = await open(outPath, 'w', 0o644);
-  let closed = false;
+  let file: FileHandle | undefined;
   try {
+    file = await open(outPath, 'w', 0o644);
+    const out = file;
     const write = async (chunk: Buffer): Promise<void> => {
       hash.update(chunk);
       size += chunk.length;
-      for (let at = 0; at < chunk.length; ) at += (await file.write(chunk, at, chunk.length - at)).bytesWritten;
+      for (let at = 0; at < chunk.length; ) at += (await out.write(chunk, at, chunk.length - at)).bytesWritten;
     };
     await write(encodeFrameTable(entries));
-    for await (const chunk of createReadStream(bodyPath, { signal, highWaterMark: 4 * WRITE_BYTES }) as AsyncIterable<Buffer>) await write(chunk);
+    for (const body of bodies) {
+      for await (const chunk of createReadStream(body.path, { signal, highWaterMark: 4 * WRITE_BYTES }) as AsyncIterable<Buffer>) await write(chunk);
+    }
+    if (size !== offset) throw new Error(`archive is ${size} bytes, its frame table says ${offset}`);
     await file.sync();
     await file.close();
-    closed = true;
-  } finally {
-    if (!closed) await file.close().catch(() => undefined);
+    file = undefined;
+  } catch (err) {
+    await file?.close().catch(() => undefined);
+    await rm(outPath, { force: true });
+    if (signal?.aborted) throw abortReason(signal);
+    throw err;
   }
-  if (size !== offset) throw new Error(`archive is ${size} bytes, its frame table says ${offset}`);
   return { sha256: hash.digest('hex'), size, frames: entries };
 }
