@@ -199,6 +199,34 @@ void describe('generateSnapshot', { timeout: 120_000 }, () => {
     assert.deepEqual((await readdir(root)).filter((n) => n.startsWith('.cachew-pack-')), []);
   });
 
+  void it('a failure while packing stops the work tree half already running: no cat-file, no files left', async () => {
+    const out = join(root, 'failed.tar.zst');
+    const catFiles = async (): Promise<number[]> => {
+      const found: number[] = [];
+      for (const pid of (await readdir('/proc')).filter((n) => /^\d+$/.test(n))) {
+        const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+        const cwd = await readlink(`/proc/${pid}/cwd`).catch(() => '');
+        if (cmdline.includes('cat-file') && cwd === mirror) found.push(Number(pid));
+      }
+      return found;
+    };
+    const sharedLayers = {
+      // The layer "fetch" fails once the work tree half has started its cat-file (bounded wait).
+      fetch: async (): Promise<undefined> => {
+        for (let i = 0; i < 250 && (await catFiles()).length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+        throw new Error('shared cache exploded');
+      },
+      publish: async (): Promise<void> => undefined,
+    };
+    await assert.rejects(
+      generateSnapshot({ gitDir: mirror, commit: head, upstreamUrl: UPSTREAM_URL, defaultBranch: 'main' }, out, { sharedLayers }),
+      /shared cache exploded/,
+    );
+    assert.deepEqual(await catFiles(), [], 'no cat-file outlives the generation');
+    assert.equal(await exists(out), false);
+    assert.deepEqual((await readdir(root)).filter((n) => n.startsWith('.cachew-pack-')), []);
+  });
+
   void it('with the zstd CLI (no addon): the same tar stream in other frames, read by stock tar', async () => {
     const out = join(root, 'cli.tar.zst');
     const cli = await generateSnapshot({ gitDir: mirror, commit: head, upstreamUrl: UPSTREAM_URL, defaultBranch: 'main' }, out, { compressor: 'cli' });
