@@ -14,6 +14,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { runGit } from './git.js';
+import { GitRefs } from './git-refs.js';
 
 export interface CloneLayoutOptions {
   cloneDir: string;
@@ -42,13 +43,13 @@ export async function rewriteCloneReflogs(cloneDir: string, repoUrl: string, sig
   const ident = committerIdent(await runGit(['var', '-l'], cloneDir, signal));
   if (!ident) return; // keep the archive's entries rather than write a malformed line
   const message = `clone: from ${anonymizeUrl(repoUrl)}`;
-  const head = await runGit(['rev-parse', 'HEAD'], cloneDir, signal);
-  const branchRef = await runGit(['symbolic-ref', '-q', 'HEAD'], cloneDir, signal).catch(() => '');
-  const originHead = await runGit(['rev-parse', '-q', '--verify', 'refs/remotes/origin/HEAD'], cloneDir, signal).catch(() => '');
+  const refs = new GitRefs(cloneDir);
+  const { branchRef, commit: head } = await refs.head();
+  const originHead = await refs.resolve('refs/remotes/origin/HEAD');
   const gitDir = path.join(cloneDir, '.git');
   const line = (commit: string): string => `${ZERO_OID} ${commit} ${ident}\t${message}\n`;
   await writeLog(gitDir, 'HEAD', line(head));
-  if (branchRef.startsWith('refs/heads/')) await writeLog(gitDir, branchRef, line(head));
+  if (branchRef !== undefined) await writeLog(gitDir, branchRef, line(head));
   if (originHead) await writeLog(gitDir, 'refs/remotes/origin/HEAD', line(originHead));
 }
 

@@ -44,8 +44,9 @@ export type AdoptResult = 'adopted' | 'not a snapshot index' | 'unsupported inde
  * `core.checkStat`/`core.trustctime`. See the module comment for when it declines.
  */
 export async function adoptWorkTreeStats(cloneDir: string, signal?: AbortSignal): Promise<AdoptResult> {
-  const checkStat = await runGit(['config', '--local', '--get', 'core.checkStat'], cloneDir, signal).catch(() => '');
-  if (checkStat !== 'minimal') return 'not a snapshot index';
+  const configPath = path.join(cloneDir, '.git', 'config');
+  const config = await fs.readFile(configPath, 'utf8').catch(() => '');
+  if (!SNAPSHOT_CHECK_STAT.test(config)) return 'not a snapshot index';
   const indexPath = path.join(cloneDir, '.git', 'index');
   const lockPath = `${indexPath}.lock`;
   const lock = await fs.open(lockPath, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o644);
@@ -59,9 +60,31 @@ export async function adoptWorkTreeStats(cloneDir: string, signal?: AbortSignal)
   }
   if (!ok) return 'unsupported index';
   await fs.rename(lockPath, indexPath);
+  await dropSnapshotKeys(cloneDir, configPath, config, signal);
+  return 'adopted';
+}
+
+/** The generator's line (git-dir-files.ts); a config without it is not one we wrote. */
+const SNAPSHOT_CHECK_STAT = /^\tcheckStat = minimal$/m;
+/** The generator's two lines in its `[core]` section, exactly as it writes them. */
+const SNAPSHOT_KEYS = '\tcheckStat = minimal\n\ttrustctime = false\n';
+
+/**
+ * Removes `core.checkStat` and `core.trustctime` from the clone's config. The config is the
+ * generator's own: when its two lines are there as written, they are cut out of the text (written to
+ * git's lock name, renamed over), which saves two `git config` processes; any other shape goes
+ * through `git config`.
+ */
+async function dropSnapshotKeys(cloneDir: string, configPath: string, config: string, signal?: AbortSignal): Promise<void> {
+  const at = config.indexOf(SNAPSHOT_KEYS);
+  if (at >= 0 && config.indexOf(SNAPSHOT_KEYS, at + 1) < 0 && /^\[core\]\n(\t[^\n]*\n)*$/.test(config.slice(config.lastIndexOf('\n[', at) + 1, at))) {
+    const lockPath = `${configPath}.lock`;
+    await fs.writeFile(lockPath, config.slice(0, at) + config.slice(at + SNAPSHOT_KEYS.length), { flag: 'wx' });
+    await fs.rename(lockPath, configPath);
+    return;
+  }
   await runGit(['config', '--local', '--unset', 'core.checkStat'], cloneDir, signal);
   await runGit(['config', '--local', '--unset-all', 'core.trustctime'], cloneDir, signal).catch(() => undefined);
-  return 'adopted';
 }
 
 /** Sequential reader over a file handle that hands out exact byte counts, reading 1 MiB at a time. */

@@ -26,6 +26,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { abortReason, GitCommandError } from '../util/errors.js';
 import { runGit } from './git.js';
+import { GitRefs } from './git-refs.js';
 import { parsePackedRefs, writePackedRefs, type PackedRef } from './packed-refs.js';
 
 export interface SyncRefsOptions {
@@ -88,13 +89,13 @@ export async function syncRefs(options: SyncRefsOptions): Promise<SyncRefsResult
   const env = gitHttpEnv(url, options.headers);
   const fetched = await withRetries(options, () => cloneRefs(cloneDir, url, env, signal));
   // Loose refs (the delta bundle's fetch writes one) would shadow what we put in packed-refs.
-  await runGit(['pack-refs', '--all'], cloneDir, signal);
+  if (await hasLooseRefs(path.join(cloneDir, '.git', 'refs'))) await runGit(['pack-refs', '--all'], cloneDir, signal);
   await writePackedRefs(path.join(cloneDir, '.git'), fetched);
-  const head = await runGit(['rev-parse', 'HEAD'], cloneDir, signal);
-  const branch = await runGit(['symbolic-ref', '--short', '-q', 'HEAD'], cloneDir, signal).catch(() => '');
+  const { branchRef, commit: head } = await new GitRefs(cloneDir).head();
   let commit = head;
-  if (branch) {
-    const tip = await runGit(['rev-parse', '-q', '--verify', `refs/remotes/origin/${branch}^{commit}`], cloneDir, signal).catch(() => '');
+  if (branchRef !== undefined) {
+    // Branches name commits; clone's own checks made sure the fetched ones exist.
+    const tip = fetched.find((ref) => ref.name === `refs/remotes/origin/${branchRef.slice('refs/heads/'.length)}`)?.oid;
     // `reset --keep` fast-forwards the work tree, and copes with a force-push, like the delta bundle.
     if (tip && tip !== head) {
       await runGit(['reset', '--quiet', '--keep', tip], cloneDir, signal);
@@ -142,6 +143,12 @@ async function moveObjects(from: string, to: string): Promise<void> {
       if (!present) await fs.rename(path.join(from, dir, name), target);
     }
   }
+}
+
+/** True when `refsDir` holds any loose ref file (at any depth), i.e. `git pack-refs` has work to do. */
+async function hasLooseRefs(refsDir: string): Promise<boolean> {
+  const entries = await fs.readdir(refsDir, { recursive: true, withFileTypes: true }).catch(() => []);
+  return entries.some((entry) => entry.isFile());
 }
 
 /** Runs `attempt` until it succeeds, retrying git failures with exponential backoff. */

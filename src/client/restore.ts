@@ -17,6 +17,7 @@ import { adoptWorkTreeStats } from './index-stat.js';
 import { downloadSnapshot, type DownloadResult } from './download.js';
 import { SnapshotGoneError } from './errors.js';
 import { runGit } from './git.js';
+import { GitRefs } from './git-refs.js';
 import { makeTempSibling, removeStaleSiblings } from './temp-siblings.js';
 import { HttpClient } from './http.js';
 import type { ParallelGetStats } from './parallel-get.js';
@@ -170,7 +171,7 @@ async function finishClone(
     const commit = snapshot.commit ?? '';
     return { commit, snapshotCommit: commit, bundleApplied: false };
   }
-  const head = await runGit(['rev-parse', 'HEAD'], dir, options.signal);
+  const head = (await new GitRefs(dir).head()).commit;
   if (snapshot.commit && snapshot.commit !== head) {
     throw new CachewError('internal', `snapshot claims commit ${snapshot.commit} but contains ${head}`);
   }
