@@ -28,19 +28,23 @@ const ZERO_OID = '0'.repeat(40);
 /** Applies the user-specific parts of a clone; see the module comment. */
 export async function finishCloneLayout(options: CloneLayoutOptions): Promise<void> {
   const { cloneDir, repoUrl, signal } = options;
+  // git's identity does not depend on the two steps below: ask for it meanwhile.
+  const varList = runGit(['var', '-l'], cloneDir, signal);
+  varList.catch(() => undefined); // awaited below, unless a step before fails
   await runGit(['config', 'remote.origin.url', repoUrl], cloneDir, signal);
   await runGit(['init', '--quiet'], cloneDir, signal);
-  await rewriteCloneReflogs(cloneDir, repoUrl, signal);
+  await rewriteCloneReflogs(cloneDir, repoUrl, await varList);
   await fs.rm(path.join(cloneDir, '.git', 'ORIG_HEAD'), { force: true });
 }
 
 /**
  * Replaces the reflogs of HEAD, the checked-out branch and `origin/HEAD` with the single entry clone
  * writes: `0{40} <commit> <user> <now>\tclone: from <url>`. The identity is git's own non-strict one
- * (`git var -l`, the same fallback to user@host that clone uses when none is configured).
+ * (`varList`: the output of `git var -l`, the same fallback to user@host that clone uses when none is
+ * configured).
  */
-export async function rewriteCloneReflogs(cloneDir: string, repoUrl: string, signal?: AbortSignal): Promise<void> {
-  const ident = committerIdent(await runGit(['var', '-l'], cloneDir, signal));
+async function rewriteCloneReflogs(cloneDir: string, repoUrl: string, varList: string): Promise<void> {
+  const ident = committerIdent(varList);
   if (!ident) return; // keep the archive's entries rather than write a malformed line
   const message = `clone: from ${anonymizeUrl(repoUrl)}`;
   const refs = new GitRefs(cloneDir);

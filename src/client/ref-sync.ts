@@ -145,10 +145,18 @@ async function moveObjects(from: string, to: string): Promise<void> {
   }
 }
 
-/** True when `refsDir` holds any loose ref file (at any depth), i.e. `git pack-refs` has work to do. */
+/**
+ * True when `refsDir` holds a loose ref naming an object (at any depth), i.e. one that could shadow
+ * packed-refs; symrefs (`origin/HEAD`) stay loose after `git pack-refs` anyway.
+ */
 async function hasLooseRefs(refsDir: string): Promise<boolean> {
   const entries = await fs.readdir(refsDir, { recursive: true, withFileTypes: true }).catch(() => []);
-  return entries.some((entry) => entry.isFile());
+  for (const entry of entries) {
+    if (!entry.isFile()) continue;
+    const text = await fs.readFile(path.join(entry.parentPath ?? entry.path, entry.name), 'utf8');
+    if (!text.startsWith('ref: ')) return true;
+  }
+  return false;
 }
 
 /** Runs `attempt` until it succeeds, retrying git failures with exponential backoff. */
