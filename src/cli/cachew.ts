@@ -19,7 +19,7 @@ Restore a working clone of <repo-url> into <dir> (missing or empty) from a cache
 Options:
   --url SERVER        cachew server (default: $CACHEW_URL, then http://127.0.0.1:8080)
   --concurrency N     parallel Range requests (default ${DEFAULT_CONCURRENCY})
-  --chunk-size SIZE   bytes per request: 4194304, 512KiB, 16MiB, 1GiB, 64k, 2m (default 16MiB)
+  --chunk-size SIZE   bytes per request: 4194304, 512KiB, 16MiB, 1GiB, 64k, 2m (default 8MiB)
   --no-bundle         restore the snapshot alone: its commit and default branch, no tags or other branches
   --token TOKEN       credential for a server that checks access (default: $CACHEW_TOKEN; without
                       either, on a 401 git's credential helper is asked for <repo-url>)

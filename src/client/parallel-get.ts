@@ -2,10 +2,12 @@
  * In-order parallel download of a byte span of one immutable snapshot.
  *
  * The span is cut into fixed-size chunks; up to `concurrency` chunks download at once (each with its
- * own resumable Range request) and are handed to the consumer strictly in order. Chunk `i + N` is not
- * started before chunk `i` was handed over, so at most N chunks are buffered: memory stays at
- * ≈ concurrency × chunkSize however large the snapshot is. If the server answers a Range with the whole
- * body, the remaining span is streamed from one full response instead.
+ * own resumable Range request) and are handed to the consumer strictly in order, the oldest one piece
+ * by piece as it arrives (the consumer never waits for a whole chunk while the bytes it needs next
+ * are already here), the others buffered until their turn. Chunk `i + N` is not started before chunk
+ * `i` was handed over, so at most N chunks are buffered: memory stays at ≈ concurrency × chunkSize
+ * however large the snapshot is. If the server answers a Range with the whole body, the remaining
+ * span is streamed from one full response instead.
  */
 import { setMaxListeners } from 'node:events';
 import { abortReason } from '../util/errors.js';
@@ -30,9 +32,16 @@ export interface ParallelGetStats extends FetchStats {
   fellBack: boolean;
 }
 
+/** One chunk's download: pieces arrive in `pieces` until `done` settles. */
 interface Task {
   length: number;
-  result: Promise<Buffer[]>;
+  pieces: Buffer[];
+  /** Bytes in `pieces` not yet taken by the consumer. */
+  queued: number;
+  done: Promise<void>;
+  finished: boolean;
+  /** Wakes the consumer waiting for this task's next piece. */
+  wake?: () => void;
 }
 
 /** Downloads `[start, end]` with N concurrent Range requests and yields the bytes in order. */
@@ -82,7 +91,7 @@ export class ParallelGet {
    * caller that stopped early knows nothing is still running on its behalf).
    */
   async settled(): Promise<void> {
-    await Promise.allSettled([...this.tasks.values()].map((task) => task.result));
+    await Promise.allSettled([...this.tasks.values()].map((task) => task.done));
   }
 
   /** Yields the span's bytes in order. Stops every request when iteration ends, early or not. */
@@ -91,37 +100,53 @@ export class ParallelGet {
       for (let index = 0; index < this.count; index++) {
         this.schedule(index);
         const task = this.tasks.get(index);
-        let parts: Buffer[] | undefined;
-        if (task) {
-          try {
-            parts = await task.result;
-          } catch (err) {
-            if (!(err instanceof RangeIgnoredError)) throw err;
+        // Bytes of this chunk already handed over: a fallback resumes after them.
+        let taken = 0;
+        let ignored = task === undefined;
+        while (task !== undefined) {
+          const piece = task.pieces.shift();
+          if (piece !== undefined) {
+            task.queued -= piece.length;
+            this.stats.bufferedBytes -= piece.length;
+            taken += piece.length;
+            yield piece;
+            continue;
           }
-          this.tasks.delete(index);
+          if (task.finished) {
+            try {
+              await task.done;
+            } catch (err) {
+              if (!(err instanceof RangeIgnoredError)) throw err;
+              ignored = true;
+            }
+            break;
+          }
+          await new Promise<void>((resolve) => (task.wake = resolve));
+          task.wake = undefined;
         }
-        if (!parts) {
-          yield* this.fallBack(index);
+        this.tasks.delete(index);
+        if (ignored) {
+          yield* this.fallBack(index, taken);
           return;
         }
-        this.stats.bufferedBytes -= task!.length;
-        for (const part of parts) yield part;
       }
     } finally {
       this.controller.abort();
     }
   }
 
-  /** Streams everything from chunk `index` on from one full response (the server ignores ranges). */
-  private async *fallBack(index: number): AsyncGenerator<Buffer, void, undefined> {
+  /** Streams everything from byte `taken` of chunk `index` on from one full response (the server ignores ranges). */
+  private async *fallBack(index: number, taken: number): AsyncGenerator<Buffer, void, undefined> {
     this.stats.fellBack = true;
     this.controller.abort();
     for (const task of this.tasks.values()) {
-      // Finished-but-unconsumed chunks are dropped; failed ones already uncounted themselves.
-      task.result.then(() => (this.stats.bufferedBytes -= task.length), () => undefined);
+      // Unconsumed pieces are dropped with their tasks.
+      this.stats.bufferedBytes -= task.queued;
+      task.queued = 0;
+      task.pieces.length = 0;
     }
     this.tasks.clear();
-    const from = this.start + index * this.chunkSize;
+    const from = this.start + index * this.chunkSize + taken;
     let remaining = this.end - from + 1;
     for await (const piece of wholePieces(this.context, from)) {
       const take = Math.min(remaining, piece.length);
@@ -139,28 +164,30 @@ export class ParallelGet {
       const chunk = this.nextToSchedule++;
       const first = this.start + chunk * this.chunkSize;
       const last = Math.min(first + this.chunkSize - 1, this.end);
-      const result = this.download(first, last);
+      const task: Task = { length: last - first + 1, pieces: [], queued: 0, done: Promise.resolve(), finished: false };
+      task.done = this.download(first, last, task).finally(() => {
+        task.finished = true;
+        task.wake?.();
+      });
       // The consumer awaits tasks in order; a later task may fail first, so mark it handled now.
-      result.catch(() => undefined);
-      this.tasks.set(chunk, { length: last - first + 1, result });
+      task.done.catch(() => undefined);
+      this.tasks.set(chunk, task);
     }
   }
 
-  private async download(first: number, last: number): Promise<Buffer[]> {
-    const parts: Buffer[] = [];
+  private async download(first: number, last: number, task: Task): Promise<void> {
     try {
       for await (const piece of rangePieces(this.taskContext, first, last)) {
-        parts.push(piece);
+        task.pieces.push(piece);
+        task.queued += piece.length;
         this.stats.bufferedBytes += piece.length;
         this.stats.maxBufferedBytes = Math.max(this.stats.maxBufferedBytes, this.stats.bufferedBytes);
+        task.wake?.();
       }
     } catch (err) {
-      // Bytes of an abandoned chunk are no longer held by anyone.
-      this.stats.bufferedBytes -= parts.reduce((sum, part) => sum + part.length, 0);
       if (err instanceof RangeIgnoredError) this.rangesIgnored = true;
       if (this.taskContext.signal?.aborted && !(err instanceof RangeIgnoredError)) throw abortReason(this.taskContext.signal);
       throw err;
     }
-    return parts;
   }
 }

@@ -40,7 +40,7 @@ export interface RestoreOptions {
   serverUrl: string;
   /** Concurrent Range requests (default 8). */
   concurrency?: number;
-  /** Bytes per Range request (default 16 MiB). */
+  /** Bytes per Range request (default 8 MiB). */
   chunkSize?: number;
   /**
    * Bring the clone up to what `git clone` gives now (default true): apply an advertised delta bundle,
@@ -85,7 +85,7 @@ export interface RestoreResult {
 }
 
 export const DEFAULT_CONCURRENCY = 8;
-export const DEFAULT_CHUNK_SIZE = 16 * 1024 * 1024;
+export const DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024;
 
 /** Restores `repoUrl` into `dir` from the server's snapshot. See the module comment for guarantees. */
 export async function restore(options: RestoreOptions): Promise<RestoreResult> {
