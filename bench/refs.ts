@@ -11,9 +11,9 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { restore } from '../src/client/restore.js';
 import { cleanGitEnv } from '../src/git/command.js';
 import { snapshotsApiPath } from '../src/protocol/routes.js';
+import { compiledClient } from './compiled-client.js';
 import { fetchText } from './http-get.js';
 import { ratio, type Row } from './table.js';
 import { Cleanup, envInt, fmtBytes, fmtSeconds, log, median, run, tempDir, timed } from './util.js';
@@ -90,8 +90,8 @@ export async function benchRefs(target: RefsTarget, runs: number, cleanup: Clean
   const extraBytes: number[] = [];
   let refCount = 0;
   const methods: Array<{ key: keyof typeof times; go: (dir: string) => Promise<void> }> = [
-    { key: 'full', go: async (dir) => void (await restore({ repoUrl, dir, serverUrl: target.serverUrl })) },
-    { key: 'archive', go: async (dir) => void (await restore({ repoUrl, dir, serverUrl: target.serverUrl, bundle: false })) },
+    { key: 'full', go: async (dir) => void (await (await compiledClient()).restore({ repoUrl, dir, serverUrl: target.serverUrl })) },
+    { key: 'archive', go: async (dir) => void (await (await compiledClient()).restore({ repoUrl, dir, serverUrl: target.serverUrl, bundle: false })) },
     { key: 'clone', go: async (dir) => void (await run('git', ['clone', '-q', proxyUrl, dir], { env: cleanGitEnv(), timeoutMs: TEN_MINUTES })) },
   ];
   for (let i = 0; i <= runs; i++) {

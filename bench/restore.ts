@@ -2,7 +2,8 @@
  * Section 4, restore. Every method ends with a checkout of the same commit in a fresh directory on
  * tmpfs (/dev/shm when present), so the disk's noise is out and only the methods differ:
  *
- *   restore      `restore()` (the `cachew git restore` library; default 8 × 16 MiB ranges)
+ *   restore      `restore()` (the `cachew git restore` library, compiled as users run it; default
+ *                8 × 8 MiB ranges)
  *   clone        `git clone` through the same cachewd (warm mirror: upload-pack from local disk)
  *   bare         `curl <immutable URL> | zstd -d | tar -x`: the method's limit (no hashing, no
  *                verification, no `git status`)
@@ -17,9 +18,8 @@ import { spawn } from 'node:child_process';
 import { access, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { extractTar } from '../src/client/archive.js';
-import { restore } from '../src/client/restore.js';
 import { cleanGitEnv } from '../src/git/command.js';
+import { compiledClient } from './compiled-client.js';
 import { startLink } from './link.js';
 import type { ServedSnapshot } from './serving.js';
 import { ratio, type Row } from './table.js';
@@ -69,7 +69,7 @@ async function clientExtract(file: string, dir: string): Promise<void> {
     zstd.on('close', resolve);
   });
   try {
-    await extractTar(zstd.stdout, dir);
+    await (await compiledClient()).extractTar(zstd.stdout, dir);
   } finally {
     zstd.kill('SIGKILL');
   }
@@ -103,7 +103,7 @@ export async function benchRestore(target: RestoreTarget, runs: number, cleanup:
   const restoreVia = (serverUrl: string, concurrency?: number, measureSplit = false) => async (dir: string) => {
     const started = performance.now();
     let verifyAt: number | undefined;
-    await restore({
+    await (await compiledClient()).restore({
       repoUrl: target.repoUrl,
       dir,
       serverUrl,

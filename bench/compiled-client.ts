@@ -1,0 +1,34 @@
+/**
+ * The restore client as users run it: compiled to dist/ (`npm run build`), so its extraction thread
+ * starts as plain JavaScript. Imported from src/ under tsx, every restore would first load the tsx
+ * loader into that thread (~0.3 s on the test machine), which no user pays.
+ */
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import type { extractTar as ExtractTar } from '../src/client/archive.js';
+import type { restore as Restore } from '../src/client/restore.js';
+import { log, run } from './util.js';
+
+const ROOT = path.resolve(import.meta.dirname, '..');
+
+export interface CompiledClient {
+  restore: typeof Restore;
+  extractTar: typeof ExtractTar;
+}
+
+let loading: Promise<CompiledClient> | undefined;
+
+/** Builds dist/ once per bench run and imports the client from it. */
+export function compiledClient(): Promise<CompiledClient> {
+  loading ??= (async () => {
+    log('building dist/ for the restore client (npm run build)');
+    await run('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: ROOT, timeoutMs: 600_000 });
+    const dist = (file: string): string => pathToFileURL(path.join(ROOT, 'dist', file)).href;
+    const [{ restore }, { extractTar }] = await Promise.all([
+      import(dist('client/restore.js')) as Promise<{ restore: typeof Restore }>,
+      import(dist('client/archive.js')) as Promise<{ extractTar: typeof ExtractTar }>,
+    ]);
+    return { restore, extractTar };
+  })();
+  return loading;
+}
