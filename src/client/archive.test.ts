@@ -1,13 +1,14 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { pack as tarPack } from 'tar-stream';
-import { entryPathSegments, extractTar } from './archive.js';
+import { entryPathSegments, extractTar, extractZstd } from './archive.js';
 import { TAR_END, encodeTarHeader, tarPadding } from '../git/snapshot/tar-writer.js';
-import { UnsafeArchiveError, WriteFailedError } from './errors.js';
+import { CorruptArchiveError, UnsafeArchiveError, WriteFailedError } from './errors.js';
 
 interface Spec {
   name: string;
@@ -183,4 +184,44 @@ void describe('extractTar', () => {
     controller.abort();
     await assert.rejects(extractTar(await tarOf([{ name: 'f', body: 'x' }]), dir, { signal: controller.signal }), /abort/i);
   });
+});
+
+void describe('extractZstd', () => {
+  /** The tar of `entries`, compressed by the zstd CLI in two frames (as snapshots are framed). */
+  async function zstdTarOf(entries: Spec[]): Promise<Buffer> {
+    const chunks: Buffer[] = [];
+    for await (const chunk of await tarOf(entries)) chunks.push(chunk as Buffer);
+    const tar = Buffer.concat(chunks);
+    const half = Math.floor(tar.length / 2);
+    const frame = (bytes: Buffer): Buffer => execFileSync('zstd', ['-q', '-c'], { input: bytes });
+    return Buffer.concat([frame(tar.subarray(0, half)), frame(tar.subarray(half))]);
+  }
+  const ENTRIES: Spec[] = [
+    { name: 'a/', type: 'directory' },
+    { name: 'a/big', body: 'x'.repeat(3 * 1024 * 1024 + 17) },
+    { name: 'a/small', body: 'hello', mode: 0o755 },
+  ];
+
+  for (const kind of ['native', 'cli']) {
+    void it(`extracts what extractTar extracts, in pieces of any size (${kind} decompressor)`, async () => {
+      const saved = process.env.CACHEW_ZSTD;
+      process.env.CACHEW_ZSTD = kind === 'cli' ? 'cli' : '';
+      try {
+        const compressed = await zstdTarOf(ENTRIES);
+        const pieces = [compressed.subarray(0, 7), compressed.subarray(7, 4000), compressed.subarray(4000)];
+        const dir = await freshDir();
+        const stats = await extractZstd(Readable.from(pieces), dir);
+        assert.equal(stats.files, 2);
+        assert.equal((await fs.stat(path.join(dir, 'a/big'))).size, 3 * 1024 * 1024 + 17);
+        assert.equal(await fs.readFile(path.join(dir, 'a/small'), 'utf8'), 'hello');
+        assert.equal((await fs.stat(path.join(dir, 'a/small'))).mode & 0o777, 0o755);
+        const truncated = compressed.subarray(0, compressed.length - 9);
+        await assert.rejects(extractZstd(Readable.from([truncated]), await freshDir()), (err: unknown) => err instanceof CorruptArchiveError || /truncated/.test(String(err)));
+        await assert.rejects(extractZstd(Readable.from([Buffer.from('not zstd at all')]), await freshDir()), CorruptArchiveError);
+      } finally {
+        if (saved === undefined) delete process.env.CACHEW_ZSTD;
+        else process.env.CACHEW_ZSTD = saved;
+      }
+    });
+  }
 });

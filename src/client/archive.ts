@@ -15,6 +15,7 @@ import type { Readable } from 'node:stream';
 import { abortReason } from '../util/errors.js';
 import { UnsafeArchiveError, WriteFailedError } from './errors.js';
 import { ExtractThread } from './extract-thread.js';
+import { decompress, decompressInto, decompressorKind } from './zstd-decompress.js';
 import type { FilterStats } from './tar-filter.js';
 
 export { entryPathSegments } from './entry-policy.js';
@@ -34,11 +35,39 @@ export type ExtractStats = FilterStats;
  * settles only after the extraction thread has stopped, so nothing writes into `root` afterwards.
  */
 export async function extractTar(input: Readable | AsyncIterable<Buffer>, root: string, options: ExtractOptions = {}): Promise<ExtractStats> {
-  const { signal } = options;
-  if (signal?.aborted) throw abortReason(signal);
   // Claim the stream before anything else: a child's stdout nobody listens to is drained and
   // discarded by Node when the child exits, which a small archive's zstd may do meanwhile.
   const chunks = (input as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+  return extract(input, chunks, root, options, async (thread) => {
+    for (let next = await chunks.next(); !next.done; next = await chunks.next()) await thread.write(next.value);
+  });
+}
+
+/**
+ * Extracts the zstd-compressed tar stream `compressed` into `root`, as `extractTar` does. With the
+ * libzstd addon the bytes are decompressed straight into the extraction thread's shared memory (no
+ * output buffers, no copy); with the CLI fallback through `decompress`.
+ */
+export async function extractZstd(compressed: AsyncIterable<Buffer>, root: string, options: ExtractOptions = {}): Promise<ExtractStats> {
+  if (decompressorKind() !== 'native') return extractTar(decompress(compressed, 'cli'), root, options);
+  const chunks = compressed[Symbol.asyncIterator]();
+  const source: AsyncIterable<Buffer> = { [Symbol.asyncIterator]: () => chunks };
+  return extract(compressed, chunks, root, options, (thread) => decompressInto(source, thread));
+}
+
+/** Runs `feed` into a fresh extraction thread; see extractTar for the contract. */
+async function extract(
+  input: Readable | AsyncIterable<Buffer>,
+  chunks: AsyncIterator<Buffer>,
+  root: string,
+  options: ExtractOptions,
+  feed: (thread: ExtractThread) => Promise<void>,
+): Promise<ExtractStats> {
+  const { signal } = options;
+  if (signal?.aborted) {
+    await chunks.return?.(undefined).catch(() => undefined);
+    throw abortReason(signal);
+  }
   const thread = new ExtractThread(root);
   const onAbort = (): void => {
     const reason = abortReason(signal!);
@@ -48,7 +77,7 @@ export async function extractTar(input: Readable | AsyncIterable<Buffer>, root: 
   };
   signal?.addEventListener('abort', onAbort, { once: true });
   try {
-    for (let next = await chunks.next(); !next.done; next = await chunks.next()) await thread.write(next.value);
+    await feed(thread);
     return await thread.end();
   } catch (err) {
     // Closing the input runs a generator's cleanup (a CLI decompressor waits for its child) first.

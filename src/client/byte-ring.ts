@@ -75,6 +75,22 @@ export class RingWriter {
     }
   }
 
+  /**
+   * The free part of the slot being filled (waiting for a free slot first): a producer that can write
+   * in place (the decompressor) fills it and calls `commit` with the count, saving the copy `write` makes.
+   */
+  async room(): Promise<Uint8Array> {
+    if (this.filled === 0) await this.waitForFreeSlot();
+    const base = (this.published % this.memory.slots) * this.memory.slotBytes;
+    return this.data.subarray(base + this.filled, base + this.memory.slotBytes);
+  }
+
+  /** Marks `count` bytes of the last `room` as written. */
+  commit(count: number): void {
+    this.filled += count;
+    if (this.filled === this.memory.slotBytes) this.publish();
+  }
+
   /** Publishes the partly filled slot, then tells the consumer nothing more will come. */
   end(): void {
     if (this.filled > 0) this.publish();

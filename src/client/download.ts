@@ -17,12 +17,11 @@ import { formatConditions } from '../protocol/conditions.js';
 import { parseContentRange } from '../protocol/range.js';
 import { isCommit, stableSnapshotPath } from '../protocol/routes.js';
 import { DigestMismatchError, abortReason } from '../util/errors.js';
-import { extractTar } from './archive.js';
+import { extractZstd } from './archive.js';
 import { DownloadFailedError, NoSnapshotError, ProtocolError, SecondaryError } from './errors.js';
 import { discard, header, type HttpClient, type HttpResponse } from './http.js';
 import { ParallelGet, type ParallelGetStats } from './parallel-get.js';
 import { isRetryable, rangePieces, wholePieces, type FetchContext, type SnapshotSource } from './range-fetch.js';
-import { decompress } from './zstd-decompress.js';
 
 export interface DownloadOptions {
   http: HttpClient;
@@ -117,8 +116,8 @@ export async function downloadSnapshot(options: DownloadOptions): Promise<Downlo
 
   try {
     // One pull-driven chain: every byte is hashed on its way into the decompressor, whose output the
-    // tar filter checks before the system tar writes it. A failure anywhere closes the whole chain.
-    await extractTar(decompress(verifiedBytes(orderedBytes(), source, options.onBytes)), options.dir, { signal });
+    // extraction thread checks and writes. A failure anywhere closes the whole chain.
+    await extractZstd(verifiedBytes(orderedBytes(), source, options.onBytes), options.dir, { signal });
   } finally {
     // Requests still running (prefetched ranges after a failure) stop now.
     controller.abort(new SecondaryError('stopped after another part of the restore failed'));

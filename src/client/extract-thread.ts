@@ -50,6 +50,16 @@ export class ExtractThread {
     await this.ring.write(chunk);
   }
 
+  /** Where the next bytes go, to be written in place then `commit`ted (see RingWriter.room). */
+  async room(): Promise<Uint8Array> {
+    if (this.failure !== undefined) throw this.failure;
+    return this.ring.room();
+  }
+
+  commit(count: number): void {
+    this.ring.commit(count);
+  }
+
   /** After the last chunk: resolves with the stats once every entry is on disk. */
   async end(): Promise<FilterStats> {
     this.ring.end();

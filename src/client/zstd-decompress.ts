@@ -14,6 +14,7 @@
  */
 import { once } from 'node:events';
 import { createRequire } from 'node:module';
+import { CachewError } from '../util/errors.js';
 import { spawnProcess } from '../util/process.js';
 import { CorruptArchiveError, SecondaryError } from './errors.js';
 import { isSymptom } from './first-failure.js';
@@ -64,6 +65,50 @@ export function decompress(source: AsyncIterable<Buffer>, kind: DecompressorKind
   return kind === 'native' ? nativeDecompress(source, nativeBinding()!) : cliDecompress(source);
 }
 
+/** Memory to decompress into in place: `room` gives writable bytes, `commit` says how many were written. */
+export interface OutputRoom {
+  room(): Promise<Uint8Array>;
+  commit(count: number): void;
+}
+
+/**
+ * Decompresses `source` with libzstd straight into `sink`'s memory (the extraction ring): no output
+ * buffer and no copy. Native only (callers check `decompressorKind()`); errors as `decompress`.
+ */
+export async function decompressInto(source: AsyncIterable<Buffer>, sink: OutputRoom): Promise<void> {
+  const zstd = nativeBinding();
+  if (zstd === null) throw new CachewError('internal', 'the zstd addon is not available');
+  const context = new zstd.DCtx();
+  context.setParameter(zstd.DParameter.windowLogMax, WINDOW_LOG_MAX);
+  let pending = 0;
+  let sawInput = false;
+  for await (const chunk of source) {
+    if (chunk.length === 0) continue;
+    sawInput = true;
+    let input: Buffer = chunk;
+    // A full room may mean libzstd holds more output for this input: call again until it does not.
+    for (let full = false; input.length > 0 || full; ) {
+      const room = await sink.room();
+      const [hint, written, read] = step(context, room, input);
+      pending = hint;
+      sink.commit(written);
+      input = input.subarray(read);
+      full = written === room.length;
+      if (written === 0 && read === 0) break; // defensive: no progress possible with this input
+    }
+  }
+  if (!sawInput) throw new CorruptArchiveError('empty stream');
+  if (pending !== 0) throw new CorruptArchiveError('truncated (the stream ends inside a frame)');
+}
+
+function step(context: InstanceType<ZstdBinding['DCtx']>, out: Uint8Array, input: Buffer): [number, number, number] {
+  try {
+    return context.decompressStream(out, input);
+  } catch (err) {
+    throw new CorruptArchiveError(err instanceof Error ? err.message : String(err));
+  }
+}
+
 async function* nativeDecompress(source: AsyncIterable<Buffer>, zstd: ZstdBinding): AsyncGenerator<Buffer, void, undefined> {
   const context = new zstd.DCtx();
   context.setParameter(zstd.DParameter.windowLogMax, WINDOW_LOG_MAX);
@@ -86,13 +131,7 @@ async function* nativeDecompress(source: AsyncIterable<Buffer>, zstd: ZstdBindin
         out = Buffer.allocUnsafe(OUTPUT_CHUNK);
         handed = used = 0;
       }
-      let result: [number, number, number];
-      try {
-        result = context.decompressStream(out.subarray(used), input);
-      } catch (err) {
-        throw new CorruptArchiveError(err instanceof Error ? err.message : String(err));
-      }
-      const [hint, written, read] = result;
+      const [hint, written, read] = step(context, out.subarray(used), input);
       pending = hint;
       used += written;
       input = input.subarray(read);
