@@ -83,11 +83,9 @@ export function gitHttpEnv(url: URL, headers: Record<string, string> = {}): Reco
 }
 
 /** Fetches every branch and tag from the server and moves the checked-out branch to the server's head. */
-export async function syncRefs(options: SyncRefsOptions): Promise<SyncRefsResult> {
+export async function syncRefs(options: SyncRefsOptions, fetching?: Promise<PackedRef[]>): Promise<SyncRefsResult> {
   const { cloneDir, signal } = options;
-  const url = serverRepoUrl(options.serverUrl, options.host, options.repo);
-  const env = gitHttpEnv(url, options.headers);
-  const fetched = await withRetries(options, () => cloneRefs(cloneDir, url, env, signal));
+  const fetched = await (fetching ?? fetchServerRefs(options));
   // Loose refs (the delta bundle's fetch writes one) would shadow what we put in packed-refs.
   if (await hasLooseRefs(path.join(cloneDir, '.git', 'refs'))) await runGit(['pack-refs', '--all'], cloneDir, signal);
   await writePackedRefs(path.join(cloneDir, '.git'), fetched);
@@ -103,6 +101,17 @@ export async function syncRefs(options: SyncRefsOptions): Promise<SyncRefsResult
     }
   }
   return { commit, moved: commit !== head, refs: fetched.length };
+}
+
+/**
+ * Steps 1–2 of the module comment alone (with retries): their objects land in the clone's object
+ * directory, nothing else of the clone changes, so they may run while the clone's index and config
+ * are being rewritten. Hand the promise to `syncRefs` for step 3.
+ */
+export function fetchServerRefs(options: SyncRefsOptions): Promise<PackedRef[]> {
+  const url = serverRepoUrl(options.serverUrl, options.host, options.repo);
+  const env = gitHttpEnv(url, options.headers);
+  return withRetries(options, () => cloneRefs(options.cloneDir, url, env, options.signal));
 }
 
 /**

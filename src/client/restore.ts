@@ -21,7 +21,7 @@ import { GitRefs } from './git-refs.js';
 import { makeTempSibling, removeStaleSiblings } from './temp-siblings.js';
 import { HttpClient } from './http.js';
 import type { ParallelGetStats } from './parallel-get.js';
-import { syncRefs } from './ref-sync.js';
+import { fetchServerRefs, syncRefs } from './ref-sync.js';
 
 export interface RestoreProgress {
   phase: 'download' | 'bundle' | 'refs' | 'verify';
@@ -175,8 +175,30 @@ async function finishClone(
   if (snapshot.commit && snapshot.commit !== head) {
     throw new CachewError('internal', `snapshot claims commit ${snapshot.commit} but contains ${head}`);
   }
-  // First, so that git runs below under its default stat rules and the snapshot's keys are gone.
-  await adoptWorkTreeStats(dir, options.signal);
+  const syncing = options.bundle !== false;
+  const refsOptions = {
+    cloneDir: dir,
+    serverUrl: options.serverUrl,
+    host: options.host,
+    repo: options.repo,
+    // git sends the same credential the downloads used (if the server asked for one), scoped to its URL.
+    headers: await withAuthorization(http, options.serverHeaders),
+    maxAttempts: options.maxAttempts,
+    backoffMs: options.backoffMs,
+    signal: options.signal,
+  };
+  // Without a bundle to apply first, the server's refs are fetched while the index is rewritten:
+  // the fetch only adds objects (ref-sync.ts, fetchServerRefs).
+  const fetching = syncing && !snapshot.bundleUrl ? fetchServerRefs(refsOptions) : undefined;
+  fetching?.catch(() => undefined); // awaited below, unless something before fails first
+  // Before any git command that looks at the work tree: they then run under git's default stat
+  // rules, with the snapshot's keys gone.
+  try {
+    await adoptWorkTreeStats(dir, options.signal);
+  } catch (err) {
+    await fetching?.catch(() => undefined); // nothing may still write into `dir` once we fail
+    throw err;
+  }
   let commit = head;
   let bundleApplied = false;
   if (snapshot.bundleUrl && options.bundle !== false) {
@@ -192,20 +214,9 @@ async function finishClone(
     commit = result.commit;
     bundleApplied = result.applied;
   }
-  if (options.bundle !== false) {
+  if (syncing) {
     options.onProgress?.({ phase: 'refs', bytes: snapshot.size, total: snapshot.size });
-    const synced = await syncRefs({
-      cloneDir: dir,
-      serverUrl: options.serverUrl,
-      host: options.host,
-      repo: options.repo,
-      // git sends the same credential the downloads used (if the server asked for one), scoped to its URL.
-      headers: await withAuthorization(http, options.serverHeaders),
-      maxAttempts: options.maxAttempts,
-      backoffMs: options.backoffMs,
-      signal: options.signal,
-    });
-    commit = synced.commit;
+    commit = (await syncRefs(refsOptions, fetching)).commit;
   }
   await finishCloneLayout({ cloneDir: dir, repoUrl: options.repoUrl, signal: options.signal });
   options.onProgress?.({ phase: 'verify', bytes: snapshot.size, total: snapshot.size });
