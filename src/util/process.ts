@@ -31,11 +31,6 @@ export interface ProcessOptions {
   startError?: (err: Error) => Error;
   /** The error when `timeoutMs` passes (default: TimeoutError). */
   timeoutError?: () => Error;
-  /**
-   * Which end of stderr to keep (default `tail`: git and zstd say what went wrong last). `head` suits
-   * programs such as tar whose first complaint is the cause and the rest its consequences.
-   */
-  stderrKeep?: 'head' | 'tail';
 }
 
 /** How a program ended. */
@@ -43,7 +38,7 @@ export interface ProcessExit {
   /** Exit code (null when a signal ended it or it never started). */
   code: number | null;
   signal: NodeJS.Signals | null;
-  /** The kept end of its stderr (`stderrKeep`), at most 4 KiB. */
+  /** The tail of its stderr, at most 4 KiB. */
   stderr: string;
   /** Set when the program could not be started at all. */
   spawnError?: Error;
@@ -89,8 +84,8 @@ export function spawnProcess(command: string, args: readonly string[], options: 
   if (group !== undefined) liveGroups.add(group);
   let stderr = '';
   child.stderr!.on('data', (chunk: Buffer) => {
-    if (options.stderrKeep !== 'head') stderr = (stderr + chunk.toString('utf8')).slice(-STDERR_KEPT_BYTES);
-    else if (stderr.length < STDERR_KEPT_BYTES) stderr += chunk.toString('utf8').slice(0, STDERR_KEPT_BYTES - stderr.length);
+    // The tail: git and zstd say what went wrong last.
+    stderr = (stderr + chunk.toString('utf8')).slice(-STDERR_KEPT_BYTES);
   });
   const kill = (): void => {
     if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
