@@ -5,7 +5,7 @@
  */
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import type { extractTar as ExtractTar } from '../src/client/archive.js';
+import type { extractZstd as ExtractZstd } from '../src/client/archive.js';
 import type { restore as Restore } from '../src/client/restore.js';
 import { log, run } from './util.js';
 
@@ -13,7 +13,7 @@ const ROOT = path.resolve(import.meta.dirname, '..');
 
 export interface CompiledClient {
   restore: typeof Restore;
-  extractTar: typeof ExtractTar;
+  extractZstd: typeof ExtractZstd;
 }
 
 let loading: Promise<CompiledClient> | undefined;
@@ -24,11 +24,11 @@ export function compiledClient(): Promise<CompiledClient> {
     log('building dist/ for the restore client (npm run build)');
     await run('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: ROOT, timeoutMs: 600_000 });
     const dist = (file: string): string => pathToFileURL(path.join(ROOT, 'dist', file)).href;
-    const [{ restore }, { extractTar }] = await Promise.all([
+    const [{ restore }, { extractZstd }] = await Promise.all([
       import(dist('client/restore.js')) as Promise<{ restore: typeof Restore }>,
-      import(dist('client/archive.js')) as Promise<{ extractTar: typeof ExtractTar }>,
+      import(dist('client/archive.js')) as Promise<{ extractZstd: typeof ExtractZstd }>,
     ]);
-    return { restore, extractTar };
+    return { restore, extractZstd };
   })();
   return loading;
 }
