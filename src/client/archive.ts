@@ -15,7 +15,7 @@ import type { Readable } from 'node:stream';
 import { abortReason } from '../util/errors.js';
 import { UnsafeArchiveError, WriteFailedError } from './errors.js';
 import { ExtractThread } from './extract-thread.js';
-import { decompress, decompressInto, decompressorKind } from './zstd-decompress.js';
+import { decompressInto, decompressWithCli, decompressorKind } from './zstd-decompress.js';
 import type { FilterStats } from './tar-filter.js';
 
 export { entryPathSegments } from './entry-policy.js';
@@ -46,10 +46,10 @@ export async function extractTar(input: Readable | AsyncIterable<Buffer>, root: 
 /**
  * Extracts the zstd-compressed tar stream `compressed` into `root`, as `extractTar` does. With the
  * libzstd addon the bytes are decompressed straight into the extraction thread's shared memory (no
- * output buffers, no copy); with the CLI fallback through `decompress`.
+ * output buffers, no copy); with the CLI fallback through `decompressWithCli`.
  */
 export async function extractZstd(compressed: AsyncIterable<Buffer>, root: string, options: ExtractOptions = {}): Promise<ExtractStats> {
-  if (decompressorKind() !== 'native') return extractTar(decompress(compressed, 'cli'), root, options);
+  if (decompressorKind() !== 'native') return extractTar(decompressWithCli(compressed), root, options);
   const chunks = compressed[Symbol.asyncIterator]();
   const source: AsyncIterable<Buffer> = { [Symbol.asyncIterator]: () => chunks };
   return extract(compressed, chunks, root, options, (thread) => decompressInto(source, thread));

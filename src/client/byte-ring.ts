@@ -13,19 +13,20 @@
  * and a data block of `slots` × `slotBytes`. Counters only grow; slot i lives at i % slots.
  */
 
+/** Word indexes in the control block: counters, the producer's state, then one length per slot. */
 const PUBLISHED = 0;
 const CONSUMED = 1;
 const STATE = 2;
 const LENGTHS = 3;
 
-/** The producer's last word: `ENDED` after the last slot, `STOPPED` to abandon the stream. */
+/** The producer's state: running, ended after the last slot, or stopped (abandon the stream). */
+const State = { running: 0, ended: 1, stopped: 2 } as const;
+
+/** How long the consumer sleeps before looking again when nothing happened. */
+const WAIT_MS = 1000;
+
 /** Atomics.waitAsync: V8 (Node 16+) has it, TypeScript's ES2022 library does not declare it. */
 const waitAsync = (Atomics as unknown as { waitAsync(array: Int32Array, index: number, value: number): { async: boolean; value: Promise<string> | string } }).waitAsync;
-
-const RUNNING = 0;
-const WAIT_MS = 1000;
-const ENDED = 1;
-const STOPPED = 2;
 
 /** The shared memory of one ring: passed to the consumer thread through `workerData`. */
 export interface RingMemory {
@@ -94,12 +95,12 @@ export class RingWriter {
   /** Publishes the partly filled slot, then tells the consumer nothing more will come. */
   end(): void {
     if (this.filled > 0) this.publish();
-    this.setState(ENDED);
+    this.setState(State.ended);
   }
 
   /** Tells the consumer to abandon the stream. */
   stop(): void {
-    this.setState(STOPPED);
+    this.setState(State.stopped);
   }
 
   private publish(): void {
@@ -143,12 +144,12 @@ export class RingReader {
     for (;;) {
       const published = Atomics.load(this.control, PUBLISHED);
       const state = Atomics.load(this.control, STATE);
-      if (state === STOPPED) return false;
+      if (state === State.stopped) return false;
       if (this.consumed === published) {
         // The producer publishes before it ends, so a second look at the count settles the race.
-        if (state === ENDED && Atomics.load(this.control, PUBLISHED) === this.consumed) return true;
+        if (state === State.ended && Atomics.load(this.control, PUBLISHED) === this.consumed) return true;
         // Bounded, so a producer that vanished without a word cannot park this thread for good.
-        if (state === RUNNING) Atomics.wait(this.control, PUBLISHED, published, WAIT_MS);
+        if (state === State.running) Atomics.wait(this.control, PUBLISHED, published, WAIT_MS);
         continue;
       }
       const slot = this.consumed % slots;

@@ -2,7 +2,8 @@
  * Decompression of a snapshot's zstd stream for the restore client.
  *
  * In-process (libzstd through the `zstd-napi` addon) by default: the compressed bytes go from the
- * socket straight into libzstd and come out in 1 MiB chunks for the tar filter. The former design
+ * socket straight into libzstd, which writes its output straight into the extraction thread's shared
+ * memory (`decompressInto`, see archive.ts extractZstd). The former design
  * piped them through a `zstd -d` child and read its output back, 64 KiB per event: two extra copies
  * through the kernel, two processes ping-ponging on small pipes and ~10k event-loop turns per
  * 350 MB, which profiling showed as the restore's critical path on a 2-core machine
@@ -13,56 +14,20 @@
  * and both refuse windows over 128 MiB, so a hostile frame cannot make the client allocate more.
  */
 import { once } from 'node:events';
-import { createRequire } from 'node:module';
 import { CachewError } from '../util/errors.js';
 import { spawnProcess } from '../util/process.js';
+import { zstdAddon, type DecompressionContext } from '../util/zstd-addon.js';
 import { CorruptArchiveError, SecondaryError } from './errors.js';
 import { isSymptom } from './first-failure.js';
 
-/** Output chunk size: the unit the tar filter and the tar pipe work in. */
-const OUTPUT_CHUNK = 1024 * 1024;
 /** log2 of the largest window accepted (128 MiB, the zstd CLI's own default limit). */
 const WINDOW_LOG_MAX = 27;
-/** Decompressed bytes worth handing to the tar filter before the next network read. */
-const MIN_HANDOVER = 256 * 1024;
-
-/** The part of libzstd's streaming API we use (zstd-napi's `binding` module). */
-interface ZstdBinding {
-  DCtx: new () => {
-    setParameter(param: number, value: number): void;
-    /** [remaining hint (0 = frame complete), bytes written to dst, bytes read from src] */
-    decompressStream(dst: Uint8Array, src: Uint8Array): [number, number, number];
-  };
-  DParameter: { windowLogMax: number };
-}
-
-let binding: ZstdBinding | null | undefined;
-
-/** The native binding, or null when it cannot load here (then the CLI is used). Loaded once. */
-function nativeBinding(): ZstdBinding | null {
-  if (binding === undefined) {
-    try {
-      binding = createRequire(import.meta.url)('zstd-napi/binding') as ZstdBinding;
-    } catch {
-      binding = null;
-    }
-  }
-  return binding;
-}
 
 export type DecompressorKind = 'native' | 'cli';
 
 /** Which decompressor a restore uses now: `CACHEW_ZSTD=cli` forces the CLI. */
 export function decompressorKind(): DecompressorKind {
-  return process.env.CACHEW_ZSTD !== 'cli' && nativeBinding() !== null ? 'native' : 'cli';
-}
-
-/**
- * Decompresses `source` (a zstd stream, pulled as it is consumed). Rejects with CorruptArchiveError
- * when the input is not zstd or ends inside a frame; errors of `source` itself pass through unchanged.
- */
-export function decompress(source: AsyncIterable<Buffer>, kind: DecompressorKind = decompressorKind()): AsyncGenerator<Buffer, void, undefined> {
-  return kind === 'native' ? nativeDecompress(source, nativeBinding()!) : cliDecompress(source);
+  return process.env.CACHEW_ZSTD !== 'cli' && zstdAddon() !== null ? 'native' : 'cli';
 }
 
 /** Memory to decompress into in place: `room` gives writable bytes, `commit` says how many were written. */
@@ -76,7 +41,7 @@ export interface OutputRoom {
  * buffer and no copy. Native only (callers check `decompressorKind()`); errors as `decompress`.
  */
 export async function decompressInto(source: AsyncIterable<Buffer>, sink: OutputRoom): Promise<void> {
-  const zstd = nativeBinding();
+  const zstd = zstdAddon();
   if (zstd === null) throw new CachewError('internal', 'the zstd addon is not available');
   const context = new zstd.DCtx();
   context.setParameter(zstd.DParameter.windowLogMax, WINDOW_LOG_MAX);
@@ -101,7 +66,7 @@ export async function decompressInto(source: AsyncIterable<Buffer>, sink: Output
   if (pending !== 0) throw new CorruptArchiveError('truncated (the stream ends inside a frame)');
 }
 
-function step(context: InstanceType<ZstdBinding['DCtx']>, out: Uint8Array, input: Buffer): [number, number, number] {
+function step(context: DecompressionContext, out: Uint8Array, input: Buffer): [number, number, number] {
   try {
     return context.decompressStream(out, input);
   } catch (err) {
@@ -109,48 +74,12 @@ function step(context: InstanceType<ZstdBinding['DCtx']>, out: Uint8Array, input
   }
 }
 
-async function* nativeDecompress(source: AsyncIterable<Buffer>, zstd: ZstdBinding): AsyncGenerator<Buffer, void, undefined> {
-  const context = new zstd.DCtx();
-  context.setParameter(zstd.DParameter.windowLogMax, WINDOW_LOG_MAX);
-  // Output is written into `out` from `used` on; `[handed, used)` is written but not yet yielded.
-  // Yielded views stay valid: a buffer is never written twice, a full one is replaced.
-  let out = Buffer.allocUnsafe(OUTPUT_CHUNK);
-  let handed = 0;
-  let used = 0;
-  // 0 once the last frame is complete; anything else at the end means the stream was cut short.
-  let pending = 0;
-  let sawInput = false;
-  for await (const chunk of source) {
-    if (chunk.length === 0) continue;
-    sawInput = true;
-    let input: Buffer = chunk;
-    // Keep calling while input remains or the output filled up (libzstd may hold more to flush).
-    while (input.length > 0 || used === out.length) {
-      if (used === out.length) {
-        if (used > handed) yield out.subarray(handed, used);
-        out = Buffer.allocUnsafe(OUTPUT_CHUNK);
-        handed = used = 0;
-      }
-      const [hint, written, read] = step(context, out.subarray(used), input);
-      pending = hint;
-      used += written;
-      input = input.subarray(read);
-      if (written === 0 && read === 0) break; // defensive: no progress possible with this input
-    }
-    // Hand over a good piece before waiting for the network again, so tar keeps writing meanwhile;
-    // smaller pieces would only add event-loop turns.
-    if (used - handed >= MIN_HANDOVER) {
-      yield out.subarray(handed, used);
-      handed = used;
-    }
-  }
-  if (used > handed) yield out.subarray(handed, used);
-  if (!sawInput) throw new CorruptArchiveError('empty stream');
-  if (pending !== 0) throw new CorruptArchiveError('truncated (the stream ends inside a frame)');
-}
-
-/** The same through a `zstd -d` child: input written to its stdin while its stdout is read. */
-async function* cliDecompress(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer, void, undefined> {
+/**
+ * Decompresses `source` (a zstd stream, pulled as it is consumed) through a `zstd -d` child: input
+ * written to its stdin while its stdout is read. Rejects with CorruptArchiveError when the input is not
+ * zstd or ends inside a frame; errors of `source` itself pass through unchanged.
+ */
+export async function* decompressWithCli(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer, void, undefined> {
   const zstd = spawnProcess('zstd', ['-d', '-q', '-c', `--memory=${2 ** (WINDOW_LOG_MAX - 20)}MB`], {
     env: process.env,
     exitError: (code, killedBy, stderr) =>

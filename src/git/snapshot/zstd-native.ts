@@ -21,48 +21,16 @@
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { open, rm, type FileHandle } from 'node:fs/promises';
-import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { abortReason } from '../../util/errors.js';
+import { zstdAddon, type CompressionContext, type ZstdAddon } from '../../util/zstd-addon.js';
 import { encodeFrameTable, frameTableLength, type FrameEntry } from './frames.js';
 import { BATCH_FRAME_LIMIT, ZSTD_LEVEL, type FramedResult, type FrameSource } from './zstd.js';
 
-/** The part of zstd-napi's `binding` module used here. */
-interface ZstdBinding {
-  CCtx: new () => CompressionContext;
-  CParameter: { compressionLevel: number; checksumFlag: number; contentSizeFlag: number; nbWorkers: number };
-  EndDirective: { continue: number; end: number };
-  ResetDirective: { sessionOnly: number };
-  compressBound(size: number): number;
-  versionString(): string;
-}
-
-interface CompressionContext {
-  setParameter(param: number, value: number): void;
-  reset(directive: number): void;
-  compress2(dst: Uint8Array, src: Uint8Array): number;
-  /** [bytes left to flush (0 = frame complete at `end`), bytes written to dst, bytes read from src] */
-  compressStream2(dst: Uint8Array, src: Uint8Array, endOp: number): [number, number, number];
-}
-
-let binding: ZstdBinding | null | undefined;
-
-/** The addon, or null when it cannot load here (not built on this host). Loaded once. */
-function nativeBinding(): ZstdBinding | null {
-  if (binding === undefined) {
-    try {
-      binding = createRequire(import.meta.url)('zstd-napi/binding') as ZstdBinding;
-    } catch {
-      binding = null;
-    }
-  }
-  return binding;
-}
-
 /** The addon's libzstd version (e.g. "1.5.7"), or undefined when the addon cannot load. */
 export function nativeZstdVersion(): string | undefined {
-  return nativeBinding()?.versionString();
+  return zstdAddon()?.versionString();
 }
 
 /** Compressed bytes are written to the archive in pieces of about this size. */
@@ -107,7 +75,7 @@ export async function compressToBody(
   signal?: AbortSignal,
   workers = availableParallelism(),
 ): Promise<FramedBody> {
-  const zstd = nativeBinding();
+  const zstd = zstdAddon();
   if (zstd === null) throw new Error('zstd-napi is not available');
   const body = new FrameWriter(await open(bodyPath, 'wx'));
   try {
@@ -135,7 +103,7 @@ export async function compressToBody(
 }
 
 /** A compression context at the format's parameters; `workers` 0 = single-threaded mode. */
-function context(zstd: ZstdBinding, workers: number): CompressionContext {
+function context(zstd: ZstdAddon, workers: number): CompressionContext {
   const cctx = new zstd.CCtx();
   cctx.setParameter(zstd.CParameter.compressionLevel, ZSTD_LEVEL);
   cctx.setParameter(zstd.CParameter.checksumFlag, 1);
@@ -152,7 +120,7 @@ interface LightBuffers {
 
 /** A light frame: collected whole (it is small by definition) and compressed in one call. */
 async function wholeFrame(
-  zstd: ZstdBinding,
+  zstd: ZstdAddon,
   cctx: CompressionContext,
   bytes: AsyncIterable<Buffer> | Iterable<Buffer>,
   body: FrameWriter,
@@ -180,7 +148,7 @@ async function wholeFrame(
 
 /** A heavy frame: streamed through the multi-threaded context as it is produced. */
 async function streamFrame(
-  zstd: ZstdBinding,
+  zstd: ZstdAddon,
   cctx: CompressionContext,
   bytes: AsyncIterable<Buffer> | Iterable<Buffer>,
   body: FrameWriter,
