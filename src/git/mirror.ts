@@ -115,6 +115,12 @@ export class Mirror {
    * same clone for at most `waitMs`, then gets UnavailableError (503 + Retry-After) while the clone
    * continues in the background. Upstream "not found" → NotFoundError; unreachable → UpstreamError.
    */
+  /** Resolves once no clone or fetch of this mirror is running (whatever their outcome). */
+  async settled(): Promise<void> {
+    const running = [this.#clone, this.#fetch?.promise, this.#queuedFetch?.promise];
+    await Promise.allSettled(running.filter((work) => work !== undefined));
+  }
+
   async ensureReady(options: OpOptions = {}): Promise<void> {
     if (this.#state === 'ready') return;
     // A repository upstream just said does not exist is not asked for again within the ref-check

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, promises as fs } from 'node:fs';
@@ -26,7 +27,7 @@ async function fixture(t: { after(fn: () => Promise<void>): void }): Promise<Fix
   const managers: MirrorManager[] = [];
   const clock = new ManualClock();
   t.after(async () => {
-    for (const m of managers) m.close();
+    for (const m of managers) await m.close();
     await up.stop();
     await fs.rm(root, { recursive: true, force: true });
   });
@@ -81,6 +82,24 @@ void test('clones once for concurrent callers, matches upstream refs and default
   assert.equal(await mirror.hasCommit('not-a-sha'), false);
   assert.equal((await runGit(['config', 'uploadpack.allowFilter'], { cwd: mirror.gitDir })).trim(), 'true');
   assert.deepEqual(await fs.readdir(path.join(f.root, '.tmp')), [], 'staging dir left empty');
+});
+
+void test('close waits until a clone in progress has stopped and its staging directory is gone', { timeout: 120_000 }, async (t) => {
+  const f = await fixture(t);
+  // Big enough that the clone is still running when close() comes.
+  const files: Record<string, string> = {};
+  for (let i = 0; i < 200; i++) files[`f${i}.bin`] = randomBytes(64 * 1024).toString('base64');
+  await f.up.createRepo('org/big', files);
+  const { mirrors } = f.manager();
+  const cloning = mirrors.get(f.up.hostName, 'org/big').ensureReady();
+  cloning.catch(() => undefined);
+  const staging = path.join(f.root, '.tmp');
+  // Bounded wait for the clone to create its staging directory (the event this test is about).
+  for (let i = 0; i < 2_000 && (await fs.readdir(staging).catch(() => [])).length === 0; i++) await new Promise((r) => setTimeout(r, 5));
+  assert.notDeepEqual(await fs.readdir(staging), [], 'the clone was staging when close() came');
+  await mirrors.close();
+  assert.deepEqual(await fs.readdir(staging), [], 'nothing of the clone is left, nothing still writes');
+  await assert.rejects(cloning);
 });
 
 void test('reuses mirrors found on disk and cleans .tmp at start-up', { timeout: 120_000 }, async (t) => {

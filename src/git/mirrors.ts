@@ -126,8 +126,12 @@ export class MirrorManager {
     return found;
   }
 
-  /** Stops every running clone and fetch (their process groups are killed). */
-  close(): void {
+  /**
+   * Stops every running clone and fetch (their process groups are killed) and resolves once they have
+   * wound down, their staging directories removed: after it nothing of ours writes under the root.
+   */
+  async close(): Promise<void> {
     this.#shutdown.abort();
+    await Promise.all([...this.#mirrors.values()].map((mirror) => mirror.settled()));
   }
 }
