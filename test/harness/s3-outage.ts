@@ -59,12 +59,16 @@ export function useOutageFixture(): OutageFixture {
   });
 
   after(async () => {
-    for (const replica of replicas) await replica.stop();
-    for (const dir of stateDirs) await rm(dir, { recursive: true, force: true });
-    fixture.client?.destroy();
-    await fixture.s3Switch?.stop();
-    await fixture.upstream?.stop();
-    await fixture.moto?.stop();
+    try {
+      for (const replica of replicas) await replica.stop();
+      for (const dir of stateDirs) await rm(dir, { recursive: true, force: true, maxRetries: 3 });
+    } finally {
+      // Whatever failed above, the servers must stop: a live one keeps the test file from ending.
+      fixture.client?.destroy();
+      await fixture.s3Switch?.stop();
+      await fixture.upstream?.stop();
+      await fixture.moto?.stop();
+    }
   });
   return fixture;
 }
