@@ -34,7 +34,6 @@ export interface ParallelGetStats extends FetchStats {
 
 /** One chunk's download: pieces arrive in `pieces` until `done` settles. */
 interface Task {
-  length: number;
   pieces: Buffer[];
   /** Bytes in `pieces` not yet taken by the consumer. */
   queued: number;
@@ -164,7 +163,7 @@ export class ParallelGet {
       const chunk = this.nextToSchedule++;
       const first = this.start + chunk * this.chunkSize;
       const last = Math.min(first + this.chunkSize - 1, this.end);
-      const task: Task = { length: last - first + 1, pieces: [], queued: 0, done: Promise.resolve(), finished: false };
+      const task: Task = { pieces: [], queued: 0, done: Promise.resolve(), finished: false };
       task.done = this.download(first, last, task).finally(() => {
         task.finished = true;
         task.wake?.();
