@@ -60,7 +60,7 @@ export async function createBundle(options: CreateBundleOptions): Promise<{ sha2
       callback(null, chunk);
     },
   });
-  const proc = spawnGit([...deterministicPackObjectsArgs(), '--revs', '--thin', '--stdout'], {
+  const proc = spawnGit([...deterministicPackObjectsArgs('bundle'), '--revs', '--thin', '--stdout'], {
     cwd: gitDir,
     env: DETERMINISTIC_PACK_ENV,
     input: `${head}\n^${base}\n`,

@@ -245,7 +245,7 @@ void describe('generateSnapshot', { timeout: 120_000 }, () => {
 
   void it('names its format with the tool versions', async () => {
     const id = await snapshotFormatId();
-    assert.match(id, defaultCompressor() === 'native' ? /^cachew-snapshot-v8;libzstd-\d+\.\d+\.\d+;git-\d+\.\d+/ : /^cachew-snapshot-v8;zstd-\d+\.\d+\.\d+;git-\d+\.\d+/);
+    assert.match(id, defaultCompressor() === 'native' ? /^cachew-snapshot-v9;libzstd-\d+\.\d+\.\d+;git-\d+\.\d+/ : /^cachew-snapshot-v9;zstd-\d+\.\d+\.\d+;git-\d+\.\d+/);
     assert.equal(await snapshotFormatId(), id);
   });
 });

@@ -9,7 +9,7 @@
  *      and tags in part 0, trees and blobs by a hash of their base name, so the versions of a file
  *      (and same-named files, git's own delta heuristic) stay in one part and keep their deltas;
  *   3. each part is one single-threaded `pack-objects` run fed that part's lines in list order, its
- *      objects stored without zlib (deterministic-pack.ts PackCompression: the archive's zstd does it).
+ *      objects stored without zlib (deterministic-pack.ts PackProfile: the archive's zstd does it).
  * Parts are independent, so a big layer uses several cores (the caller runs them through its
  * limiter) while each pack stays deterministic. P and the hash are part of the snapshot format.
  */
@@ -54,7 +54,7 @@ export async function buildLayer(gitDir: string, from: string | undefined, to: s
     if (sizes[i] === 0) return undefined;
     const out = join(dir, `part-${i}`);
     await mkdir(out);
-    return limit(() => writeDeterministicPack(gitDir, createReadStream(path), out, { signal, compression: 'stored' }));
+    return limit(() => writeDeterministicPack(gitDir, createReadStream(path), out, { signal, profile: 'layer' }));
   });
   const settled = await Promise.allSettled(packs);
   const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
