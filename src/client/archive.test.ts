@@ -108,6 +108,16 @@ void describe('extractTar', () => {
     // Symlink targets are written verbatim, never followed.
     assert.equal(await fs.readlink(path.join(dir, 'abs-link')), '/etc/passwd');
     assert.equal(await fs.readlink(path.join(dir, 'rel-link')), 'bin/run');
+    // Every file and symlink's final stat data, recorded by the writer under its normalised path.
+    assert.equal(stats.statTable.size, 4);
+    for (const name of ['bin/run', 'implicit/parent/file.txt', 'abs-link', 'rel-link']) {
+      const st = await fs.lstat(path.join(dir, name), { bigint: true });
+      const fields = stats.statTable.fields(name);
+      assert.ok(fields !== undefined, name);
+      assert.equal(fields.readUInt32BE(20), Number(st.ino & 0xffffffffn), `${name}: inode`);
+      assert.equal(fields.readUInt32BE(0), Number(st.ctimeNs / 1_000_000_000n), `${name}: ctime after the mtime was set`);
+      assert.equal(fields.readUInt32BE(8), Number(st.mtimeNs / 1_000_000_000n), `${name}: mtime`);
+    }
   });
 
   const rejected: Array<[string, Spec[], RegExp]> = [

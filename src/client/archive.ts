@@ -16,6 +16,7 @@ import { abortReason } from '../util/errors.js';
 import { UnsafeArchiveError, WriteFailedError } from './errors.js';
 import { ExtractThread } from './extract-thread.js';
 import { decompressInto, decompressWithCli, decompressorKind } from './zstd-decompress.js';
+import type { StatTable } from './stat-table.js';
 import type { FilterStats } from './tar-filter.js';
 
 export { entryPathSegments } from './entry-policy.js';
@@ -24,8 +25,11 @@ export interface ExtractOptions {
   signal?: AbortSignal;
 }
 
-/** What was extracted: admitted entries, regular files, and bytes of file content. */
-export type ExtractStats = FilterStats;
+/**
+ * What was extracted: admitted entries, regular files, bytes of file content, and the stat data of
+ * every file and symlink written (stat-table.ts).
+ */
+export type ExtractStats = FilterStats & { statTable: StatTable };
 
 /**
  * Extracts the tar stream `input` (a Readable or any async iterable of chunks, e.g. the decompressor's
@@ -78,7 +82,8 @@ async function extract(
   signal?.addEventListener('abort', onAbort, { once: true });
   try {
     await feed(thread);
-    return await thread.end();
+    const { stats, statTable } = await thread.end();
+    return { ...stats, statTable };
   } catch (err) {
     // Closing the input runs a generator's cleanup (a CLI decompressor waits for its child) first.
     if (isDestroyable(input)) input.destroy();

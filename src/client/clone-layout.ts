@@ -25,14 +25,22 @@ export interface CloneLayoutOptions {
 
 const ZERO_OID = '0'.repeat(40);
 
-/** Applies the user-specific parts of a clone; see the module comment. */
+/**
+ * `git init` in the clone: templates and file-system probes (see the module comment). First of the
+ * layout steps, and before anything compares the work tree with the index: a probe may set a key
+ * that changes what git sees (`core.filemode=false` on a file system without an executable bit).
+ */
+export async function initClone(cloneDir: string, signal?: AbortSignal): Promise<void> {
+  await runGit(['init', '--quiet'], cloneDir, signal);
+}
+
+/** Applies the rest of the user-specific parts of a clone, after `initClone`; see the module comment. */
 export async function finishCloneLayout(options: CloneLayoutOptions): Promise<void> {
   const { cloneDir, repoUrl, signal } = options;
-  // git's identity does not depend on the two steps below: ask for it meanwhile.
+  // git's identity does not depend on the step below: ask for it meanwhile.
   const varList = runGit(['var', '-l'], cloneDir, signal);
   varList.catch(() => undefined); // awaited below, unless a step before fails
   await runGit(['config', 'remote.origin.url', repoUrl], cloneDir, signal);
-  await runGit(['init', '--quiet'], cloneDir, signal);
   await rewriteCloneReflogs(cloneDir, repoUrl, await varList);
   await fs.rm(path.join(cloneDir, '.git', 'ORIG_HEAD'), { force: true });
 }

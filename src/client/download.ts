@@ -18,6 +18,7 @@ import { parseContentRange } from '../protocol/range.js';
 import { isCommit, stableSnapshotPath } from '../protocol/routes.js';
 import { DigestMismatchError, abortReason } from '../util/errors.js';
 import { extractZstd } from './archive.js';
+import type { StatTable } from './stat-table.js';
 import { DownloadFailedError, NoSnapshotError, ProtocolError, SecondaryError } from './errors.js';
 import { discard, header, type HttpClient, type HttpResponse } from './http.js';
 import { ParallelGet, type ParallelGetStats } from './parallel-get.js';
@@ -47,6 +48,8 @@ export interface DownloadResult {
   size: number;
   /** Absolute delta-bundle URL when the server advertised one. */
   bundleUrl?: URL;
+  /** The stat data of the files extraction wrote (for the index, index-stat.ts). */
+  statTable?: StatTable;
 }
 
 const MAX_RETRY_AFTER_MS = 30_000;
@@ -117,7 +120,8 @@ export async function downloadSnapshot(options: DownloadOptions): Promise<Downlo
   try {
     // One pull-driven chain: every byte is hashed on its way into the decompressor, whose output the
     // extraction thread checks and writes. A failure anywhere closes the whole chain.
-    await extractZstd(verifiedBytes(orderedBytes(), source, options.onBytes), options.dir, { signal });
+    const extracted = await extractZstd(verifiedBytes(orderedBytes(), source, options.onBytes), options.dir, { signal });
+    result.statTable = extracted.statTable;
   } finally {
     // Requests still running (prefetched ranges after a failure) stop now.
     controller.abort(new SecondaryError('stopped after another part of the restore failed'));

@@ -10,7 +10,14 @@ import { siblingModule, startWorker } from '../util/worker-thread.js';
 import { createRing, RingWriter } from './byte-ring.js';
 import { SecondaryError, UnsafeArchiveError, WriteFailedError } from './errors.js';
 import type { ExtractFailure, ExtractJob, ExtractReply } from './extract-worker.js';
+import { StatTable } from './stat-table.js';
 import type { FilterStats } from './tar-filter.js';
+
+/** The thread's outcome: the filter's counts and the stat data of what it wrote. */
+export interface ExtractOutcome {
+  stats: FilterStats;
+  statTable: StatTable;
+}
 
 const RING_SLOTS = 8;
 const SLOT_BYTES = 1024 * 1024;
@@ -20,15 +27,15 @@ export class ExtractThread {
   private readonly worker: Worker;
   private readonly ring: RingWriter;
   /** Settles with the thread's outcome: its stats, or its (first) failure. */
-  private readonly outcome: Promise<FilterStats>;
+  private readonly outcome: Promise<ExtractOutcome>;
   private readonly exited: Promise<unknown>;
-  private settle?: { resolve: (stats: FilterStats) => void; reject: (err: Error) => void };
+  private settle?: { resolve: (outcome: ExtractOutcome) => void; reject: (err: Error) => void };
   private failure?: Error;
 
   /** Starts the thread writing into `root` (an existing, empty directory this process owns). */
   constructor(root: string) {
     const memory = createRing(RING_SLOTS, SLOT_BYTES);
-    this.outcome = new Promise<FilterStats>((resolve, reject) => (this.settle = { resolve, reject }));
+    this.outcome = new Promise<ExtractOutcome>((resolve, reject) => (this.settle = { resolve, reject }));
     this.outcome.catch((err: Error) => (this.failure = err)); // also observed by end()
     const interrupted = this.outcome.then(() => Promise.reject(new SecondaryError('extraction finished early')));
     interrupted.catch(() => undefined);
@@ -37,7 +44,7 @@ export class ExtractThread {
     this.worker = startWorker(siblingModule(import.meta.url, 'extract-worker'), { workerData: job });
     this.exited = once(this.worker, 'exit').catch(() => undefined);
     this.worker.on('message', (reply: ExtractReply) => {
-      if ('done' in reply) this.settle?.resolve(reply.done);
+      if ('done' in reply) this.settle?.resolve({ stats: reply.done, statTable: new StatTable(reply.statTable) });
       else this.settle?.reject(rebuild(reply.failed));
     });
     this.worker.on('error', (err) => this.settle?.reject(new WriteFailedError(`extraction thread failed: ${err.message}`)));
@@ -60,8 +67,8 @@ export class ExtractThread {
     this.ring.commit(count);
   }
 
-  /** After the last chunk: resolves with the stats once every entry is on disk. */
-  async end(): Promise<FilterStats> {
+  /** After the last chunk: resolves with the outcome once every entry is on disk. */
+  async end(): Promise<ExtractOutcome> {
     this.ring.end();
     return this.outcome;
   }

@@ -3,11 +3,13 @@
  * decompressed archive bytes the restore's main thread puts in a shared ring (byte-ring.ts), so the
  * main thread keeps receiving, hashing and decompressing while this one parses headers and makes
  * system calls. It runs one synchronous loop (blocking on the ring when it is empty) and sends one
- * message at the end: `{ done }` with the stats, or `{ failed }`.
+ * message at the end: `{ done }` with the stats and the written entries' stat data (stat-table.ts,
+ * its buffer transferred, not copied), or `{ failed }`.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { RingReader, type RingMemory } from './byte-ring.js';
 import { SecondaryError, UnsafeArchiveError } from './errors.js';
+import { StatRecorder } from './stat-table.js';
 import { TarFilter, type FilterStats } from './tar-filter.js';
 import { TreeWriter } from './tree-writer.js';
 
@@ -24,19 +26,21 @@ export interface ExtractFailure {
   message: string;
 }
 
-export type ExtractReply = { done: FilterStats } | { failed: ExtractFailure };
+export type ExtractReply = { done: FilterStats; statTable: ArrayBuffer } | { failed: ExtractFailure };
 
 const port = parentPort;
 if (port === null) throw new Error('extract-worker.ts runs as a worker thread only');
 const job = workerData as ExtractJob;
-const writer = new TreeWriter(job.root, job.umask);
+const recorder = new StatRecorder();
+const writer = new TreeWriter(job.root, job.umask, recorder);
 const filter = new TarFilter(writer);
 try {
   writer.checkRoot();
   if (new RingReader(job.ring).drain((bytes) => filter.push(bytes))) {
     filter.finish();
     writer.finish();
-    port.postMessage({ done: filter.stats } satisfies ExtractReply);
+    const statTable = recorder.take();
+    port.postMessage({ done: filter.stats, statTable } satisfies ExtractReply, [statTable]);
   }
 } catch (err) {
   try {

@@ -5,7 +5,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
+import { lstatSync } from 'node:fs';
 import { adoptWorkTreeStats } from './index-stat.js';
+import { StatRecorder, StatTable } from './stat-table.js';
 
 const exec = promisify(execFile);
 // No automatic gc: a detached one would still be writing objects when the directory is removed.
@@ -81,6 +83,33 @@ void describe('adoptWorkTreeStats', { timeout: 240_000 }, () => {
     await git(dir, 'fsck', '--no-progress');
     assert.equal(await git(dir, 'ls-files'), await git(dir, 'ls-tree', '-r', '--name-only', 'HEAD'));
     assert.ok((await fs.readdir(path.join(dir, '.git'))).every((n) => n !== 'index.lock'));
+  });
+
+  void it('takes the stat data the extraction recorded, and lstats the files it did not record', async () => {
+    const dir = await makeRepo('recorded', 300);
+    await replaceFiles(dir);
+    const files = (await git(dir, 'ls-files')).split('\n');
+    const recorder = new StatRecorder();
+    // Every other file recorded truthfully; one recorded with another inode, which only the table
+    // can have put into the index (an lstat would give the real one).
+    const faked = files[2];
+    for (const [i, name] of files.entries()) {
+      if (i % 2 !== 0) continue;
+      const stats = lstatSync(path.join(dir, name), { bigint: true });
+      recorder.record(name, name === faked ? { ...stats, ino: stats.ino + 1n } : stats);
+    }
+    assert.equal(await adoptWorkTreeStats(dir, undefined, new StatTable(recorder.take())), 'adopted');
+    assert.equal(await git(dir, '-c', 'core.checkStat=default', 'diff-files', '--name-only'), faked);
+  });
+
+  void it('declines when a recorded entry is of another type than the index says, changing nothing', async () => {
+    const dir = await makeRepo('mistyped', 100);
+    const index = await fs.readFile(path.join(dir, '.git/index'));
+    const recorder = new StatRecorder();
+    recorder.record('run.sh', lstatSync(path.join(dir, 'link'), { bigint: true })); // a symlink's data for a file
+    assert.equal(await adoptWorkTreeStats(dir, undefined, new StatTable(recorder.take())), 'unsupported index');
+    assert.deepEqual(await fs.readFile(path.join(dir, '.git/index')), index);
+    assert.equal(await git(dir, 'config', '--get', 'core.checkStat'), 'minimal');
   });
 
   void it('leaves a repository without the snapshot keys alone', async () => {

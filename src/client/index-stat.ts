@@ -7,8 +7,10 @@
  * `core.checkStat=minimal` and `core.trustctime=false` so that git compares only what tar extraction
  * restores (docs/snapshots.md). Those keys are right for `tar -x`, but in a user's clone they would
  * stay forever and make git blind to a file replaced with the same size and mtime. So after
- * extraction the client writes each entry's real `lstat` data into the index — no file is read or
- * hashed: the entries and the files come from the same verified archive — and removes both keys.
+ * extraction the client writes each entry's real stat data into the index — no file is read or
+ * hashed: the entries and the files come from the same verified archive — and removes both keys. The
+ * stat data comes from the extraction thread, which recorded it as it wrote each file
+ * (stat-table.ts); an entry it did not record is lstat'ed here.
  * `git status` is then a plain stat comparison under git's default, strict rules.
  *
  * Only an index git can read as version 2 (what the generator writes) is rewritten, only when the
@@ -23,6 +25,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { abortReason } from '../util/errors.js';
 import { runGit } from './git.js';
+import { MODE_OFFSET, STAT_FIELDS_BYTES, writeStatFields, type StatTable } from './stat-table.js';
 
 const HEADER_BYTES = 12;
 const CHECKSUM_BYTES = 20;
@@ -30,7 +33,7 @@ const CHECKSUM_BYTES = 20;
 const ENTRY_FIXED_BYTES = 62;
 const READ_BYTES = 1024 * 1024;
 /** Entries patched and written per step (bounded memory whatever the number of files). */
-const BATCH_ENTRIES = 512;
+const BATCH_ENTRIES = 4096;
 const GITLINK = 0o160000;
 const MODE_TYPE_MASK = 0o170000;
 const NAME_MASK = 0x0fff;
@@ -43,7 +46,7 @@ export type AdoptResult = 'adopted' | 'not a snapshot index' | 'unsupported inde
  * Rewrites `<cloneDir>/.git/index` with the work tree's real stat data and drops the snapshot's
  * `core.checkStat`/`core.trustctime`. See the module comment for when it declines.
  */
-export async function adoptWorkTreeStats(cloneDir: string, signal?: AbortSignal): Promise<AdoptResult> {
+export async function adoptWorkTreeStats(cloneDir: string, signal?: AbortSignal, recorded?: StatTable): Promise<AdoptResult> {
   const configPath = path.join(cloneDir, '.git', 'config');
   const config = await fs.readFile(configPath, 'utf8').catch(() => '');
   if (!SNAPSHOT_CHECK_STAT.test(config)) return 'not a snapshot index';
@@ -52,7 +55,7 @@ export async function adoptWorkTreeStats(cloneDir: string, signal?: AbortSignal)
   const lock = await fs.open(lockPath, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o644);
   let ok = false;
   try {
-    ok = await rewriteIndex(cloneDir, indexPath, lock, signal);
+    ok = await rewriteIndex(cloneDir, indexPath, lock, signal, recorded);
     await lock.sync();
   } finally {
     await lock.close();
@@ -117,22 +120,30 @@ class IndexReader {
 
   /** The next `length` bytes without consuming them, or undefined when the file ends first. */
   async peek(length: number): Promise<Buffer | undefined> {
-    return (await this.fill(length)) ? this.buffer.subarray(this.offset, this.offset + length) : undefined;
+    return this.peekBuffered(length) ?? ((await this.fill(length)) ? this.buffer.subarray(this.offset, this.offset + length) : undefined);
+  }
+
+  /** The next `length` bytes if they are already read, else undefined (no I/O, no promise). */
+  peekBuffered(length: number): Buffer | undefined {
+    return this.buffer.length - this.offset >= length ? this.buffer.subarray(this.offset, this.offset + length) : undefined;
+  }
+
+  /** Consumes `length` bytes that peekBuffered returned. */
+  skip(length: number): void {
+    this.offset += length;
+    this.consumed += length;
   }
 
   /** The next `length` bytes, or undefined when the file ends first. */
   async take(length: number): Promise<Buffer | undefined> {
     const bytes = await this.peek(length);
-    if (bytes !== undefined) {
-      this.offset += length;
-      this.consumed += length;
-    }
+    if (bytes !== undefined) this.skip(length);
     return bytes;
   }
 }
 
 /** Streams the patched index into `out`; false when the index is not one we can rewrite. */
-async function rewriteIndex(cloneDir: string, indexPath: string, out: fs.FileHandle, signal?: AbortSignal): Promise<boolean> {
+async function rewriteIndex(cloneDir: string, indexPath: string, out: fs.FileHandle, signal?: AbortSignal, recorded?: StatTable): Promise<boolean> {
   const input = await fs.open(indexPath, 'r');
   try {
     const size = (await input.stat()).size;
@@ -154,16 +165,21 @@ async function rewriteIndex(cloneDir: string, indexPath: string, out: fs.FileHan
       if (signal?.aborted) throw abortReason(signal);
       const batch: Buffer[] = [];
       while (batch.length < BATCH_ENTRIES && remaining > 0) {
-        const entry = await readEntry(reader);
+        // Almost every entry is already in the reader's buffer: taken without a promise.
+        const length = bufferedEntryLength(reader);
+        const entry = length === 'more' ? await readEntry(reader) : length === undefined ? undefined : reader.peekBuffered(length);
         if (entry === undefined) return false;
-        original.update(entry);
-        batch.push(Buffer.from(entry)); // a copy: patched in place below
+        if (length !== 'more') reader.skip(entry.length);
+        batch.push(entry); // a view: the reader never overwrites bytes it handed out
         remaining--;
       }
-      if (!patchBatch(root, batch)) return false;
-      // One write per batch: a write per entry (15,000 awaited thread-pool round trips on the bench
-      // repository) took 2 s, as long as downloading and extracting the whole snapshot.
-      await write(Buffer.concat(batch));
+      // One copy, hash and write per batch, patched in place. A write per entry (15,000 awaited
+      // thread-pool round trips on the bench repository) took 2 s; a hash update and a copy per
+      // entry were most of what was left.
+      const bytes = Buffer.concat(batch);
+      original.update(bytes);
+      if (!patchBatch(root, viewsOf(bytes, batch), recorded)) return false;
+      await write(bytes);
     }
     // Extensions (e.g. TREE) do not depend on stat data: copied as they are, up to the checksum.
     while (reader.consumed < size - CHECKSUM_BYTES) {
@@ -178,6 +194,28 @@ async function rewriteIndex(cloneDir: string, indexPath: string, out: fs.FileHan
   } finally {
     await input.close();
   }
+}
+
+/**
+ * The length (padding included) of the version-2 entry at the reader's offset when all its bytes are
+ * buffered; 'more' when they are not, or when its name is long enough to need readEntry's search for
+ * the NUL; undefined when malformed.
+ */
+function bufferedEntryLength(reader: IndexReader): number | 'more' | undefined {
+  const fixed = reader.peekBuffered(ENTRY_FIXED_BYTES);
+  if (fixed === undefined) return 'more';
+  const flags = fixed.readUInt16BE(60);
+  if ((flags & EXTENDED_FLAG) !== 0) return undefined; // not valid in version 2
+  const nameLength = flags & NAME_MASK;
+  if (nameLength === NAME_MASK) return 'more';
+  const length = (ENTRY_FIXED_BYTES + nameLength + 8) & ~7;
+  return reader.peekBuffered(length) === undefined ? 'more' : length;
+}
+
+/** Views of `bytes` (the concatenation of `parts`) with the parts' lengths. */
+function viewsOf(bytes: Buffer, parts: Buffer[]): Buffer[] {
+  let at = 0;
+  return parts.map((part) => bytes.subarray(at, (at += part.length)));
 }
 
 /** One version-2 entry with its padding, or undefined when malformed. */
@@ -200,35 +238,34 @@ async function readEntry(reader: IndexReader): Promise<Buffer | undefined> {
 }
 
 /**
- * Writes each entry's lstat data in place; false when a file is missing or of another type.
- * Synchronous on purpose: right after extraction the inodes are cached and an lstat costs a few
- * microseconds, while a promise per file through libuv's pool cost ~30 µs each (0.5 s for 15,000).
+ * Writes each entry's stat data in place (recorded at extraction, else lstat'ed); false when a file
+ * is missing or of another type. Synchronous on purpose: right after extraction the inodes are cached
+ * and an lstat costs a few microseconds, while a promise per file through libuv's pool cost ~30 µs
+ * each (0.5 s for 15,000).
  */
-function patchBatch(root: Buffer, entries: Buffer[]): boolean {
-  const results = entries.map((entry) => {
-    const mode = entry.readUInt32BE(24);
+function patchBatch(root: Buffer, entries: Buffer[], recorded?: StatTable): boolean {
+  return entries.every((entry) => {
+    const mode = entry.readUInt32BE(MODE_OFFSET);
     if ((mode & MODE_TYPE_MASK) === GITLINK) return true; // git ignores stat data of gitlinks
-    const nameLength = entry.indexOf(0, ENTRY_FIXED_BYTES) - ENTRY_FIXED_BYTES;
-    const file = Buffer.concat([root, entry.subarray(ENTRY_FIXED_BYTES, ENTRY_FIXED_BYTES + nameLength)]);
-    let st;
-    try {
-      st = lstatSync(file, { bigint: true });
-    } catch {
-      return false;
-    }
-    if (Number(st.mode & BigInt(MODE_TYPE_MASK)) !== (mode & MODE_TYPE_MASK)) return false;
-    const u32 = (value: bigint): number => Number(value & 0xffffffffn);
-    const billion = 1_000_000_000n;
-    entry.writeUInt32BE(u32(st.ctimeNs / billion), 0);
-    entry.writeUInt32BE(u32(st.ctimeNs % billion), 4);
-    entry.writeUInt32BE(u32(st.mtimeNs / billion), 8);
-    entry.writeUInt32BE(u32(st.mtimeNs % billion), 12);
-    entry.writeUInt32BE(u32(st.dev), 16);
-    entry.writeUInt32BE(u32(st.ino), 20);
-    entry.writeUInt32BE(u32(st.uid), 28);
-    entry.writeUInt32BE(u32(st.gid), 32);
-    entry.writeUInt32BE(u32(st.size), 36);
+    const name = entry.subarray(ENTRY_FIXED_BYTES, entry.indexOf(0, ENTRY_FIXED_BYTES));
+    const fields = recorded?.fields(name.toString('latin1')) ?? lstatFields(Buffer.concat([root, name]));
+    if (fields === undefined || (fields.readUInt32BE(MODE_OFFSET) & MODE_TYPE_MASK) !== (mode & MODE_TYPE_MASK)) return false;
+    // Every stat field but the mode, which stays the index's own (git normalises it).
+    fields.copy(entry, 0, 0, MODE_OFFSET);
+    fields.copy(entry, MODE_OFFSET + 4, MODE_OFFSET + 4, STAT_FIELDS_BYTES);
     return true;
   });
-  return results.every(Boolean);
+}
+
+/** `file`'s stat fields laid out as in an index entry (stat-table.ts), or undefined if it is missing. */
+function lstatFields(file: Buffer): Buffer | undefined {
+  let st;
+  try {
+    st = lstatSync(file, { bigint: true });
+  } catch {
+    return undefined;
+  }
+  const fields = Buffer.alloc(STAT_FIELDS_BYTES);
+  writeStatFields(st, fields, 0);
+  return fields;
 }

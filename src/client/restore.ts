@@ -12,7 +12,7 @@ import path from 'node:path';
 import { repoFromUpstreamUrl } from '../protocol/routes.js';
 import { BadRequestError, CachewError } from '../util/errors.js';
 import { applyBundle } from './bundle.js';
-import { finishCloneLayout } from './clone-layout.js';
+import { finishCloneLayout, initClone } from './clone-layout.js';
 import { adoptWorkTreeStats } from './index-stat.js';
 import { downloadSnapshot, type DownloadResult } from './download.js';
 import { SnapshotGoneError } from './errors.js';
@@ -194,7 +194,7 @@ async function finishClone(
   // Before any git command that looks at the work tree: they then run under git's default stat
   // rules, with the snapshot's keys gone.
   try {
-    await adoptWorkTreeStats(dir, options.signal);
+    await adoptWorkTreeStats(dir, options.signal, snapshot.statTable);
   } catch (err) {
     await fetching?.catch(() => undefined); // nothing may still write into `dir` once we fail
     throw err;
@@ -218,9 +218,17 @@ async function finishClone(
     options.onProgress?.({ phase: 'refs', bytes: snapshot.size, total: snapshot.size });
     commit = (await syncRefs(refsOptions, fetching)).commit;
   }
-  await finishCloneLayout({ cloneDir: dir, repoUrl: options.repoUrl, signal: options.signal });
+  await initClone(dir, options.signal);
   options.onProgress?.({ phase: 'verify', bytes: snapshot.size, total: snapshot.size });
-  const status = await runGit(['status', '--porcelain'], dir, options.signal);
+  // The rest of the layout touches neither the work tree nor the index: the check runs meanwhile.
+  // Both settle before either's failure is thrown, so nothing writes into `dir` once it is removed.
+  const [checked, laidOut] = await Promise.allSettled([
+    runGit(['status', '--porcelain'], dir, options.signal),
+    finishCloneLayout({ cloneDir: dir, repoUrl: options.repoUrl, signal: options.signal }),
+  ]);
+  if (laidOut.status === 'rejected') throw laidOut.reason;
+  if (checked.status === 'rejected') throw checked.reason;
+  const status = checked.value;
   if (status !== '') {
     throw new CachewError('internal', `restored clone is not clean: ${status.split('\n')[0]}`);
   }

@@ -17,11 +17,13 @@
  * changes its mtime.
  */
 import fs from 'node:fs';
+import type { StatRecorder } from './stat-table.js';
 import type { EntrySink } from './tar-filter.js';
 
 const CREATE_FILE = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW;
 
 interface OpenFile {
+  path: string;
   fd: number;
   mtime: number;
 }
@@ -33,10 +35,14 @@ export class TreeWriter implements EntrySink {
   /** Directory entries whose mtime is set by `finish`, in archive order. */
   private readonly directories: Array<{ path: Buffer; mtime: number }> = [];
 
-  /** `umask` is applied to directory modes set on directories that already exist. */
+  /**
+   * `umask` is applied to directory modes set on directories that already exist. With `stats`, every
+   * file's and symlink's final stat data is recorded (stat-table.ts).
+   */
   constructor(
     root: string,
     private readonly umask: number,
+    private readonly stats?: StatRecorder,
   ) {
     this.prefix = Buffer.from(root.endsWith('/') ? root : `${root}/`);
   }
@@ -76,6 +82,7 @@ export class TreeWriter implements EntrySink {
       fs.symlinkSync(value, target);
     }
     fs.lutimesSync(target, mtime, mtime);
+    this.stats?.record(path, fs.lstatSync(target, { bigint: true }));
   }
 
   fileStart(path: string, mode: number, mtime: number): void {
@@ -88,7 +95,7 @@ export class TreeWriter implements EntrySink {
       this.makeParents(target);
       fd = fs.openSync(target, CREATE_FILE, mode);
     }
-    this.file = { fd, mtime };
+    this.file = { path, fd, mtime };
   }
 
   fileData(bytes: Buffer): void {
@@ -101,6 +108,8 @@ export class TreeWriter implements EntrySink {
     this.file = undefined;
     try {
       fs.futimesSync(file.fd, file.mtime, file.mtime);
+      // After the last change to the inode (its mtime): what the index must record.
+      this.stats?.record(file.path, fs.fstatSync(file.fd, { bigint: true }));
     } finally {
       fs.closeSync(file.fd);
     }
