@@ -14,6 +14,8 @@ const ROOT = path.resolve(import.meta.dirname, '..');
 export interface CompiledClient {
   restore: typeof Restore;
   extractZstd: typeof ExtractZstd;
+  /** The `cachew` command as installed (`node <this>`), for timing what users run. */
+  cliPath: string;
 }
 
 let loading: Promise<CompiledClient> | undefined;
@@ -28,7 +30,7 @@ export function compiledClient(): Promise<CompiledClient> {
       import(dist('client/restore.js')) as Promise<{ restore: typeof Restore }>,
       import(dist('client/archive.js')) as Promise<{ extractZstd: typeof ExtractZstd }>,
     ]);
-    return { restore, extractZstd };
+    return { restore, extractZstd, cliPath: path.join(ROOT, 'dist', 'cli', 'cachew.js') };
   })();
   return loading;
 }

@@ -42,7 +42,7 @@ export interface RestoreTarget {
   treeBytes: number;
 }
 
-type MethodName = 'restore' | 'clone' | 'bare' | 'linkRestore' | 'linkRestore1' | 'linkClone' | 'linkBare' | 'extract' | 'gnuTar';
+type MethodName = 'cli' | 'restore' | 'clone' | 'bare' | 'linkCli' | 'linkRestore' | 'linkRestore1' | 'linkClone' | 'linkBare' | 'extract' | 'gnuTar';
 
 interface Method {
   name: MethodName;
@@ -107,6 +107,11 @@ export async function benchRestore(target: RestoreTarget, runs: number, cleanup:
       split.finishing.push(performance.now() - verifyAt);
     }
   };
+  // What users run: `cachew git restore` as its own process (Node's start and module loading included).
+  const cliVia = (serverUrl: string) => async (dir: string) => {
+    const { cliPath } = await compiledClient();
+    await run(process.execPath, [cliPath, 'git', 'restore', target.repoUrl, dir, '--url', serverUrl], { env: cleanGitEnv(), timeoutMs: HOUR });
+  };
   const clone = (url: string) => async (dir: string) => {
     await run('git', ['clone', '-q', url, dir], { env: cleanGitEnv(), timeoutMs: HOUR });
   };
@@ -114,9 +119,11 @@ export async function benchRestore(target: RestoreTarget, runs: number, cleanup:
     await shell(`mkdir -p ${sq(dir)} && curl -sfS ${sq(url)} | zstd -d -q | tar -x -C ${sq(dir)}`, { timeoutMs: HOUR });
   };
   const methods: Method[] = [
+    { name: 'cli', go: cliVia(target.serverUrl) },
     { name: 'restore', go: restoreVia(target.serverUrl, undefined, true) },
     { name: 'clone', go: clone(target.proxyCloneUrl) },
     { name: 'bare', go: bare(target.snapshot.url) },
+    { name: 'linkCli', go: cliVia(link.url) },
     { name: 'linkRestore', go: restoreVia(link.url) },
     { name: 'linkRestore1', go: restoreVia(link.url, 1) },
     { name: 'linkClone', go: clone(via(target.proxyCloneUrl, link.url)) },
@@ -162,32 +169,51 @@ export async function benchRestore(target: RestoreTarget, runs: number, cleanup:
   return [
     {
       section: SECTION,
-      metric: `restore vs curl | zstd -d | tar -x, loopback, target on ${where} (time ratio)`,
-      ours: show('restore', 'restore'),
+      metric: `cachew git restore vs curl | zstd -d | tar -x, loopback, target on ${where} (time ratio)`,
+      ours: show('cli', 'cachew git restore'),
       baseline: show('bare', 'bare pipeline'),
-      ratio: ratio(t('restore') / t('bare')),
+      ratio: ratio(t('cli') / t('bare')),
       aim: '≤ 1.2×',
-      met: t('restore') / t('bare') <= 1.2,
+      met: t('cli') / t('bare') <= 1.2,
       note:
-        `restore also verifies the sha256 and runs git status; the pipeline does neither. Restore split: download + extract ` +
-        `${fmtSeconds(median(split.fetchExtract))}, then bundle/verify ${fmtSeconds(median(split.finishing))} (medians)`,
+        `the command as users run it: Node's start and module loading included; restore also verifies the sha256 and runs git status, ` +
+        `the pipeline does neither`,
     },
     {
       section: SECTION,
-      metric: 'restore vs git clone through warm cachewd, loopback (speed-up)',
-      ours: show('restore', 'restore'),
+      metric: `restore() in-process (library call, no process start) vs the same pipeline (time ratio)`,
+      ours: show('restore', 'restore()'),
+      baseline: show('bare', 'bare pipeline'),
+      ratio: ratio(t('restore') / t('bare')),
+      aim: '',
+      note:
+        `inside the benchmark's own process. Split: download + extract ` +
+        `${fmtSeconds(median(split.fetchExtract))}, then bundle/refs/verify ${fmtSeconds(median(split.finishing))} (medians)`,
+    },
+    {
+      section: SECTION,
+      metric: 'cachew git restore vs git clone through warm cachewd, loopback (speed-up)',
+      ours: show('cli', 'cachew git restore'),
       baseline: show('clone', 'git clone'),
-      ratio: ratio(t('clone') / t('restore'), 1),
+      ratio: ratio(t('clone') / t('cli'), 1),
       aim: '',
     },
     {
       section: SECTION,
-      metric: `restore vs git clone through a link of ${linkName} (speed-up)`,
-      ours: show('linkRestore', 'restore, 8 ranges'),
+      metric: `cachew git restore vs git clone through a link of ${linkName} (speed-up)`,
+      ours: show('linkCli', 'cachew git restore, 8 ranges'),
+      baseline: show('linkClone', 'git clone'),
+      ratio: ratio(t('linkClone') / t('linkCli'), 1),
+      aim: '≥ 5×',
+      met: t('linkClone') / t('linkCli') >= 5,
+    },
+    {
+      section: SECTION,
+      metric: `same link: restore() in-process vs git clone (speed-up)`,
+      ours: show('linkRestore', 'restore(), 8 ranges'),
       baseline: show('linkClone', 'git clone'),
       ratio: ratio(t('linkClone') / t('linkRestore'), 1),
-      aim: '≥ 5×',
-      met: t('linkClone') / t('linkRestore') >= 5,
+      aim: '',
     },
     {
       section: SECTION,

@@ -70,12 +70,12 @@ export async function startThrottleProxy(options: ThrottleOptions): Promise<Thro
     open++;
     maxOpen = Math.max(maxOpen, open);
     // The heavy direction (server to client) is read in big pieces; see READ_BYTES.
-    let toClient: PacedPipe | undefined;
+    const pipes: { toClient?: PacedPipe } = {}; // set right below, before any data can arrive
     const upstream = net.connect({
       host,
       port,
       allowHalfOpen: true,
-      onread: { buffer: Buffer.allocUnsafe(READ_BYTES), callback: (length, buffer) => toClient!.accept(Buffer.from(buffer.subarray(0, length))) },
+      onread: { buffer: Buffer.allocUnsafe(READ_BYTES), callback: (length, buffer) => pipes.toClient!.accept(Buffer.from(buffer.subarray(0, length))) },
     });
     sockets.add(client);
     sockets.add(upstream);
@@ -96,7 +96,7 @@ export async function startThrottleProxy(options: ThrottleOptions): Promise<Thro
     });
     client.on('data', (chunk: Buffer) => toServer.accept(chunk));
     const toServer = new PacedPipe(client, upstream, rate, latency, bufferLimit);
-    toClient = new PacedPipe(upstream, client, rate, latency, bufferLimit);
+    pipes.toClient = new PacedPipe(upstream, client, rate, latency, bufferLimit);
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
