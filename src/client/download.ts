@@ -53,15 +53,6 @@ export interface DownloadResult {
 }
 
 const MAX_RETRY_AFTER_MS = 30_000;
-/**
- * The first chunks are at most this big, then double per wave up to the chunk size (parallel-get.ts
- * `rampFrom`): the bytes needed first then come over every connection at once, not over one.
- */
-const RAMP_FROM_BYTES = 1024 * 1024;
-
-function firstChunkBytes(chunkSize: number): number {
-  return Math.min(chunkSize, RAMP_FROM_BYTES);
-}
 
 /** Downloads, verifies and extracts the repository's current snapshot into `dir` (existing, empty). */
 export async function downloadSnapshot(options: DownloadOptions): Promise<DownloadResult> {
@@ -116,12 +107,7 @@ export async function downloadSnapshot(options: DownloadOptions): Promise<Downlo
       yield* wholePieces(context, 0, first);
       return;
     }
-    const rest = new ParallelGet(context, {
-      start: firstEnd + 1,
-      chunkSize: options.chunkSize,
-      concurrency: options.concurrency,
-      rampFrom: firstChunkBytes(options.chunkSize),
-    });
+    const rest = new ParallelGet(context, { start: firstEnd + 1, chunkSize: options.chunkSize, concurrency: options.concurrency });
     rest.prefetch(); // the next chunks download while the first one streams into zstd
     try {
       yield* rangePieces(context, 0, firstEnd, first);
@@ -173,7 +159,7 @@ async function openStable(options: DownloadOptions, stableUrl: URL): Promise<Htt
   for (let failures = 0; ; failures++) {
     let delay = options.backoffMs * 2 ** failures;
     try {
-      const range = { kind: 'bounded', start: 0, end: firstChunkBytes(options.chunkSize) - 1 } as const;
+      const range = { kind: 'bounded', start: 0, end: options.chunkSize - 1 } as const;
       const response = await options.http.get(stableUrl, formatConditions({ range }), options.signal);
       if (response.status === 200 || response.status === 206) return response;
       discard(response);

@@ -9,7 +9,7 @@ import { startSnapshotServer, type Fault, type RequestInfo, type SnapshotServer 
 import { immutableSnapshotPath } from '../protocol/routes.js';
 import { SnapshotGoneError } from './errors.js';
 import { HttpClient } from './http.js';
-import { chunkStarts, ParallelGet } from './parallel-get.js';
+import { ParallelGet } from './parallel-get.js';
 import type { FetchContext } from './range-fetch.js';
 
 const COMMIT = 'a'.repeat(40);
@@ -71,24 +71,6 @@ void describe('ParallelGet', () => {
       });
     });
   }
-
-  void it('ramps chunk sizes: a wave of `concurrency` chunks per size, doubling up to chunkSize', async () => {
-    const sizes = (starts: number[]): number[] => starts.slice(1).map((at, i) => at - starts[i]);
-    assert.deepEqual(sizes(chunkStarts(0, 99, 10, 2)), Array(10).fill(10), 'without a ramp: fixed chunks');
-    assert.deepEqual(sizes(chunkStarts(5, 5 + 80 - 1, 16, 2, 2)), [2, 2, 4, 4, 8, 8, 16, 16, 16, 4]);
-    assert.deepEqual(sizes(chunkStarts(0, 2, 16, 2, 4)), [3], 'a span shorter than the first chunk');
-    assert.deepEqual(chunkStarts(7, 6, 16, 2, 4), [7], 'an empty span has no chunks');
-    assert.deepEqual(sizes(chunkStarts(0, 9, 4, 3, 8)), [4, 4, 2], 'the ramp never exceeds chunkSize');
-  });
-
-  void it('delivers every byte in order with a ramp, one request per chunk', async () => {
-    await withGetter(undefined, async (context, server) => {
-      const getter = new ParallelGet(context, { start: 100, chunkSize: 65_536, concurrency: 4, rampFrom: 4096 });
-      const got = await collect(getter);
-      assert.ok(got.equals(data.subarray(100)));
-      assert.equal(server.requests.length, chunkStarts(100, SIZE - 1, 65_536, 4, 4096).length - 1 + getter.stats.retries);
-    });
-  });
 
   void it('keeps at most `concurrency` chunks buffered and requested ahead of a slow consumer', async () => {
     await withGetter(undefined, async (context, server) => {

@@ -1,8 +1,7 @@
 /**
  * In-order parallel download of a byte span of one immutable snapshot.
  *
- * The span is cut into chunks of `chunkSize`, or, with `rampFrom`, into chunks that start at that size
- * and double with each wave of `concurrency` chunks up to `chunkSize` (see chunkStarts); up to `concurrency` chunks download at once (each with its
+ * The span is cut into fixed-size chunks; up to `concurrency` chunks download at once (each with its
  * own resumable Range request) and are handed to the consumer strictly in order, the oldest one piece
  * by piece as it arrives (the consumer never waits for a whole chunk while the bytes it needs next
  * are already here), the others buffered until their turn. Chunk `i + N` is not started before chunk
@@ -22,13 +21,6 @@ export interface ParallelGetOptions {
   end?: number;
   chunkSize: number;
   concurrency: number;
-  /**
-   * Size of the first wave's chunks, doubling per wave up to `chunkSize`. The consumer takes bytes in
-   * order, so at the start it can go no faster than the one connection carrying the oldest chunk: on a
-   * link that caps each connection (S3, CDNs), a full-size first wave holds it at one connection's rate
-   * until the first chunk is done. Small first chunks spread the bytes it needs first over all N.
-   */
-  rampFrom?: number;
 }
 
 export interface ParallelGetStats extends FetchStats {
@@ -59,9 +51,8 @@ export class ParallelGet {
   private readonly tasks = new Map<number, Task>();
   private readonly start: number;
   private readonly end: number;
+  private readonly chunkSize: number;
   private readonly concurrency: number;
-  /** First byte of each chunk, plus `end + 1` last: chunk i is [starts[i], starts[i + 1] - 1]. */
-  private readonly starts: number[];
   private readonly count: number;
   private nextToSchedule = 0;
   private rangesIgnored = false;
@@ -73,9 +64,9 @@ export class ParallelGet {
     if (!(options.chunkSize >= 1) || !(options.concurrency >= 1)) throw new RangeError('chunkSize and concurrency must be >= 1');
     this.start = options.start;
     this.end = options.end ?? context.source.size - 1;
+    this.chunkSize = options.chunkSize;
     this.concurrency = Math.floor(options.concurrency);
-    this.starts = chunkStarts(this.start, this.end, options.chunkSize, this.concurrency, options.rampFrom);
-    this.count = this.starts.length - 1;
+    this.count = this.end >= this.start ? Math.ceil((this.end - this.start + 1) / this.chunkSize) : 0;
     this.stats = context.stats
       ? Object.assign(context.stats, { bufferedBytes: 0, maxBufferedBytes: 0, fellBack: false })
       : { requests: 0, retries: 0, bufferedBytes: 0, maxBufferedBytes: 0, fellBack: false };
@@ -154,7 +145,7 @@ export class ParallelGet {
       task.pieces.length = 0;
     }
     this.tasks.clear();
-    const from = this.starts[index] + taken;
+    const from = this.start + index * this.chunkSize + taken;
     let remaining = this.end - from + 1;
     for await (const piece of wholePieces(this.context, from)) {
       const take = Math.min(remaining, piece.length);
@@ -170,8 +161,8 @@ export class ParallelGet {
     while (!this.rangesIgnored && this.nextToSchedule < limit) {
       if (this.controller.signal.aborted) return;
       const chunk = this.nextToSchedule++;
-      const first = this.starts[chunk];
-      const last = this.starts[chunk + 1] - 1;
+      const first = this.start + chunk * this.chunkSize;
+      const last = Math.min(first + this.chunkSize - 1, this.end);
       const task: Task = { pieces: [], queued: 0, done: Promise.resolve(), finished: false };
       task.done = this.download(first, last, task).finally(() => {
         task.finished = true;
@@ -198,20 +189,4 @@ export class ParallelGet {
       throw err;
     }
   }
-}
-
-/**
- * The chunk boundaries of `[start, end]`: every chunk `chunkSize` bytes (the last one shorter), or
- * with `rampFrom`, the first `concurrency` chunks `rampFrom` bytes, the next `concurrency` twice that,
- * and so on up to `chunkSize`. Ends with `end + 1`.
- */
-export function chunkStarts(start: number, end: number, chunkSize: number, concurrency: number, rampFrom?: number): number[] {
-  const starts = [start];
-  let size = Math.min(chunkSize, Math.max(1, Math.floor(rampFrom ?? chunkSize)));
-  for (let at = start, chunk = 1; at <= end; chunk++) {
-    at = Math.min(at + size, end + 1);
-    starts.push(at);
-    if (chunk % concurrency === 0) size = Math.min(chunkSize, size * 2);
-  }
-  return starts;
 }
