@@ -39,7 +39,9 @@ const MAX_CONNECTIONS = 256;
 const PIECE_BYTES = 256 * 1024;
 /**
  * The server's side is read up to this much per read(2) into one reused buffer (`onread`), instead of
- * Node's 64 KiB per 'data' event: a snapshot download then costs the proxy a fraction of the reads.
+ * Node's 64 KiB per 'data' event. With this, 256 KiB pieces and one writev per pump, the proxy's user
+ * CPU per restore of the bench snapshot went from 0.24–0.29 s to 0.14–0.19 s (two interleaved samples
+ * each); its system time and the restore's time did not change measurably.
  */
 const READ_BYTES = 1024 * 1024;
 const LOOPBACK = new Set(['127.0.0.1', '::1', '[::1]', 'localhost']);
