@@ -5,6 +5,7 @@ import { mkdtemp, open, rm, truncate, writeFile, type FileHandle } from 'node:fs
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FileRangeBody } from './file-body.js';
+import { ReadBufferPool } from './read-buffers.js';
 import { isDirectBody, type ByteSink } from '../util/direct-body.js';
 
 const DATA = randomBytes(100_003);
@@ -163,4 +164,48 @@ test('a file shorter than the range is an error, not a short body that looks com
       for await (const chunk of readable) void chunk;
     }, /ended \d+ bytes early/);
   });
+});
+
+test('writeTo takes its buffers from the pool and gives them back after a clean finish, never after a failure', async () => {
+  const pool = new ReadBufferPool(4096, 8);
+  // Two downloads in a row: the second reads into the first one's buffers, and the bytes are right.
+  const first = slowSink();
+  assert.equal(await new FileRangeBody(guardedHandle(first), 0, DATA.length - 1, { chunkBytes: 4096, buffers: pool }).writeTo(first), DATA.length);
+  assert.equal(pool.idleCount, 2);
+  const pooled = [pool.take(4096), pool.take(4096)];
+  pooled.forEach((buffer) => pool.give(buffer));
+  const second = slowSink();
+  const handle = guardedHandle(second);
+  const seen = new Set<ArrayBufferLike>();
+  const read = handle.read.bind(handle);
+  handle.read = (async (buffer: Buffer, ...rest: [number, number, number]) => {
+    seen.add(buffer.buffer);
+    return read(buffer, ...rest);
+  }) as typeof handle.read;
+  assert.equal(await new FileRangeBody(handle, 0, DATA.length - 1, { chunkBytes: 4096, buffers: pool }).writeTo(second), DATA.length);
+  assert.deepEqual(Buffer.concat(second.received), DATA);
+  assert.ok(pooled.every((buffer) => seen.has(buffer.buffer)), 'the second download reused both pooled buffers');
+  assert.equal(pool.idleCount, 2);
+
+  // A sink that fails mid-download may still hold a buffer: the pool gets none back.
+  const failing: ByteSink = {
+    write(_chunk, callback) {
+      setImmediate(() => callback(new Error('socket reset')));
+      return false;
+    },
+  };
+  const before = pool.idleCount;
+  await assert.rejects(new FileRangeBody(guardedHandle(slowSink()), 0, DATA.length - 1, { chunkBytes: 4096, buffers: pool }).writeTo(failing), /socket reset/);
+  assert.equal(pool.idleCount, before - 2, 'the failed download kept the two buffers it took');
+});
+
+test('the read-buffer pool keeps only buffers of its size, at most maxIdle of them', () => {
+  const pool = new ReadBufferPool(1024, 2);
+  const buffers = [pool.take(1024), pool.take(1024), pool.take(1024)];
+  pool.give(pool.take(100)); // another size: not kept
+  buffers.forEach((buffer) => pool.give(buffer));
+  pool.give(buffers[0]); // given twice: kept once
+  assert.equal(pool.idleCount, 2);
+  assert.equal(pool.take(1024).length, 1024);
+  assert.equal(pool.idleCount, 1);
 });

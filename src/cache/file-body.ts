@@ -10,10 +10,13 @@ import type { FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { AbortedError, CachewError } from '../util/errors.js';
 import { untilAborted, writeAndWait, type ByteSink, type DirectBody } from '../util/direct-body.js';
+import type { ReadBufferPool } from './read-buffers.js';
 
 export interface FileBodyOptions {
   /** Bytes per read(2); also the size of each of the two reused buffers of writeTo(). */
   chunkBytes: number;
+  /** Where writeTo() takes its two buffers from and returns them after a clean finish. */
+  buffers?: ReadBufferPool;
   /** Aborting destroys the body. */
   signal?: AbortSignal;
 }
@@ -23,6 +26,7 @@ export class FileRangeBody extends Readable implements DirectBody {
   private position: number;
   private readonly last: number;
   private readonly chunkBytes: number;
+  private readonly pool?: ReadBufferPool;
   private claimed = false;
   /** A read the handle is still busy with (close must wait for it). */
   private inFlight: Promise<unknown> = Promise.resolve();
@@ -37,6 +41,7 @@ export class FileRangeBody extends Readable implements DirectBody {
     this.position = start;
     this.last = end;
     this.chunkBytes = options.chunkBytes;
+    this.pool = options.buffers;
   }
 
   override _read(): void {
@@ -77,14 +82,14 @@ export class FileRangeBody extends Readable implements DirectBody {
     const signal = callerSignal ? AbortSignal.any([callerSignal, destroyed.signal]) : destroyed.signal;
     const total = Math.max(0, this.last + 1 - this.position);
     let sent = 0;
+    // Each buffer is sized at its first use; later turns never need more than that.
+    const buffers: Buffer[] = [];
     try {
-      // Each buffer is sized at its first use; later turns never need more than that.
-      const buffers: Buffer[] = [];
       // writes[i]: the send of buffers[i] that must finish before that buffer is read into again.
       const writes: Array<Promise<void>> = [Promise.resolve(), Promise.resolve()];
       for (let turn = 0; sent < total; turn ^= 1) {
         await untilAborted(writes[turn], signal);
-        buffers[turn] ??= Buffer.allocUnsafeSlow(Math.min(this.chunkBytes, total - sent));
+        buffers[turn] ??= this.pool?.take(Math.min(this.chunkBytes, total - sent)) ?? Buffer.allocUnsafeSlow(Math.min(this.chunkBytes, total - sent));
         const length = Math.min(buffers[turn].length, total - sent);
         const reading = this.readExactly(buffers[turn], length);
         this.inFlight = reading.catch(() => undefined);
@@ -96,11 +101,14 @@ export class FileRangeBody extends Readable implements DirectBody {
       }
       await untilAborted(Promise.all(writes), signal);
     } catch (err) {
+      // A write may still hold a buffer: none goes back to the pool.
       this.destroy();
       throw err;
     } finally {
       this.off('close', onClose);
     }
+    // Every write has called back: the sink no longer refers to these bytes.
+    for (const buffer of buffers) this.pool?.give(buffer);
     // Ended as a stream too, so 'end'/'close' listeners (and the handle's close) run as usual.
     this.push(null);
     this.resume();
