@@ -39,7 +39,8 @@ function targetDir(): string {
 }
 
 async function withServer<T>(
-  options: { fault?: (r: RequestInfo) => Fault | undefined; bundle?: boolean; archive?: string; commit?: string },
+  // `ahead`: the smart-HTTP endpoint is at the newer commit, with no bundle advertised (not made yet).
+  options: { fault?: (r: RequestInfo) => Fault | undefined; bundle?: boolean; ahead?: boolean; archive?: string; commit?: string },
   body: (server: SnapshotServer) => Promise<T>,
 ): Promise<T> {
   const server = await startSnapshotServer({
@@ -47,7 +48,7 @@ async function withServer<T>(
     commit: options.commit ?? fixture.commit,
     bundle: options.bundle ? fixture.bundle : undefined,
     fault: options.fault,
-    gitRoot: options.bundle ? fixture.newGitRoot : fixture.gitRoot,
+    gitRoot: options.bundle || options.ahead ? fixture.newGitRoot : fixture.gitRoot,
   });
   try {
     return await body(server);
@@ -117,6 +118,20 @@ void describe('restore: happy paths', () => {
       await fs.mkdir(dir);
       await restore(restoreOptions(server, dir));
       await assertGoodClone(dir, fixture.commit);
+    });
+  });
+
+  void it('moves to the server head through the ref sync when no bundle is advertised', async () => {
+    // The clean check runs during the ref sync; the move must wait for it and check again after.
+    await withServer({ ahead: true }, async (server) => {
+      const dir = targetDir();
+      const result = await restore(restoreOptions(server, dir));
+      assert.equal(result.bundleApplied, false);
+      assert.equal(result.snapshotCommit, fixture.commit);
+      assert.equal(result.commit, fixture.newCommit);
+      await assertGoodClone(dir, fixture.newCommit!);
+      assert.equal(await fs.readFile(path.join(dir, 'NEW.md'), 'utf8'), 'newer\n');
+      await assert.rejects(fs.stat(path.join(dir, '.git', 'ORIG_HEAD')), { code: 'ENOENT' });
     });
   });
 

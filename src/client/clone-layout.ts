@@ -26,22 +26,43 @@ export interface CloneLayoutOptions {
 const ZERO_OID = '0'.repeat(40);
 
 /**
- * `git init` in the clone: templates and file-system probes (see the module comment). First of the
- * layout steps, and before anything compares the work tree with the index: a probe may set a key
- * that changes what git sees (`core.filemode=false` on a file system without an executable bit).
+ * The layout steps that need neither the final refs nor the final work tree, started as soon as
+ * nothing else writes the clone's config (after the snapshot's stat keys are dropped) and run while
+ * the bundle and the ref sync do their work:
+ * - `git init`: templates and file-system probes (see the module comment). It must finish before
+ *   anything compares the work tree with the index: a probe may set a key that changes what git sees
+ *   (`core.filemode=false` on a file system without an executable bit);
+ * - `remote.origin.url` as the user typed it, after init (both write `.git/config`, under one lock);
+ * - `git var -l` for the user's identity, meanwhile.
+ * Resolves with what finishCloneLayout needs, once all three are done.
  */
-export async function initClone(cloneDir: string, signal?: AbortSignal): Promise<void> {
-  await runGit(['init', '--quiet'], cloneDir, signal);
-}
-
-/** Applies the rest of the user-specific parts of a clone, after `initClone`; see the module comment. */
-export async function finishCloneLayout(options: CloneLayoutOptions): Promise<void> {
+export async function startCloneLayout(options: CloneLayoutOptions): Promise<PreparedLayout> {
   const { cloneDir, repoUrl, signal } = options;
-  // git's identity does not depend on the step below: ask for it meanwhile.
   const varList = runGit(['var', '-l'], cloneDir, signal);
   varList.catch(() => undefined); // awaited below, unless a step before fails
-  await runGit(['config', 'remote.origin.url', repoUrl], cloneDir, signal);
-  await rewriteCloneReflogs(cloneDir, repoUrl, await varList);
+  try {
+    await runGit(['init', '--quiet'], cloneDir, signal);
+    await runGit(['config', 'remote.origin.url', repoUrl], cloneDir, signal);
+  } catch (err) {
+    await varList.catch(() => undefined); // no git process may outlive a failure
+    throw err;
+  }
+  return { varList: await varList };
+}
+
+/** What startCloneLayout learned for finishCloneLayout. */
+export interface PreparedLayout {
+  /** The output of `git var -l`. */
+  varList: string;
+}
+
+/**
+ * The rest of the user-specific parts of a clone, once its refs are final (after the bundle and the
+ * ref sync) and startCloneLayout is done; see the module comment.
+ */
+export async function finishCloneLayout(options: CloneLayoutOptions, prepared: PreparedLayout): Promise<void> {
+  const { cloneDir, repoUrl } = options;
+  await rewriteCloneReflogs(cloneDir, repoUrl, prepared.varList);
   await fs.rm(path.join(cloneDir, '.git', 'ORIG_HEAD'), { force: true });
 }
 

@@ -82,8 +82,12 @@ export function gitHttpEnv(url: URL, headers: Record<string, string> = {}): Reco
   return env;
 }
 
-/** Fetches every branch and tag from the server and moves the checked-out branch to the server's head. */
-export async function syncRefs(options: SyncRefsOptions, fetching?: Promise<PackedRef[]>): Promise<SyncRefsResult> {
+/**
+ * Fetches every branch and tag from the server and moves the checked-out branch to the server's head.
+ * `beforeMove` is awaited before the work tree and index change (e.g. a `git status` still reading
+ * them, which may take `index.lock`).
+ */
+export async function syncRefs(options: SyncRefsOptions, fetching?: Promise<PackedRef[]>, beforeMove?: () => Promise<void>): Promise<SyncRefsResult> {
   const { cloneDir, signal } = options;
   const fetched = await (fetching ?? fetchServerRefs(options));
   // Loose refs (the delta bundle's fetch writes one) would shadow what we put in packed-refs.
@@ -96,6 +100,7 @@ export async function syncRefs(options: SyncRefsOptions, fetching?: Promise<Pack
     const tip = fetched.find((ref) => ref.name === `refs/remotes/origin/${branchRef.slice('refs/heads/'.length)}`)?.oid;
     // `reset --keep` fast-forwards the work tree, and copes with a force-push, like the delta bundle.
     if (tip && tip !== head) {
+      await beforeMove?.();
       await runGit(['reset', '--quiet', '--keep', tip], cloneDir, signal);
       commit = tip;
     }

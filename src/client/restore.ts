@@ -11,17 +11,12 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { repoFromUpstreamUrl } from '../protocol/routes.js';
 import { BadRequestError, CachewError } from '../util/errors.js';
-import { applyBundle } from './bundle.js';
-import { finishCloneLayout, initClone } from './clone-layout.js';
-import { adoptWorkTreeStats } from './index-stat.js';
-import { downloadSnapshot, type DownloadResult } from './download.js';
+import { downloadSnapshot } from './download.js';
 import { SnapshotGoneError } from './errors.js';
-import { runGit } from './git.js';
-import { GitRefs } from './git-refs.js';
+import { finishClone } from './finish-clone.js';
 import { makeTempSibling, removeStaleSiblings } from './temp-siblings.js';
 import { HttpClient } from './http.js';
 import type { ParallelGetStats } from './parallel-get.js';
-import { fetchServerRefs, syncRefs } from './ref-sync.js';
 
 export interface RestoreProgress {
   phase: 'download' | 'bundle' | 'refs' | 'verify';
@@ -151,90 +146,6 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   }
 }
 
-/**
- * Records the work tree's real stat data in the index, applies the bundle, fetches the other branches
- * and tags, gives the clone the user's side of a clone's layout (origin as typed, templates, reflog)
- * and checks it is clean. Archives without `.git` (not a clone) are left as extracted; the commit
- * then comes from the snapshot header alone.
- */
-async function finishClone(
-  dir: string,
-  snapshot: DownloadResult,
-  http: HttpClient,
-  options: Omit<RestoreOptions, 'serverUrl'> & { host: string; repo: string; serverUrl: URL },
-): Promise<{ commit: string; snapshotCommit: string; bundleApplied: boolean }> {
-  const isClone = await fs.lstat(path.join(dir, '.git')).then(
-    (stat) => stat.isDirectory(),
-    () => false,
-  );
-  if (!isClone) {
-    const commit = snapshot.commit ?? '';
-    return { commit, snapshotCommit: commit, bundleApplied: false };
-  }
-  const head = (await new GitRefs(dir).head()).commit;
-  if (snapshot.commit && snapshot.commit !== head) {
-    throw new CachewError('internal', `snapshot claims commit ${snapshot.commit} but contains ${head}`);
-  }
-  const syncing = options.bundle !== false;
-  const refsOptions = {
-    cloneDir: dir,
-    serverUrl: options.serverUrl,
-    host: options.host,
-    repo: options.repo,
-    // git sends the same credential the downloads used (if the server asked for one), scoped to its URL.
-    headers: await withAuthorization(http, options.serverHeaders),
-    maxAttempts: options.maxAttempts,
-    backoffMs: options.backoffMs,
-    signal: options.signal,
-  };
-  // Without a bundle to apply first, the server's refs are fetched while the index is rewritten:
-  // the fetch only adds objects (ref-sync.ts, fetchServerRefs).
-  const fetching = syncing && !snapshot.bundleUrl ? fetchServerRefs(refsOptions) : undefined;
-  fetching?.catch(() => undefined); // awaited below, unless something before fails first
-  // Before any git command that looks at the work tree: they then run under git's default stat
-  // rules, with the snapshot's keys gone.
-  try {
-    await adoptWorkTreeStats(dir, options.signal, snapshot.statTable);
-  } catch (err) {
-    await fetching?.catch(() => undefined); // nothing may still write into `dir` once we fail
-    throw err;
-  }
-  let commit = head;
-  let bundleApplied = false;
-  if (snapshot.bundleUrl && options.bundle !== false) {
-    options.onProgress?.({ phase: 'bundle', bytes: snapshot.size, total: snapshot.size });
-    const result = await applyBundle({
-      http,
-      bundleUrl: snapshot.bundleUrl,
-      cloneDir: dir,
-      maxAttempts: options.maxAttempts,
-      backoffMs: options.backoffMs,
-      signal: options.signal,
-    });
-    commit = result.commit;
-    bundleApplied = result.applied;
-  }
-  if (syncing) {
-    options.onProgress?.({ phase: 'refs', bytes: snapshot.size, total: snapshot.size });
-    commit = (await syncRefs(refsOptions, fetching)).commit;
-  }
-  await initClone(dir, options.signal);
-  options.onProgress?.({ phase: 'verify', bytes: snapshot.size, total: snapshot.size });
-  // The rest of the layout touches neither the work tree nor the index: the check runs meanwhile.
-  // Both settle before either's failure is thrown, so nothing writes into `dir` once it is removed.
-  const [checked, laidOut] = await Promise.allSettled([
-    runGit(['status', '--porcelain'], dir, options.signal),
-    finishCloneLayout({ cloneDir: dir, repoUrl: options.repoUrl, signal: options.signal }),
-  ]);
-  if (laidOut.status === 'rejected') throw laidOut.reason;
-  if (checked.status === 'rejected') throw checked.reason;
-  const status = checked.value;
-  if (status !== '') {
-    throw new CachewError('internal', `restored clone is not clean: ${status.split('\n')[0]}`);
-  }
-  return { commit, snapshotCommit: head, bundleApplied };
-}
-
 /** Refuses, without touching anything, a target that exists and is not an empty directory. */
 async function assertTargetFree(target: string, shown: string): Promise<void> {
   let stat;
@@ -246,11 +157,4 @@ async function assertTargetFree(target: string, shown: string): Promise<void> {
   }
   if (stat.isDirectory() && (await fs.readdir(target)).length === 0) return;
   throw new CachewError('already_exists', `destination path '${shown}' already exists and is not an empty directory`);
-}
-
-/** `headers` plus the HTTP client's current Authorization for the server, unless the caller set one. */
-async function withAuthorization(http: HttpClient, headers: Record<string, string> = {}): Promise<Record<string, string>> {
-  const authorization = await http.serverAuthorization();
-  const named = Object.keys(headers).some((name) => name.toLowerCase() === 'authorization');
-  return authorization && !named ? { ...headers, Authorization: authorization } : headers;
 }
