@@ -93,6 +93,13 @@ export class Mirror {
   #queuedFetch: FetchRun | undefined;
   /** When the last check against upstream started (successful or not); 0 = never. */
   #lastCheck = 0;
+  /** Bumped whenever a ref update ends (#syncRefs, whatever its outcome): what #headCache is valid for. */
+  #refsVersion = 0;
+  /**
+   * The default branch as last read, for the refs version it was read at. Every restore asks for it
+   * through the stable URL; reading it costs two git processes, and only #syncRefs changes it.
+   */
+  #headCache: { version: number; head: { name: string; commit: string } } | undefined;
   readonly #opts: MirrorOptions;
   readonly #log: Logger;
 
@@ -224,10 +231,15 @@ export class Mirror {
   /** The branch HEAD points at (following upstream's default branch) and its commit. */
   async defaultBranch(options: OpOptions = {}): Promise<{ name: string; commit: string }> {
     await this.ensureReady(options);
+    const version = this.#refsVersion;
+    if (this.#headCache?.version === version) return { ...this.#headCache.head };
     try {
       const ref = (await runGit(['symbolic-ref', 'HEAD'], { cwd: this.gitDir, signal: options.signal })).trim();
       const commit = (await runGit(['rev-parse', '--verify', '--quiet', `${ref}^{commit}`], { cwd: this.gitDir, signal: options.signal })).trim();
-      return { name: ref.replace(/^refs\/heads\//, ''), commit };
+      const head = { name: ref.replace(/^refs\/heads\//, ''), commit };
+      // Read at `version`: a ref update that ended meanwhile has bumped it, so this entry is never used.
+      this.#headCache = { version, head };
+      return { ...head };
     } catch (err) {
       if (err instanceof GitCommandError) throw new NotFoundError('repository has no default branch', { cause: err });
       throw err;
@@ -335,6 +347,14 @@ export class Mirror {
    * upstream's does. Nothing else may delete a ref.
    */
   async #syncRefs(gitDir: string, advertised: AdvertisedRefs, timeoutMs: number): Promise<void> {
+    try {
+      await this.#applyRefs(gitDir, advertised, timeoutMs);
+    } finally {
+      this.#refsVersion++;
+    }
+  }
+
+  async #applyRefs(gitDir: string, advertised: AdvertisedRefs, timeoutMs: number): Promise<void> {
     let local = await localRefs(gitDir);
     const behind = [...advertised.refs].some(([name, oid]) => local.get(name) !== oid);
     if (behind) {

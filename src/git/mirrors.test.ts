@@ -225,3 +225,20 @@ void test('HEAD follows upstream default-branch changes with every ref check', {
   await other.fetchNow();
   assert.equal((await other.defaultBranch()).name, 'stable');
 });
+
+test('the default branch is read from git once per ref update, not once per request', async (t) => {
+  const f = await fixture(t);
+  await f.up.createRepo('org/cached');
+  const { mirrors } = f.manager();
+  const mirror = mirrors.get(f.up.hostName, 'org/cached');
+  const head = await f.up.head('org/cached');
+  assert.deepEqual(await mirror.defaultBranch(), { name: 'main', commit: head });
+  // Moved behind the mirror's back (in service only its own ref updates move HEAD): the answer
+  // read after the last update stands, so no git process ran for it.
+  await runGit(['symbolic-ref', 'HEAD', 'refs/heads/elsewhere'], { cwd: mirror.gitDir });
+  assert.deepEqual(await mirror.defaultBranch(), { name: 'main', commit: head });
+  // The mirror's next ref update (a fetch, which also points HEAD back at upstream's) reads it again.
+  const pushed = await f.up.commit('org/cached', { 'b.txt': 'b\n' });
+  await mirror.fetchNow();
+  assert.deepEqual(await mirror.defaultBranch(), { name: 'main', commit: pushed });
+});
