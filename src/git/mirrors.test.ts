@@ -226,7 +226,7 @@ void test('HEAD follows upstream default-branch changes with every ref check', {
   assert.equal((await other.defaultBranch()).name, 'stable');
 });
 
-test('the default branch is read from git once per ref update, not once per request', async (t) => {
+void test('the default branch is read from git once per ref update, not once per request', async (t) => {
   const f = await fixture(t);
   await f.up.createRepo('org/cached');
   const { mirrors } = f.manager();
