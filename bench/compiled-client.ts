@@ -18,13 +18,22 @@ export interface CompiledClient {
   cliPath: string;
 }
 
+let building: Promise<void> | undefined;
 let loading: Promise<CompiledClient> | undefined;
+
+/** Builds dist/ once per bench run (`npm run build`): the client and cachewd run from it, as users run them. */
+export function ensureBuilt(): Promise<void> {
+  building ??= (async () => {
+    log('building dist/ (npm run build): cachewd and the restore client run compiled, as users run them');
+    await run('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: ROOT, timeoutMs: 600_000 });
+  })();
+  return building;
+}
 
 /** Builds dist/ once per bench run and imports the client from it. */
 export function compiledClient(): Promise<CompiledClient> {
   loading ??= (async () => {
-    log('building dist/ for the restore client (npm run build)');
-    await run('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: ROOT, timeoutMs: 600_000 });
+    await ensureBuilt();
     const dist = (file: string): string => pathToFileURL(path.join(ROOT, 'dist', file)).href;
     const [{ restore }, { extractZstd }] = await Promise.all([
       import(dist('client/restore.js')) as Promise<{ restore: typeof Restore }>,

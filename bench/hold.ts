@@ -1,6 +1,6 @@
 /**
  * A held benchmark environment for A/B measurements (not part of `npm run bench`): the bench
- * repository behind the test upstream, a cachewd (run from source) with its snapshot made, and the
+ * repository behind the test upstream, a cachewd (compiled, as `npm start` runs it) with its snapshot made, and the
  * restore section's throttled link (50 MB/s per connection, +10 ms each way) in front of it. Prints
  * one JSON line with the URLs and writes it to `$HOLD_JSON` (default `.bench/hold.json`), then holds
  * everything until SIGINT or SIGTERM.

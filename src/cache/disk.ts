@@ -55,7 +55,10 @@ const TMP_DIR = '.tmp';
  * beats larger sizes; a download holds about two of these at a time.
  */
 const READ_CHUNK_BYTES = 4 * 1024 * 1024;
-/** Read buffers kept between downloads (read-buffers.ts): at most 8 idle, 32 MiB. */
+/**
+ * Read buffers (read-buffers.ts): at most 8 of 4 MiB exist at once, lent out or idle (32 MiB); a
+ * download beyond them reads 1 MiB at a time.
+ */
 const READ_BUFFERS_IDLE = 8;
 
 interface IndexEntry {

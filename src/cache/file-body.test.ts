@@ -197,10 +197,11 @@ test('writeTo takes its buffers from the pool and gives them back after a clean 
   const before = pool.idleCount;
   await assert.rejects(new FileRangeBody(guardedHandle(slowSink()), 0, DATA.length - 1, { chunkBytes: 4096, buffers: pool }).writeTo(failing), /socket reset/);
   assert.equal(pool.idleCount, before - 2, 'the failed download kept the two buffers it took');
+  assert.equal(pool.lentCount, 0, 'and freed their share of the budget');
 });
 
 test('the read-buffer pool keeps only buffers of its size, at most maxIdle of them', () => {
-  const pool = new ReadBufferPool(1024, 2);
+  const pool = new ReadBufferPool(1024, 2, { budgetBytes: 4096 });
   const buffers = [pool.take(1024), pool.take(1024), pool.take(1024)];
   pool.give(pool.take(100)); // another size: not kept
   buffers.forEach((buffer) => pool.give(buffer));
@@ -208,4 +209,25 @@ test('the read-buffer pool keeps only buffers of its size, at most maxIdle of th
   assert.equal(pool.idleCount, 2);
   assert.equal(pool.take(1024).length, 1024);
   assert.equal(pool.idleCount, 1);
+});
+
+test('the read-buffer pool lends at most its budget in buffers of its size, smaller ones beyond it', () => {
+  const pool = new ReadBufferPool(1024, 2, { budgetBytes: 3072, overflowBytes: 256 });
+  const full = [pool.take(1024), pool.take(1024), pool.take(1024)];
+  assert.deepEqual(full.map((b) => b.length), [1024, 1024, 1024]);
+  assert.equal(pool.lentCount, 3);
+  const beyond = pool.take(1024);
+  assert.equal(beyond.length, 256, 'over the budget: a smaller buffer');
+  pool.give(beyond); // not one of the pool's: changes nothing
+  assert.equal(pool.lentCount, 3);
+  // A dropped buffer (a failed download may still hold it) frees its share without being reused.
+  pool.drop(full[0]);
+  const again = pool.take(1024);
+  assert.equal(again.length, 1024);
+  assert.notEqual(again, full[0]);
+  // Given back: kept for reuse, at most maxIdle of them.
+  [full[1], full[2], again].forEach((buffer) => pool.give(buffer));
+  assert.equal(pool.idleCount, 2, 'at most maxIdle kept');
+  assert.equal(pool.lentCount, 0);
+  assert.ok([full[1], full[2], again].includes(pool.take(1024)));
 });

@@ -101,7 +101,8 @@ export class FileRangeBody extends Readable implements DirectBody {
       }
       await untilAborted(Promise.all(writes), signal);
     } catch (err) {
-      // A write may still hold a buffer: none goes back to the pool.
+      // A write may still hold a buffer: none goes back to the pool (each frees its share of the budget).
+      for (const buffer of buffers) this.pool?.drop(buffer);
       this.destroy();
       throw err;
     } finally {

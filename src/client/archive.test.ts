@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { readFileSync, statSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -193,6 +194,40 @@ void describe('extractTar', () => {
     const controller = new AbortController();
     controller.abort();
     await assert.rejects(extractTar(await tarOf([{ name: 'f', body: 'x' }]), dir, { signal: controller.signal }), /abort/i);
+  });
+});
+
+void describe('extractTar: the .git directory first', () => {
+  void it('reports once that .git is written, with every .git file on disk, while the work tree follows', async () => {
+    const dir = await freshDir();
+    const head = 'ref: refs/heads/main\n';
+    const big = 'x'.repeat(300_000);
+    const seen: Array<{ head: string; pack: number }> = [];
+    await extractTar(
+      await tarOf([
+        { name: '.git/', type: 'directory' },
+        { name: '.git/HEAD', body: head },
+        { name: '.git/objects/pack/p.pack', body: big },
+        { name: 'a.txt', body: 'a' },
+        { name: 'src/', type: 'directory' },
+        { name: 'src/b.txt', body: 'b' },
+      ]),
+      dir,
+      {
+        onGitDir: () => {
+          // Synchronous reads: this runs on the main thread while the extraction thread goes on.
+          seen.push({ head: readFileSync(path.join(dir, '.git/HEAD'), 'utf8'), pack: statSync(path.join(dir, '.git/objects/pack/p.pack')).size });
+        },
+      },
+    );
+    assert.deepEqual(seen, [{ head, pack: big.length }]);
+  });
+
+  void it('does not report for an archive without .git, nor for one that is only .git', async () => {
+    let calls = 0;
+    await extractTar(await tarOf([{ name: 'a.txt', body: 'a' }, { name: '.gitignore', body: 'x' }]), await freshDir(), { onGitDir: () => calls++ });
+    await extractTar(await tarOf([{ name: '.git/', type: 'directory' }, { name: '.git/HEAD', body: 'x' }]), await freshDir(), { onGitDir: () => calls++ });
+    assert.equal(calls, 0);
   });
 });
 

@@ -23,6 +23,8 @@ export { entryPathSegments } from './entry-policy.js';
 
 export interface ExtractOptions {
   signal?: AbortSignal;
+  /** Runs once the archive's `.git` is completely written, while the work tree is still extracted. */
+  onGitDir?: () => void;
 }
 
 /**
@@ -72,7 +74,7 @@ async function extract(
     await chunks.return?.(undefined).catch(() => undefined);
     throw abortReason(signal);
   }
-  const thread = new ExtractThread(root);
+  const thread = new ExtractThread(root, options.onGitDir);
   const onAbort = (): void => {
     const reason = abortReason(signal!);
     void thread.stop(reason);

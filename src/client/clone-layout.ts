@@ -14,6 +14,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { runGit } from './git.js';
+import type { GitRunner } from './git-launcher.js';
 import { GitRefs } from './git-refs.js';
 
 export interface CloneLayoutOptions {
@@ -21,28 +22,38 @@ export interface CloneLayoutOptions {
   /** The repository URL exactly as the user gave it. */
   repoUrl: string;
   signal?: AbortSignal;
+  /** Runs git (default runGit; a GitLauncher's parked processes, see git-launcher.ts). */
+  git?: GitRunner;
+}
+
+/** The git commands of startCloneLayout, in its order (to park them in advance: git-launcher.ts). */
+export function cloneLayoutCommands(repoUrl: string): { varList: string[]; originUrl: string[]; init: string[] } {
+  return { varList: ['var', '-l'], originUrl: ['config', 'remote.origin.url', repoUrl], init: ['init', '--quiet'] };
 }
 
 const ZERO_OID = '0'.repeat(40);
 
 /**
- * The layout steps that need neither the final refs nor the final work tree, started as soon as
- * nothing else writes the clone's config (after the snapshot's stat keys are dropped) and run while
- * the bundle and the ref sync do their work:
- * - `git init`: templates and file-system probes (see the module comment). It must finish before
- *   anything compares the work tree with the index: a probe may set a key that changes what git sees
- *   (`core.filemode=false` on a file system without an executable bit);
- * - `remote.origin.url` as the user typed it, after init (both write `.git/config`, under one lock);
+ * The layout steps that need neither the final refs nor the final work tree, started as soon as the
+ * archive's `.git` is on disk (finish-clone.ts), while the work tree is still being extracted:
+ * - `remote.origin.url` as the user typed it;
+ * - `git init`: templates and file-system probes (see the module comment), after the URL (both
+ *   write `.git/config`, under one lock). It must finish before anything compares the work tree with
+ *   the index: a probe may set a key that changes what git sees (`core.filemode=false` on a file
+ *   system without an executable bit), and a template may add `info/exclude` or `info/attributes`;
  * - `git var -l` for the user's identity, meanwhile.
- * Resolves with what finishCloneLayout needs, once all three are done.
+ * Resolves with what finishCloneLayout needs, once all three are done. Nothing else may write
+ * `.git/config` meanwhile.
  */
 export async function startCloneLayout(options: CloneLayoutOptions): Promise<PreparedLayout> {
   const { cloneDir, repoUrl, signal } = options;
-  const varList = runGit(['var', '-l'], cloneDir, signal);
+  const git = options.git ?? runGit;
+  const commands = cloneLayoutCommands(repoUrl);
+  const varList = git(commands.varList, cloneDir, signal);
   varList.catch(() => undefined); // awaited below, unless a step before fails
   try {
-    await runGit(['init', '--quiet'], cloneDir, signal);
-    await runGit(['config', 'remote.origin.url', repoUrl], cloneDir, signal);
+    await git(commands.originUrl, cloneDir, signal);
+    await git(commands.init, cloneDir, signal);
   } catch (err) {
     await varList.catch(() => undefined); // no git process may outlive a failure
     throw err;

@@ -39,6 +39,11 @@ export interface DownloadOptions {
   signal?: AbortSignal;
   stats: ParallelGetStats;
   onBytes?: (received: number, total: number) => void;
+  /**
+   * Runs once the archive's `.git` is on disk while the work tree is still being extracted, with the
+   * delta bundle's URL if the server advertised one (restore.ts starts the ref fetch then).
+   */
+  onGitDir?: (bundleUrl: URL | undefined) => void;
 }
 
 export interface DownloadResult {
@@ -53,6 +58,18 @@ export interface DownloadResult {
 }
 
 const MAX_RETRY_AFTER_MS = 30_000;
+/** The ramp's step never goes below this: smaller requests would cost a round trip for too few bytes. */
+const MIN_RAMP_STEP = 256 * 1024;
+
+/**
+ * The download starts small and ramps up (chunk-plan.ts): the stable URL's request carries one step,
+ * then the parallel chunks are 2, 3, … steps up to the chunk size, one step being chunkSize /
+ * concurrency (1 MiB with the defaults). Measured through the bench's 50 MB/s-per-connection link:
+ * see docs/restore.md, "Download".
+ */
+function rampStep(options: Pick<DownloadOptions, 'chunkSize' | 'concurrency'>): number {
+  return Math.min(options.chunkSize, Math.max(MIN_RAMP_STEP, Math.floor(options.chunkSize / options.concurrency)));
+}
 
 /** Downloads, verifies and extracts the repository's current snapshot into `dir` (existing, empty). */
 export async function downloadSnapshot(options: DownloadOptions): Promise<DownloadResult> {
@@ -107,7 +124,14 @@ export async function downloadSnapshot(options: DownloadOptions): Promise<Downlo
       yield* wholePieces(context, 0, first);
       return;
     }
-    const rest = new ParallelGet(context, { start: firstEnd + 1, chunkSize: options.chunkSize, concurrency: options.concurrency });
+    const step = rampStep(options);
+    const rest = new ParallelGet(context, {
+      start: firstEnd + 1,
+      chunkSize: options.chunkSize,
+      concurrency: options.concurrency,
+      firstChunkSize: 2 * step,
+      rampStep: step,
+    });
     rest.prefetch(); // the next chunks download while the first one streams into zstd
     try {
       yield* rangePieces(context, 0, firstEnd, first);
@@ -120,7 +144,8 @@ export async function downloadSnapshot(options: DownloadOptions): Promise<Downlo
   try {
     // One pull-driven chain: every byte is hashed on its way into the decompressor, whose output the
     // extraction thread checks and writes. A failure anywhere closes the whole chain.
-    const extracted = await extractZstd(verifiedBytes(orderedBytes(), source, options.onBytes), options.dir, { signal });
+    const onGitDir = options.onGitDir && ((): void => options.onGitDir?.(result.bundleUrl));
+    const extracted = await extractZstd(verifiedBytes(orderedBytes(), source, options.onBytes), options.dir, { signal, onGitDir });
     result.statTable = extracted.statTable;
   } finally {
     // Requests still running (prefetched ranges after a failure) stop now.
@@ -159,7 +184,7 @@ async function openStable(options: DownloadOptions, stableUrl: URL): Promise<Htt
   for (let failures = 0; ; failures++) {
     let delay = options.backoffMs * 2 ** failures;
     try {
-      const range = { kind: 'bounded', start: 0, end: options.chunkSize - 1 } as const;
+      const range = { kind: 'bounded', start: 0, end: rampStep(options) - 1 } as const;
       const response = await options.http.get(stableUrl, formatConditions({ range }), options.signal);
       if (response.status === 200 || response.status === 206) return response;
       discard(response);

@@ -32,8 +32,11 @@ export class ExtractThread {
   private settle?: { resolve: (outcome: ExtractOutcome) => void; reject: (err: Error) => void };
   private failure?: Error;
 
-  /** Starts the thread writing into `root` (an existing, empty directory this process owns). */
-  constructor(root: string) {
+  /**
+   * Starts the thread writing into `root` (an existing, empty directory this process owns).
+   * `onGitDir` runs once the archive's `.git` is completely written (git-dir-watch.ts).
+   */
+  constructor(root: string, onGitDir?: () => void) {
     const memory = createRing(RING_SLOTS, SLOT_BYTES);
     this.outcome = new Promise<ExtractOutcome>((resolve, reject) => (this.settle = { resolve, reject }));
     this.outcome.catch((err: Error) => (this.failure = err)); // also observed by end()
@@ -44,7 +47,8 @@ export class ExtractThread {
     this.worker = startWorker(siblingModule(import.meta.url, 'extract-worker'), { workerData: job });
     this.exited = once(this.worker, 'exit').catch(() => undefined);
     this.worker.on('message', (reply: ExtractReply) => {
-      if ('done' in reply) this.settle?.resolve({ stats: reply.done, statTable: new StatTable(reply.statTable) });
+      if ('gitDir' in reply) onGitDir?.();
+      else if ('done' in reply) this.settle?.resolve({ stats: reply.done, statTable: new StatTable(reply.statTable) });
       else this.settle?.reject(rebuild(reply.failed));
     });
     this.worker.on('error', (err) => this.settle?.reject(new WriteFailedError(`extraction thread failed: ${err.message}`)));

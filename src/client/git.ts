@@ -27,15 +27,22 @@ function clientGitEnv(): NodeJS.ProcessEnv {
  */
 export async function runGit(args: readonly string[], cwd: string, signal?: AbortSignal, extraEnv?: Record<string, string>): Promise<string> {
   if (signal?.aborted) throw abortReason(signal);
+  const stdout = await runProcess('git', safeGitArgs(args), { ...gitProcessOptions(args, cwd, extraEnv), signal, input: '' });
+  return stdout.replace(/\n$/, '');
+}
+
+/** git's argv with the options every command in a restored clone gets. */
+export function safeGitArgs(args: readonly string[]): string[] {
   // The clone's .git/config came from the server: never let it make our git run programs.
-  const safeArgs = ['-c', 'core.fsmonitor=false', '-c', 'core.hooksPath=/dev/null', ...args];
-  const stdout = await runProcess('git', safeArgs, {
+  return ['-c', 'core.fsmonitor=false', '-c', 'core.hooksPath=/dev/null', ...args];
+}
+
+/** Environment and error mapping of `git args...` in `cwd` (see runGit). */
+export function gitProcessOptions(args: readonly string[], cwd: string, extraEnv?: Record<string, string>) {
+  return {
     cwd,
     env: { ...clientGitEnv(), ...extraEnv },
-    signal,
-    input: '',
-    exitError: (code, _signal, stderrTail) => new GitCommandError(args, code, stderrTail),
-    startError: (err) => new GitCommandError(args, null, err.message, { cause: err }),
-  });
-  return stdout.replace(/\n$/, '');
+    exitError: (code: number | null, _signal: NodeJS.Signals | null, stderrTail: string) => new GitCommandError(args, code, stderrTail),
+    startError: (err: Error) => new GitCommandError(args, null, err.message, { cause: err }),
+  };
 }

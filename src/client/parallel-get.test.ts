@@ -72,6 +72,22 @@ void describe('ParallelGet', () => {
     });
   }
 
+  void it('delivers bytes in order through a ramp of growing chunks, one request each', async () => {
+    await withGetter(undefined, async (context, server) => {
+      const getter = new ParallelGet(context, { start: 0, chunkSize: 65_536, firstChunkSize: 16_384, rampStep: 8192, concurrency: 4 });
+      assert.ok((await collect(getter)).equals(data));
+      assert.equal(getter.stats.retries, 0);
+      const requested = server.requests
+        .map((request) => /^bytes=(\d+)-(\d+)$/.exec(request.range ?? ''))
+        .map((match) => (match ? [Number(match[1]), Number(match[2])] : undefined))
+        .filter((range) => range !== undefined)
+        .sort((a, b) => a[0] - b[0]);
+      const lengths = requested.map(([first, last]) => last - first + 1);
+      // 16, 24, 32, … KiB up to 64 KiB, then 64 KiB chunks, the last one short.
+      assert.deepEqual(lengths, [16_384, 24_576, 32_768, 40_960, 49_152, 57_344, 65_536, SIZE - 286_720]);
+    });
+  });
+
   void it('keeps at most `concurrency` chunks buffered and requested ahead of a slow consumer', async () => {
     await withGetter(undefined, async (context, server) => {
       const chunkSize = 8192;

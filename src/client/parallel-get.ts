@@ -1,7 +1,7 @@
 /**
  * In-order parallel download of a byte span of one immutable snapshot.
  *
- * The span is cut into fixed-size chunks; up to `concurrency` chunks download at once (each with its
+ * The span is cut into chunks (chunk-plan.ts: equal ones, or a ramp up to the chunk size); up to `concurrency` chunks download at once (each with its
  * own resumable Range request) and are handed to the consumer strictly in order, the oldest one piece
  * by piece as it arrives (the consumer never waits for a whole chunk while the bytes it needs next
  * are already here), the others buffered until their turn. Chunk `i + N` is not started before chunk
@@ -11,6 +11,7 @@
  */
 import { setMaxListeners } from 'node:events';
 import { abortReason } from '../util/errors.js';
+import { ChunkPlan } from './chunk-plan.js';
 import { RangeIgnoredError } from './errors.js';
 import { rangePieces, wholePieces, type FetchContext, type FetchStats } from './range-fetch.js';
 
@@ -19,7 +20,11 @@ export interface ParallelGetOptions {
   start: number;
   /** Last byte of the span (inclusive); defaults to the end of the snapshot. */
   end?: number;
+  /** The largest chunk (see chunk-plan.ts). */
   chunkSize: number;
+  /** Size of the first chunk, growing by `rampStep` per chunk up to `chunkSize` (default: all equal). */
+  firstChunkSize?: number;
+  rampStep?: number;
   concurrency: number;
 }
 
@@ -49,9 +54,8 @@ export class ParallelGet {
   private readonly controller = new AbortController();
   private readonly taskContext: FetchContext;
   private readonly tasks = new Map<number, Task>();
-  private readonly start: number;
   private readonly end: number;
-  private readonly chunkSize: number;
+  private readonly plan: ChunkPlan;
   private readonly concurrency: number;
   private readonly count: number;
   private nextToSchedule = 0;
@@ -62,11 +66,10 @@ export class ParallelGet {
     options: ParallelGetOptions,
   ) {
     if (!(options.chunkSize >= 1) || !(options.concurrency >= 1)) throw new RangeError('chunkSize and concurrency must be >= 1');
-    this.start = options.start;
     this.end = options.end ?? context.source.size - 1;
-    this.chunkSize = options.chunkSize;
+    this.plan = new ChunkPlan({ start: options.start, end: this.end, chunkBytes: options.chunkSize, firstBytes: options.firstChunkSize, rampStep: options.rampStep });
     this.concurrency = Math.floor(options.concurrency);
-    this.count = this.end >= this.start ? Math.ceil((this.end - this.start + 1) / this.chunkSize) : 0;
+    this.count = this.plan.count;
     this.stats = context.stats
       ? Object.assign(context.stats, { bufferedBytes: 0, maxBufferedBytes: 0, fellBack: false })
       : { requests: 0, retries: 0, bufferedBytes: 0, maxBufferedBytes: 0, fellBack: false };
@@ -145,7 +148,7 @@ export class ParallelGet {
       task.pieces.length = 0;
     }
     this.tasks.clear();
-    const from = this.start + index * this.chunkSize + taken;
+    const from = this.plan.range(index).first + taken;
     let remaining = this.end - from + 1;
     for await (const piece of wholePieces(this.context, from)) {
       const take = Math.min(remaining, piece.length);
@@ -161,8 +164,7 @@ export class ParallelGet {
     while (!this.rangesIgnored && this.nextToSchedule < limit) {
       if (this.controller.signal.aborted) return;
       const chunk = this.nextToSchedule++;
-      const first = this.start + chunk * this.chunkSize;
-      const last = Math.min(first + this.chunkSize - 1, this.end);
+      const { first, last } = this.plan.range(chunk);
       const task: Task = { pieces: [], queued: 0, done: Promise.resolve(), finished: false };
       task.done = this.download(first, last, task).finally(() => {
         task.finished = true;

@@ -26,6 +26,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { abortReason, GitCommandError } from '../util/errors.js';
 import { runGit } from './git.js';
+import type { GitRunner } from './git-launcher.js';
 import { GitRefs } from './git-refs.js';
 import { parsePackedRefs, writePackedRefs, type PackedRef } from './packed-refs.js';
 
@@ -48,6 +49,10 @@ export interface SyncRefsOptions {
   /** First retry delay in ms, doubling per failure (default 200). */
   backoffMs?: number;
   signal?: AbortSignal;
+  /** Names the scratch directory inside `.git` (default: random), so the command can be parked in advance. */
+  scratchId?: string;
+  /** Runs git (default runGit; a GitLauncher's parked processes, see git-launcher.ts). */
+  git?: GitRunner;
 }
 
 export interface SyncRefsResult {
@@ -114,23 +119,30 @@ export async function syncRefs(options: SyncRefsOptions, fetching?: Promise<Pack
  * are being rewritten. Hand the promise to `syncRefs` for step 3.
  */
 export function fetchServerRefs(options: SyncRefsOptions): Promise<PackedRef[]> {
+  const command = refCloneCommand({ ...options, scratchId: options.scratchId ?? randomBytes(6).toString('hex') });
+  return withRetries(options, () => cloneRefs(options, command));
+}
+
+/** The git command of step 1 (for fetchServerRefs, or to park in advance: git-launcher.ts). */
+export function refCloneCommand(options: SyncRefsOptions & { scratchId: string }): { args: string[]; env: Record<string, string>; scratch: string } {
   const url = serverRepoUrl(options.serverUrl, options.host, options.repo);
-  const env = gitHttpEnv(url, options.headers);
-  return withRetries(options, () => cloneRefs(options.cloneDir, url, env, options.signal));
+  const scratch = path.join(options.cloneDir, '.git', `cachew-refs-${options.scratchId}`);
+  // --template= : no hooks or samples to copy into a directory that lives for a second.
+  const args = ['clone', '--quiet', '--no-checkout', '--template=', '--reference', options.cloneDir, url.href, scratch];
+  return { args, env: gitHttpEnv(url, options.headers), scratch };
 }
 
 /**
  * Steps 1–2 of the module comment: clones the server's repository into a scratch directory inside
  * `.git` with the restored clone as `--reference`, moves the fetched objects into the restored clone
- * and returns the clone's branches and tags. The scratch directory is always removed.
+ * and returns the clone's branches and tags. The scratch directory is always removed (so a retry may
+ * use the same name).
  */
-async function cloneRefs(cloneDir: string, url: URL, env: Record<string, string>, signal?: AbortSignal): Promise<PackedRef[]> {
+async function cloneRefs(options: SyncRefsOptions, { args, env, scratch }: ReturnType<typeof refCloneCommand>): Promise<PackedRef[]> {
+  const { cloneDir, signal } = options;
   const gitDir = path.join(cloneDir, '.git');
-  const scratch = path.join(gitDir, `cachew-refs-${randomBytes(6).toString('hex')}`);
   try {
-    // --template= : no hooks or samples to copy into a directory that lives for a second.
-    const args = ['clone', '--quiet', '--no-checkout', '--template=', '--reference', cloneDir, url.href, scratch];
-    await runGit(args, cloneDir, signal, env);
+    await (options.git ?? runGit)(args, cloneDir, signal, env);
     const scratchGit = path.join(scratch, '.git');
     await moveObjects(path.join(scratchGit, 'objects'), path.join(gitDir, 'objects'));
     const packed = await fs.readFile(path.join(scratchGit, 'packed-refs'), 'utf8').catch(() => '');

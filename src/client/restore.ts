@@ -7,13 +7,15 @@
  * back clean. On any failure the sibling is removed and `<dir>` is never created. If the immutable
  * snapshot ages out mid-download, the stable URL is resolved again once.
  */
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { repoFromUpstreamUrl } from '../protocol/routes.js';
 import { BadRequestError, CachewError } from '../util/errors.js';
 import { downloadSnapshot } from './download.js';
 import { SnapshotGoneError } from './errors.js';
-import { finishClone } from './finish-clone.js';
+import { finishClone, parkFinishCommands, startEarlyWork, type EarlyWork, type FinishContext } from './finish-clone.js';
+import { GitLauncher, runnerOf } from './git-launcher.js';
 import { makeTempSibling, removeStaleSiblings } from './temp-siblings.js';
 import { HttpClient } from './http.js';
 import type { ParallelGetStats } from './parallel-get.js';
@@ -108,8 +110,20 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   try {
     for (let round = 0; ; round++) {
       const temp = await makeTempSibling(target);
+      // Everything this attempt starts stops with it: the early work, the parked git processes.
+      const attempt = new AbortController();
+      const signal = options.signal ? AbortSignal.any([options.signal, attempt.signal]) : attempt.signal;
+      const launcher = new GitLauncher(signal);
+      const context: FinishContext = {
+        dir: temp,
+        http,
+        options: { ...options, ...upstream, serverUrl, signal },
+        git: runnerOf(launcher),
+        scratchId: randomBytes(6).toString('hex'),
+      };
+      let early: EarlyWork | undefined;
       try {
-        const snapshot = await downloadSnapshot({
+        const downloading = downloadSnapshot({
           http,
           serverUrl,
           ...upstream,
@@ -122,8 +136,15 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
           signal: options.signal,
           stats,
           onBytes: (bytes, total) => options.onProgress?.({ phase: 'download', bytes, total }),
+          // The layout's config steps and the ref fetch need only `.git` (finish-clone.ts).
+          onGitDir: (bundleUrl) => (early ??= startEarlyWork(context, bundleUrl)),
         });
-        const { commit, snapshotCommit, bundleApplied } = await finishClone(temp, snapshot, http, { ...options, ...upstream, serverUrl });
+        // While the first request is on its way, and the process still small (git-launcher.ts).
+        const parking = parkFinishCommands(launcher, context);
+        parking.catch(() => undefined); // a command that could not be parked just starts later
+        const snapshot = await downloading;
+        const { commit, snapshotCommit, bundleApplied } = await finishClone(context, snapshot, early);
+        await launcher.close();
         // rename(2) atomically replaces an empty directory and fails on a non-empty one.
         await fs.rename(temp, target);
         return {
@@ -136,6 +157,9 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
           stats,
         };
       } catch (err) {
+        // Nothing may write into the directory once it is being removed.
+        attempt.abort(err);
+        await Promise.allSettled([early?.layout, early?.fetch, launcher.close()]);
         await fs.rm(temp, { recursive: true, force: true, maxRetries: 3 });
         if (err instanceof SnapshotGoneError && round === 0) continue; // aged out: re-resolve once
         throw err;
