@@ -25,7 +25,7 @@ let loading: Promise<CompiledClient> | undefined;
 export function ensureBuilt(): Promise<void> {
   building ??= (async () => {
     log('building dist/ (npm run build): cachewd and the restore client run compiled, as users run them');
-    await run('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: ROOT, timeoutMs: 600_000 });
+    await run('npm', ['run', '--silent', 'build'], { cwd: ROOT, timeoutMs: 600_000 });
   })();
   return building;
 }
@@ -39,7 +39,8 @@ export function compiledClient(): Promise<CompiledClient> {
       import(dist('client/restore.js')) as Promise<{ restore: typeof Restore }>,
       import(dist('client/archive.js')) as Promise<{ extractZstd: typeof ExtractZstd }>,
     ]);
-    return { restore, extractZstd, cliPath: path.join(ROOT, 'dist', 'cli', 'cachew.js') };
+    // The command as installed (package.json `bin`): the bundle (scripts/bundle-cli.mjs).
+    return { restore, extractZstd, cliPath: path.join(ROOT, 'dist', 'bundle', 'cachew.js') };
   })();
   return loading;
 }

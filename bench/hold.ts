@@ -7,7 +7,7 @@
  *
  *   node --import tsx bench/hold.ts &
  *   # then, e.g., interleaved pairs of two builds of the client against the same server:
- *   node dist/cli/cachew.js git restore "$(jq -r .repoUrl .bench/hold.json)" /dev/shm/t --url "$(jq -r .link .bench/hold.json)"
+ *   node dist/bundle/cachew.js git restore "$(jq -r .repoUrl .bench/hold.json)" /dev/shm/t --url "$(jq -r .link .bench/hold.json)"
  *
  * Why: this VM's speed drifts by ±20% within minutes, so only measurements taken side by side, in
  * alternation, against the same server compare (docs/benchmarks.md, "Restore experiments").
