@@ -144,7 +144,8 @@ export async function downloadSnapshot(options: DownloadOptions): Promise<Downlo
   try {
     // One pull-driven chain: every byte is hashed on its way into the decompressor, whose output the
     // extraction thread checks and writes. A failure anywhere closes the whole chain.
-    const onGitDir = options.onGitDir && ((): void => options.onGitDir?.(result.bundleUrl));
+    const report = options.onGitDir;
+    const onGitDir = report && ((): void => report(result.bundleUrl));
     const extracted = await extractZstd(verifiedBytes(orderedBytes(), source, options.onBytes), options.dir, { signal, onGitDir });
     result.statTable = extracted.statTable;
   } finally {

@@ -78,11 +78,11 @@ export class GitLauncher {
   }
 }
 
-/** Runs git commands: a GitLauncher, or plain runGit when nothing was parked. */
+/** Runs git commands with runGit's signature: runGit itself, or a GitLauncher's `run`. */
 export type GitRunner = (args: readonly string[], cwd: string, signal?: AbortSignal, extraEnv?: Record<string, string>) => Promise<string>;
 
-export function runnerOf(launcher: GitLauncher | undefined): GitRunner {
-  return launcher ? (args, cwd, signal, extraEnv) => launcher.run(args, cwd, signal, extraEnv) : runGit;
+export function runnerOf(launcher: GitLauncher): GitRunner {
+  return (args, cwd, signal, extraEnv) => launcher.run(args, cwd, signal, extraEnv);
 }
 
 function keyOf(args: readonly string[], cwd: string, extraEnv?: Record<string, string>): string {
