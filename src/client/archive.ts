@@ -25,6 +25,21 @@ export interface ExtractOptions {
   signal?: AbortSignal;
   /** Runs once the archive's `.git` is completely written, while the work tree is still extracted. */
   onGitDir?: () => void;
+  /**
+   * An extraction thread the caller started earlier into the same root (`startExtraction`), so its
+   * start-up overlaps the first request; the extraction then owns it (and stops it) as if it had
+   * started it, and `onGitDir` is the one given to `startExtraction`.
+   */
+  thread?: ExtractThread;
+}
+
+/**
+ * Starts the extraction thread for `root` ahead of the bytes: a worker thread takes ~0.1 s to load
+ * (docs/restore.md, "Start-up"), which the restore overlaps with its first request. Pass the result
+ * as `ExtractOptions.thread`, or `stop()` it if the extraction never starts.
+ */
+export function startExtraction(root: string, onGitDir?: () => void): ExtractThread {
+  return new ExtractThread(root, onGitDir);
 }
 
 /**
@@ -72,9 +87,10 @@ async function extract(
   const { signal } = options;
   if (signal?.aborted) {
     await chunks.return?.(undefined).catch(() => undefined);
+    await options.thread?.stop();
     throw abortReason(signal);
   }
-  const thread = new ExtractThread(root, options.onGitDir);
+  const thread = options.thread ?? new ExtractThread(root, options.onGitDir);
   const onAbort = (): void => {
     const reason = abortReason(signal!);
     void thread.stop(reason);

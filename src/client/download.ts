@@ -17,7 +17,7 @@ import { formatConditions } from '../protocol/conditions.js';
 import { parseContentRange } from '../protocol/range.js';
 import { isCommit, stableSnapshotPath } from '../protocol/routes.js';
 import { DigestMismatchError, abortReason } from '../util/errors.js';
-import { extractZstd } from './archive.js';
+import { extractZstd, startExtraction } from './archive.js';
 import type { StatTable } from './stat-table.js';
 import { DownloadFailedError, NoSnapshotError, ProtocolError, SecondaryError } from './errors.js';
 import { discard, header, type HttpClient, type HttpResponse } from './http.js';
@@ -44,6 +44,12 @@ export interface DownloadOptions {
    * delta bundle's URL if the server advertised one (restore.ts starts the ref fetch then).
    */
   onGitDir?: (bundleUrl: URL | undefined) => void;
+  /**
+   * Runs once the stable URL answered with a snapshot and the first parallel requests are on their
+   * way: work that blocks the thread for a while (restore.ts spawns its parked git processes) waits
+   * for it, so that no request waits for that work.
+   */
+  onDownloading?: () => void;
 }
 
 export interface DownloadResult {
@@ -74,10 +80,20 @@ function rampStep(options: Pick<DownloadOptions, 'chunkSize' | 'concurrency'>): 
 /** Downloads, verifies and extracts the repository's current snapshot into `dir` (existing, empty). */
 export async function downloadSnapshot(options: DownloadOptions): Promise<DownloadResult> {
   const stableUrl = new URL(stableSnapshotPath(options.host, options.repo), options.serverUrl);
-  const first = await openStable(options, stableUrl);
+  let result: DownloadResult | undefined;
+  const report = options.onGitDir;
+  // Started before the first request so that its start-up overlaps the round trip; `.git` can only
+  // be complete after the response below set `result`.
+  const thread = startExtraction(options.dir, report && ((): void => report(result?.bundleUrl)));
+  let first: HttpResponse;
+  try {
+    first = await openStable(options, stableUrl);
+  } catch (err) {
+    await thread.stop();
+    throw err;
+  }
   let source: SnapshotSource;
   let firstEnd: number | undefined;
-  let result: DownloadResult;
   try {
     const etag = parseStrongEtag(header(first, Headers.etag));
     if (!etag || !isSha256Hex(etag)) throw new ProtocolError(`snapshot response without a sha256 ETag from ${stableUrl.href}`);
@@ -103,6 +119,7 @@ export async function downloadSnapshot(options: DownloadOptions): Promise<Downlo
     };
   } catch (err) {
     discard(first);
+    await thread.stop();
     throw err;
   }
 
@@ -121,6 +138,7 @@ export async function downloadSnapshot(options: DownloadOptions): Promise<Downlo
 
   async function* orderedBytes(): AsyncGenerator<Buffer, void, undefined> {
     if (firstEnd === undefined) {
+      options.onDownloading?.();
       yield* wholePieces(context, 0, first);
       return;
     }
@@ -133,6 +151,7 @@ export async function downloadSnapshot(options: DownloadOptions): Promise<Downlo
       rampStep: step,
     });
     rest.prefetch(); // the next chunks download while the first one streams into zstd
+    options.onDownloading?.();
     try {
       yield* rangePieces(context, 0, firstEnd, first);
       yield* rest.pieces();
@@ -144,9 +163,7 @@ export async function downloadSnapshot(options: DownloadOptions): Promise<Downlo
   try {
     // One pull-driven chain: every byte is hashed on its way into the decompressor, whose output the
     // extraction thread checks and writes. A failure anywhere closes the whole chain.
-    const report = options.onGitDir;
-    const onGitDir = report && ((): void => report(result.bundleUrl));
-    const extracted = await extractZstd(verifiedBytes(orderedBytes(), source, options.onBytes), options.dir, { signal, onGitDir });
+    const extracted = await extractZstd(verifiedBytes(orderedBytes(), source, options.onBytes), options.dir, { signal, thread });
     result.statTable = extracted.statTable;
   } finally {
     // Requests still running (prefetched ranges after a failure) stop now.

@@ -122,6 +122,13 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
         scratchId: randomBytes(6).toString('hex'),
       };
       let early: EarlyWork | undefined;
+      const park = (): void => {
+        // Spawning blocks for a few ms per process: it waits until the download's first requests are
+        // out, and still comes early, while the process is small (git-launcher.ts) and the
+        // extraction thread is starting.
+        // (A turn later: the requests connect after a few awaits of their own.)
+        setImmediate(() => parkFinishCommands(launcher, context).catch(() => undefined)); // unparked commands start later
+      };
       try {
         const downloading = downloadSnapshot({
           http,
@@ -138,10 +145,8 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
           onBytes: (bytes, total) => options.onProgress?.({ phase: 'download', bytes, total }),
           // The layout's config steps and the ref fetch need only `.git` (finish-clone.ts).
           onGitDir: (bundleUrl) => (early ??= startEarlyWork(context, bundleUrl)),
+          onDownloading: park,
         });
-        // While the first request is on its way, and the process still small (git-launcher.ts).
-        const parking = parkFinishCommands(launcher, context);
-        parking.catch(() => undefined); // a command that could not be parked just starts later
         const snapshot = await downloading;
         const { commit, snapshotCommit, bundleApplied } = await finishClone(context, snapshot, early);
         await launcher.close();
