@@ -71,6 +71,10 @@ function restoreOptions(server: SnapshotServer, dir: string, extra: Partial<Rest
 }
 
 /** Nothing named like the target or its temp siblings exists. */
+/**
+ * Nothing of a failed restore is left: no directory, and no worker thread still running (a restore
+ * settles only once the threads it started stopped; the diagnostic report lists the running ones).
+ */
 async function assertNothingLeft(dir: string): Promise<void> {
   const names = await fs.readdir(path.dirname(dir));
   const base = path.basename(dir);
@@ -78,7 +82,16 @@ async function assertNothingLeft(dir: string): Promise<void> {
     names.filter((name) => name === base || name.startsWith(`${base}.cachew-tmp-`)),
     [],
   );
+  assert.equal(runningWorkers(), WORKERS_AT_START, 'no worker thread still running');
 }
+
+/** This thread's running worker threads, from the diagnostic report (one that is still starting is not listed). */
+function runningWorkers(): number {
+  return (process.report.getReport() as unknown as { workers: unknown[] }).workers.length;
+}
+
+/** Under tsx, Node runs the module loader's hooks on a worker thread of its own: not ours to count. */
+const WORKERS_AT_START = runningWorkers();
 
 async function assertGoodClone(dir: string, commit: string): Promise<void> {
   assert.equal(await git(dir, 'rev-parse', 'HEAD'), commit);
