@@ -70,7 +70,6 @@ function restoreOptions(server: SnapshotServer, dir: string, extra: Partial<Rest
   };
 }
 
-/** Nothing named like the target or its temp siblings exists. */
 /**
  * Nothing of a failed restore is left: no directory, and no worker thread still running (a restore
  * settles only once the threads it started stopped; the diagnostic report lists the running ones).

@@ -26,20 +26,11 @@ export interface ExtractOptions {
   /** Runs once the archive's `.git` is completely written, while the work tree is still extracted. */
   onGitDir?: () => void;
   /**
-   * An extraction thread the caller started earlier into the same root (`startExtraction`), so its
-   * start-up overlaps the first request; the extraction then owns it (and stops it) as if it had
-   * started it, and `onGitDir` is the one given to `startExtraction`.
+   * An extraction thread the caller started earlier into the same root, so that its start-up (~0.1 s,
+   * docs/restore.md "Start-up") overlaps the first request; the extraction then owns it and stops it
+   * as if it had started it, and `onGitDir` is the one the thread was started with.
    */
   thread?: ExtractThread;
-}
-
-/**
- * Starts the extraction thread for `root` ahead of the bytes: a worker thread takes ~0.1 s to load
- * (docs/restore.md, "Start-up"), which the restore overlaps with its first request. Pass the result
- * as `ExtractOptions.thread`, or `stop()` it if the extraction never starts.
- */
-export function startExtraction(root: string, onGitDir?: () => void): ExtractThread {
-  return new ExtractThread(root, onGitDir);
 }
 
 /**

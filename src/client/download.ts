@@ -17,7 +17,8 @@ import { formatConditions } from '../protocol/conditions.js';
 import { parseContentRange } from '../protocol/range.js';
 import { isCommit, stableSnapshotPath } from '../protocol/routes.js';
 import { DigestMismatchError, abortReason } from '../util/errors.js';
-import { extractZstd, startExtraction } from './archive.js';
+import { extractZstd } from './archive.js';
+import { ExtractThread } from './extract-thread.js';
 import type { StatTable } from './stat-table.js';
 import { DownloadFailedError, NoSnapshotError, ProtocolError, SecondaryError } from './errors.js';
 import { discard, header, type HttpClient, type HttpResponse } from './http.js';
@@ -82,46 +83,21 @@ export async function downloadSnapshot(options: DownloadOptions): Promise<Downlo
   const stableUrl = new URL(stableSnapshotPath(options.host, options.repo), options.serverUrl);
   let result: DownloadResult | undefined;
   const report = options.onGitDir;
-  // Started before the first request so that its start-up overlaps the round trip; `.git` can only
-  // be complete after the response below set `result`.
-  const thread = startExtraction(options.dir, report && ((): void => report(result?.bundleUrl)));
-  let first: HttpResponse;
-  try {
-    first = await openStable(options, stableUrl);
-  } catch (err) {
-    await thread.stop();
-    throw err;
-  }
+  // Started before the first request so that its start-up (~0.1 s) overlaps the round trip; `.git`
+  // can only be complete once the stable URL's answer set `result`.
+  const thread = new ExtractThread(options.dir, report && ((): void => report(result?.bundleUrl)));
+  let opened: HttpResponse | undefined;
   let source: SnapshotSource;
   let firstEnd: number | undefined;
   try {
-    const etag = parseStrongEtag(header(first, Headers.etag));
-    if (!etag || !isSha256Hex(etag)) throw new ProtocolError(`snapshot response without a sha256 ETag from ${stableUrl.href}`);
-    let size: number;
-    if (first.status === 206) {
-      const range = parseContentRange(header(first, 'content-range'));
-      if (!range || range.start !== 0) throw new ProtocolError(`bad Content-Range from ${stableUrl.href}`);
-      size = range.size;
-      firstEnd = range.end;
-    } else {
-      size = Number(header(first, 'content-length'));
-      if (!Number.isSafeInteger(size)) throw new ProtocolError(`snapshot response without Content-Length from ${stableUrl.href}`);
-    }
-    const location = header(first, Headers.contentLocation);
-    const bundle = header(first, Headers.bundleUrl);
-    const commit = header(first, Headers.snapshotCommit);
-    source = { url: location ? new URL(location, stableUrl) : stableUrl, etag, size };
-    result = {
-      commit: commit && isCommit(commit) ? commit : undefined,
-      digest: etag,
-      size,
-      bundleUrl: bundle ? new URL(bundle, stableUrl) : undefined,
-    };
+    opened = await openStable(options, stableUrl);
+    ({ source, firstEnd, result } = describeSnapshot(opened, stableUrl));
   } catch (err) {
-    discard(first);
+    if (opened !== undefined) discard(opened);
     await thread.stop();
     throw err;
   }
+  const first = opened;
 
   const controller = new AbortController();
   const signal = options.signal ? AbortSignal.any([options.signal, controller.signal]) : controller.signal;
@@ -170,6 +146,39 @@ export async function downloadSnapshot(options: DownloadOptions): Promise<Downlo
     controller.abort(new SecondaryError('stopped after another part of the restore failed'));
   }
   return result;
+}
+
+/** What the stable URL's answer says about the snapshot; ProtocolError when a header is missing or malformed. */
+function describeSnapshot(
+  first: HttpResponse,
+  stableUrl: URL,
+): { source: SnapshotSource; firstEnd: number | undefined; result: DownloadResult } {
+  const etag = parseStrongEtag(header(first, Headers.etag));
+  if (!etag || !isSha256Hex(etag)) throw new ProtocolError(`snapshot response without a sha256 ETag from ${stableUrl.href}`);
+  let size: number;
+  let firstEnd: number | undefined;
+  if (first.status === 206) {
+    const range = parseContentRange(header(first, 'content-range'));
+    if (!range || range.start !== 0) throw new ProtocolError(`bad Content-Range from ${stableUrl.href}`);
+    size = range.size;
+    firstEnd = range.end;
+  } else {
+    size = Number(header(first, 'content-length'));
+    if (!Number.isSafeInteger(size)) throw new ProtocolError(`snapshot response without Content-Length from ${stableUrl.href}`);
+  }
+  const location = header(first, Headers.contentLocation);
+  const bundle = header(first, Headers.bundleUrl);
+  const commit = header(first, Headers.snapshotCommit);
+  return {
+    source: { url: location ? new URL(location, stableUrl) : stableUrl, etag, size },
+    firstEnd,
+    result: {
+      commit: commit && isCommit(commit) ? commit : undefined,
+      digest: etag,
+      size,
+      bundleUrl: bundle ? new URL(bundle, stableUrl) : undefined,
+    },
+  };
 }
 
 /**

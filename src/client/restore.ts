@@ -122,12 +122,11 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
         scratchId: randomBytes(6).toString('hex'),
       };
       let early: EarlyWork | undefined;
+      // Spawning blocks for a few ms per process: parking waits until the download's first requests
+      // are out (one turn later, as they connect after a few awaits of their own), and still comes
+      // early, while the process is small (git-launcher.ts). A command not parked starts later.
       const park = (): void => {
-        // Spawning blocks for a few ms per process: it waits until the download's first requests are
-        // out, and still comes early, while the process is small (git-launcher.ts) and the
-        // extraction thread is starting.
-        // (A turn later: the requests connect after a few awaits of their own.)
-        setImmediate(() => parkFinishCommands(launcher, context).catch(() => undefined)); // unparked commands start later
+        setImmediate(() => parkFinishCommands(launcher, context).catch(() => undefined));
       };
       try {
         const downloading = downloadSnapshot({
