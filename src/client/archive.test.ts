@@ -197,7 +197,7 @@ void describe('extractTar', () => {
   });
 });
 
-void describe('extractTar: the .git directory first', () => {
+void describe('extractTar: when .git is complete', () => {
   void it('reports once that .git is written, with every .git file on disk, while the work tree follows', async () => {
     const dir = await freshDir();
     const head = 'ref: refs/heads/main\n';
@@ -207,7 +207,8 @@ void describe('extractTar: the .git directory first', () => {
       await tarOf([
         { name: '.git/', type: 'directory' },
         { name: '.git/HEAD', body: head },
-        { name: '.git/objects/pack/p.pack', body: big },
+        { name: '.git/objects/pack/pack-1.idx', body: 'i' },
+        { name: '.git/objects/pack/pack-1.pack', body: big },
         { name: 'a.txt', body: 'a' },
         { name: 'src/', type: 'directory' },
         { name: 'src/b.txt', body: 'b' },
@@ -216,11 +217,57 @@ void describe('extractTar: the .git directory first', () => {
       {
         onGitDir: () => {
           // Synchronous reads: this runs on the main thread while the extraction thread goes on.
-          seen.push({ head: readFileSync(path.join(dir, '.git/HEAD'), 'utf8'), pack: statSync(path.join(dir, '.git/objects/pack/p.pack')).size });
+          seen.push({ head: readFileSync(path.join(dir, '.git/HEAD'), 'utf8'), pack: statSync(path.join(dir, '.git/objects/pack/pack-1.pack')).size });
         },
       },
     );
     assert.deepEqual(seen, [{ head, pack: big.length }]);
+  });
+
+  void it('with packs among the work tree (format v10), reports once the last pack named by an idx is written', async () => {
+    const dir = await freshDir();
+    const big = 'p'.repeat(300_000);
+    const seen: number[][] = [];
+    const packSizes = (): number[] =>
+      ['pack-1', 'pack-2'].map((name) => {
+        try {
+          return statSync(path.join(dir, `.git/objects/pack/${name}.pack`)).size;
+        } catch {
+          return -1;
+        }
+      });
+    await extractTar(
+      await tarOf([
+        { name: '.git/', type: 'directory' },
+        { name: '.git/HEAD', body: 'ref: refs/heads/main\n' },
+        { name: '.git/objects/pack/pack-1.idx', body: 'i' },
+        { name: '.git/objects/pack/pack-2.idx', body: 'j' },
+        { name: '.git/index', body: 'DIRC' },
+        { name: 'a.txt', body: 'a' },
+        { name: '.git/objects/pack/pack-1.pack', body: big },
+        { name: 'b.txt', body: 'b' },
+        { name: '.git/objects/pack/pack-2.pack', body: big },
+        { name: 'c.txt', body: 'c' },
+      ]),
+      dir,
+      { onGitDir: () => seen.push(packSizes()) },
+    );
+    assert.deepEqual(seen, [[big.length, big.length]]);
+  });
+
+  void it('does not report while a pack named by an idx is missing', async () => {
+    let calls = 0;
+    const entries: Spec[] = [
+      { name: '.git/', type: 'directory' },
+      { name: '.git/objects/pack/pack-1.idx', body: 'i' },
+      { name: '.git/objects/pack/pack-2.idx', body: 'j' },
+      { name: '.git/index', body: 'DIRC' },
+      { name: 'a.txt', body: 'a' },
+      { name: '.git/objects/pack/pack-1.pack', body: 'p' },
+      { name: 'b.txt', body: 'b' },
+    ];
+    await extractTar(await tarOf(entries), await freshDir(), { onGitDir: () => calls++ });
+    assert.equal(calls, 0);
   });
 
   void it('does not report for an archive without .git, nor for one that is only .git', async () => {

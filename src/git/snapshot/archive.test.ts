@@ -78,6 +78,30 @@ void describe('generateSnapshot', { timeout: 120_000 }, () => {
     assert.ok(tops.size > 3, `several top-level entries, got ${[...tops].join(', ')}`);
   });
 
+  void it('lays out v10: metadata and every idx first, each pack before the last quarter of the work tree, no frame checksums', async () => {
+    const { stdout } = await exec('tar', ['--zstd', '-tf', archive], { env: { PATH: process.env.PATH, LC_ALL: 'C' } });
+    const names = stdout.split('\n').filter((n) => n !== '');
+    const at = (test: (name: string) => boolean): number[] => names.flatMap((name, i) => (test(name) ? [i] : []));
+    const idx = at((n) => n.endsWith('.idx'));
+    const packs = at((n) => n.endsWith('.pack'));
+    const index = names.indexOf('.git/index');
+    const work = at((n) => !n.startsWith('.git/') && n !== '.git');
+    assert.ok(packs.length >= 1 && idx.length === packs.length, names.join(','));
+    // The client's git-dir-watch.ts relies on this: every idx is seen before any pack is written.
+    assert.ok(Math.max(...idx) < Math.min(...packs) && Math.max(...idx) < index);
+    // Only `.git` entries precede the index, and the work tree follows it.
+    assert.ok(names.slice(0, index).every((n) => n === '.git/' || n.startsWith('.git/')));
+    assert.ok(index < Math.min(...work));
+    // frame-order.ts: no pack after the work tree's last frame, so never after its last entry.
+    assert.ok(Math.max(...packs) < Math.max(...work), names.join('\n'));
+    // Frame_Header_Descriptor bit 2 is the content checksum flag (RFC 8878, 3.1.1.1.1).
+    const bytes = await readFile(archive);
+    for (const frame of await verifyFrameTable(archive)) {
+      assert.equal(bytes.readUInt32LE(frame.offset), 0xfd2fb528, 'a zstd frame');
+      assert.equal(bytes[frame.offset + 4] & 0x04, 0, `frame at ${frame.offset} carries no checksum`);
+    }
+  });
+
   void it('checks out the default branch at the commit, with origin pointing upstream', async () => {
     const git = (args: string[]): Promise<string> => runGit(args, { cwd: clone }).then((s) => s.trim());
     assert.equal(await git(['rev-parse', 'HEAD']), head);
@@ -245,7 +269,7 @@ void describe('generateSnapshot', { timeout: 120_000 }, () => {
 
   void it('names its format with the tool versions', async () => {
     const id = await snapshotFormatId();
-    assert.match(id, defaultCompressor() === 'native' ? /^cachew-snapshot-v9;libzstd-\d+\.\d+\.\d+;git-\d+\.\d+/ : /^cachew-snapshot-v9;zstd-\d+\.\d+\.\d+;git-\d+\.\d+/);
+    assert.match(id, defaultCompressor() === 'native' ? /^cachew-snapshot-v10;libzstd-\d+\.\d+\.\d+;git-\d+\.\d+/ : /^cachew-snapshot-v10;zstd-\d+\.\d+\.\d+;git-\d+\.\d+/);
     assert.equal(await snapshotFormatId(), id);
   });
 });

@@ -3,12 +3,15 @@
  *
  * The archive is assembled rather than copied from a checkout, so that every byte is a function of
  * (upstream URL, commit, format version, zstd and git versions). The tar stream is, in order:
- *   1. `.git/` metadata with fixed text (git-dir-files.ts), reflog entries stamped with the commit time;
- *   2. `.git/objects/pack/pack-<hash>.{idx,pack}` of every layer of the commit, oldest layer first,
- *      parts in order (layers.ts, layer-packs.ts): deterministic single-threaded packs that may come
- *      from the local layer cache or from another replica through the shared cache;
- *   3. `.git/index` written by us with synthetic stat data (git-index.ts);
- *   4. the work tree in index order, blobs streamed from one `git cat-file --batch` (blob-reader.ts);
+ *   1. `.git/` metadata with fixed text (git-dir-files.ts), reflog entries stamped with the commit time,
+ *      then `.git/objects/pack/pack-<hash>.idx` of every layer of the commit, oldest layer first, parts
+ *      in order (layers.ts, layer-packs.ts);
+ *   2. `.git/index` written by us with synthetic stat data (git-index.ts), then the work tree in index
+ *      order, blobs streamed from one `git cat-file --batch` (blob-reader.ts), then the end of archive;
+ *      the `.pack` files of those layers (deterministic single-threaded packs that may come from the
+ *      local layer cache or from another replica through the shared cache), in the same order as their
+ *      idx files, are placed among these frames by frame-order.ts (since format v10), within about the
+ *      first three quarters of the work tree and always before its last frame;
  * all as tar entries with fixed headers (tar-writer.ts): mtime = the commit's committer time for the
  * `.git` metadata, FILE_MTIME (1980-01-01) for pack files and the work tree (so an unchanged file has
  * the same header, hence the same frame, in every snapshot), owner
@@ -17,7 +20,7 @@
  *
  * Stable frames: the tar stream is cut into segments, each compressed as its own zstd frame
  * (zstd-native.ts in-process, or zstd.ts with the CLI when the addon cannot load), led by the frame
- * table (frames.ts). Cuts: after the metadata; around every pack (idx + pack together); always
+ * table (frames.ts). Cuts: after the metadata and idx files; around every `.pack`; always
  * before the index (so the index and work tree frames do not depend on the packs, and are
  * compressed while the layers are packed); in the work tree after every entry whose path hashes to
  * 0 modulo WORK_TREE_CUT (about one entry in 8), and around every file of BIG_FILE bytes or more;
@@ -47,12 +50,13 @@ import type { PackFiles } from './deterministic-pack.js';
 import type { FrameEntry } from './frames.js';
 import { gitDirEntries, type GitDirEntry } from './git-dir-files.js';
 import { gitIndexChunks, gitIndexSize, sortIndexEntries } from './git-index.js';
-import { writeSnapshotPacks, type LayerPacks, type LayerShare } from './layer-packs.js';
+import { writeSnapshotPacks, type LayerShare } from './layer-packs.js';
 import { fnv1a32 } from './stable-hash.js';
 import { TAR_BLOCK, TAR_END, encodeTarHeader, tarPadding } from './tar-writer.js';
 import { listTree, PURE_OBJECT_ENV, type TreeEntry } from './tree-list.js';
 import { compressFrames, type FramedResult, type FrameSource } from './zstd.js';
-import { assembleArchive, compressToBody, nativeZstdVersion, type FramedBody } from './zstd-native.js';
+import { assembleArchive, compressToBody, nativeZstdVersion, type FramedBody, type FrameRef } from './zstd-native.js';
+import { interleavePacks } from './frame-order.js';
 
 export interface SnapshotSource {
   /** A bare mirror repository that contains `commit`. */
@@ -192,13 +196,17 @@ export async function generateSnapshot(
     log.debug({ commit, paths: tree.length, layers: layers.length, packs: packs.length, packBytes, ms: Date.now() - started }, 'snapshot pack ready');
     let result: FramedResult;
     if (tail !== undefined) {
-      const head = await compressToBody(packFrames(input, layers), join(frameDir, 'head'), signal);
+      const prefix = await compressToBody(prefixFrames(input, packs), join(frameDir, 'prefix'), signal);
+      const packBody = await compressToBody(packFrames(packs), join(frameDir, 'packs'), signal);
       openGate();
       const work = await tail;
       log.debug({ commit, ms: Date.now() - started }, 'snapshot frames compressed');
-      result = await assembleArchive([head, work], outPath, signal);
+      const refs = (body: number, { weights }: FramedBody): Array<FrameRef & { weight: number }> => weights.map((weight, frame) => ({ body, frame, weight }));
+      const order = [...refs(0, prefix), ...interleavePacks(refs(1, packBody), refs(2, work))];
+      result = await assembleArchive([prefix, packBody, work], outPath, signal, order);
     } else {
-      result = await compressFrames(concatenated([packFrames(input, layers), workTreeFrames(input)]), outPath, frameDir, signal);
+      const sources = concatenated([prefixFrames(input, packs), workTreeFrames(input, undefined, [...packFrames(packs)])]);
+      result = await compressFrames(sources, outPath, frameDir, signal);
     }
     const { sha256, size, frames } = result;
     log.debug({ commit, size, frames: frames.length, ms: Date.now() - started }, 'snapshot archive written');
@@ -264,27 +272,35 @@ interface Segment {
 }
 
 /**
- * The tar stream as the contents of zstd frames, in two halves with a cut between them: the `.git`
- * metadata and the packs (packFrames), then the index, the work tree and the end of archive
- * (workTreeFrames). In each half, runs of small segments (weight < MIN_FRAME_WEIGHT) are merged
- * into one frame, because a frame per tiny segment costs more than it saves. A frame closes before a
- * big segment and as soon as it reaches MIN_FRAME_WEIGHT, so big segments (layer packs, big files,
- * most work tree groups) are frames of their own whatever their neighbours are. Weights depend on
- * the tree and the packs only, so the merging is part of the pure function too; the cut between the
- * halves keeps the work tree's frames independent of the packs, so they can be compressed first.
+ * The tar stream as the contents of zstd frames, in three parts cut from each other: the `.git`
+ * metadata and idx files (prefixFrames), the `.pack` files (packFrames), and the index, the work tree
+ * and the end of archive (workTreeFrames); frame-order.ts then places the packs among the last. In
+ * each part, runs of small segments (weight < MIN_FRAME_WEIGHT) are merged into one frame, because a
+ * frame per tiny segment costs more than it saves. A frame closes before a big segment and as soon as
+ * it reaches MIN_FRAME_WEIGHT, so big segments (layer packs, big files, most work tree groups) are
+ * frames of their own whatever their neighbours are. Weights depend on the tree and the packs only, so
+ * the merging and the order are part of the pure function too; the cuts between the parts keep the
+ * work tree's frames independent of the packs, so they can be compressed first.
  */
-async function* packFrames(input: TarInput, layers: LayerPacks[]): AsyncGenerator<FrameSource> {
-  yield* mergeSmall(packSegments(input, layers));
+function prefixFrames(input: TarInput, packs: PackFiles[]): Generator<FrameSource> {
+  return mergeSmall(prefixSegments(input, packs));
+}
+
+/** The `.pack` files as frames (see prefixFrames). */
+function packFrames(packs: PackFiles[]): Generator<FrameSource> {
+  return mergeSmall(packs.map((pack) => ({ weight: entryWeight(pack.packSize), bytes: () => packEntry(pack, FILE_MTIME) })));
 }
 
 /**
- * The second half of the frames (see packFrames); reads the blobs from one cat-file run. A frame of
- * GATED_FRAME or more is only handed out once `gate` has resolved.
+ * The third part of the frames (see prefixFrames); reads the blobs from one cat-file run. A frame of
+ * GATED_FRAME or more is only handed out once `gate` has resolved. `packs` (the CLI path, which
+ * compresses one sequence) are placed among them by frame-order.ts; the in-process path compresses the
+ * parts apart and orders the frames when it assembles the archive.
  */
-async function* workTreeFrames(input: TarInput, gate: Promise<void> = Promise.resolve()): AsyncGenerator<FrameSource> {
+async function* workTreeFrames(input: TarInput, gate: Promise<void> = Promise.resolve(), packs: FrameSource[] = []): AsyncGenerator<FrameSource> {
   const blobs: BlobSource = { done: false };
   try {
-    for await (const frame of mergeSmall(workTreeSegments(input, blobs))) {
+    for (const frame of interleavePacks(packs, [...mergeSmall(workTreeSegments(input, blobs))])) {
       if (frame.weight >= GATED_FRAME) await gate;
       yield frame;
     }
@@ -294,24 +310,22 @@ async function* workTreeFrames(input: TarInput, gate: Promise<void> = Promise.re
   }
 }
 
-async function* mergeSmall(segments: Iterable<Segment>): AsyncGenerator<FrameSource> {
+function* mergeSmall(segments: Iterable<Segment>): Generator<FrameSource> {
   let run: Segment[] = [];
   let weight = 0;
+  const frame = (): FrameSource => {
+    const source = { weight, bytes: concatenated(run.map((r) => r.bytes())) };
+    run = [];
+    weight = 0;
+    return source;
+  };
   for (const segment of segments) {
-    if (segment.weight >= MIN_FRAME_WEIGHT && run.length > 0) {
-      yield { weight, bytes: concatenated(run.map((r) => r.bytes())) };
-      run = [];
-      weight = 0;
-    }
+    if (segment.weight >= MIN_FRAME_WEIGHT && run.length > 0) yield frame();
     run.push(segment);
     weight += segment.weight;
-    if (weight >= MIN_FRAME_WEIGHT) {
-      yield { weight, bytes: concatenated(run.map((r) => r.bytes())) };
-      run = [];
-      weight = 0;
-    }
+    if (weight >= MIN_FRAME_WEIGHT) yield frame();
   }
-  if (run.length > 0) yield { weight, bytes: concatenated(run.map((r) => r.bytes())) };
+  if (run.length > 0) yield frame();
 }
 
 /** The items of several sequences, one sequence after the other; each is started when reached. */
@@ -328,11 +342,11 @@ interface BlobSource {
 
 const entryWeight = (size: number): number => TAR_BLOCK + size;
 
-/** The `.git` metadata and the packs, oldest layer first, parts in order, as segments. */
-function* packSegments(input: TarInput, layers: LayerPacks[]): Generator<Segment> {
+/** The `.git` metadata, then the idx file of every pack (oldest layer first, parts in order), as segments. */
+function* prefixSegments(input: TarInput, packs: PackFiles[]): Generator<Segment> {
   yield { weight: input.metadata.reduce((n, e) => n + entryWeight(e.content?.length ?? 0), 0), bytes: () => metadataEntries(input.metadata, input.commitTime) };
-  for (const layer of layers) {
-    for (const pack of layer.packs) yield { weight: entryWeight(pack.idxSize) + entryWeight(pack.packSize), bytes: () => packEntries(pack, FILE_MTIME) };
+  for (const pack of packs) {
+    yield { weight: entryWeight(pack.idxSize), bytes: () => fileFromDisk(`.git/objects/pack/pack-${pack.hash}.idx`, pack.idxPath, pack.idxSize, FILE_MTIME) };
   }
 }
 
@@ -371,9 +385,8 @@ async function* metadataEntries(metadata: GitDirEntry[], mtime: number): AsyncGe
   }
 }
 
-async function* packEntries(pack: PackFiles, mtime: number): AsyncGenerator<Buffer> {
-  yield* fileFromDisk(`.git/objects/pack/pack-${pack.hash}.idx`, pack.idxPath, pack.idxSize, mtime);
-  yield* fileFromDisk(`.git/objects/pack/pack-${pack.hash}.pack`, pack.packPath, pack.packSize, mtime);
+function packEntry(pack: PackFiles, mtime: number): AsyncGenerator<Buffer> {
+  return fileFromDisk(`.git/objects/pack/pack-${pack.hash}.pack`, pack.packPath, pack.packSize, mtime);
 }
 
 /** The index, stamped `mtime`; its entries claim FILE_MTIME, like the work tree files. */

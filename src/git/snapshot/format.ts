@@ -8,6 +8,10 @@
  * .git file contents, index encoding, pack-objects options, the layer rule, the frame cuts or the
  * zstd level.
  *
+ * v10: the idx files follow the metadata, and each `.pack` is placed among the work tree's frames
+ * (frame-order.ts) instead of all packs before the index: a restoring client decompresses packs while
+ * its writer thread creates the small files decoded just before (docs/benchmarks.md). Frames carry no
+ * XXH64 checksum (the archive's sha256 covers them; zstd-native.ts).
  * v9: layer packs search deltas in a window of 4 objects instead of 10 (deterministic-pack.ts
  * PackProfile): measured 13.9 instead of 19.5 CPU s for the whole history as one pack, for 1% more
  * zstd'd bytes (bundles keep 10).
@@ -38,7 +42,7 @@ import { runGit } from '../command.js';
 import { ZSTD_LEVEL, zstdVersion } from './zstd.js';
 import { nativeZstdVersion } from './zstd-native.js';
 
-export const SNAPSHOT_FORMAT_VERSION = 'cachew-snapshot-v9';
+export const SNAPSHOT_FORMAT_VERSION = 'cachew-snapshot-v10';
 
 /**
  * B of the layer rule (layers.ts): a snapshot at first-parent depth n carries one layer per non-zero
@@ -55,8 +59,8 @@ export const SNAPSHOT_LAYER_BASE = 8;
 let cached: Promise<string> | undefined;
 
 /**
- * e.g. `cachew-snapshot-v9;libzstd-1.5.7;git-2.39.5` (frames compressed in-process by the addon's
- * libzstd) or `cachew-snapshot-v9;zstd-1.5.4;git-2.39.5` (by the zstd CLI, when the addon cannot
+ * e.g. `cachew-snapshot-v10;libzstd-1.5.7;git-2.39.5` (frames compressed in-process by the addon's
+ * libzstd) or `cachew-snapshot-v10;zstd-1.5.4;git-2.39.5` (by the zstd CLI, when the addon cannot
  * load: other bytes, so another id); the zstd level is included when not the default 3.
  * Computed once per process. Git's zlib is not part of the id: `git version --build-options` does not
  * report it; a distribution that relinks git against another zlib should be treated as a new git.

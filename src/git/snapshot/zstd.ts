@@ -194,7 +194,7 @@ const WRITE_BYTES = 1 << 20;
  * `outDir`, then hashes each frame and removes the uncompressed files.
  */
 async function compressBatch(frames: RawFrame[], outDir: string, kills: Set<() => void>, signal?: AbortSignal): Promise<FrameFile[]> {
-  const child = spawnProcess('zstd', [`-${ZSTD_LEVEL}`, '-T0', '-q', '--no-progress', '--output-dir-flat', outDir, '--', ...frames.map((f) => f.path)], {
+  const child = spawnProcess('zstd', [`-${ZSTD_LEVEL}`, '--no-check', '-T0', '-q', '--no-progress', '--output-dir-flat', outDir, '--', ...frames.map((f) => f.path)], {
     env: zstdEnv(),
     signal,
     input: '',
@@ -229,7 +229,7 @@ function compressSegment(
   kills: Set<() => void>,
   signal?: AbortSignal,
 ): { fed: Promise<void>; done: Promise<FrameFile> } {
-  const child = spawnProcess('zstd', [`-${ZSTD_LEVEL}`, '-T0', '-q', '-c'], {
+  const child = spawnProcess('zstd', [`-${ZSTD_LEVEL}`, '--no-check', '-T0', '-q', '-c'], {
     env: zstdEnv(),
     signal,
     startError: (err) => new CompressorError('cannot run zstd', { cause: err }),
