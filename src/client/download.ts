@@ -19,6 +19,7 @@ import { isCommit, stableSnapshotPath } from '../protocol/routes.js';
 import { DigestMismatchError, abortReason } from '../util/errors.js';
 import { extractZstd } from './archive.js';
 import { ExtractThread } from './extract-thread.js';
+import { decompressorKind } from './zstd-decompress.js';
 import type { StatTable } from './stat-table.js';
 import { DownloadFailedError, NoSnapshotError, ProtocolError, SecondaryError } from './errors.js';
 import { discard, header, type HttpClient, type HttpResponse } from './http.js';
@@ -90,7 +91,12 @@ export async function downloadSnapshot(options: DownloadOptions): Promise<Downlo
   let source: SnapshotSource;
   let firstEnd: number | undefined;
   try {
-    opened = await openStable(options, stableUrl);
+    const opening = openStable(options, stableUrl);
+    opening.catch(() => undefined); // awaited right below
+    // Loading libzstd's addon blocks the thread for ~6 ms (dlopen): while the request is out rather
+    // than between its answer and the parallel requests, which wait for the decompressor's first pull.
+    decompressorKind();
+    opened = await opening;
     ({ source, firstEnd, result } = describeSnapshot(opened, stableUrl));
   } catch (err) {
     if (opened !== undefined) discard(opened);
