@@ -22,8 +22,8 @@ export interface ExtractOutcome {
 /**
  * 48 MiB: since format v10 the layer packs lie among the work tree's frames (frame-order.ts), and the
  * ring is what lets the decompressor run through a pack while this thread still creates the small
- * files decoded before it. Extracting the bench snapshot with hashing (median of 4): 0.84 s with 48
- * slots, 0.96 s with 8, against 0.98 s for the v9 layout with either (docs/benchmarks.md).
+ * files decoded before it. Extracting the bench repository's clone with hashing (medians of 5): 0.84 s
+ * with 48 slots, 0.96 s with 8; the v9 layout 0.98 s with 8, 1.04 s with 48 (docs/benchmarks.md).
  */
 const RING_SLOTS = 48;
 const SLOT_BYTES = 1024 * 1024;
