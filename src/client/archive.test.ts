@@ -224,6 +224,20 @@ void describe('extractTar: when .git is complete', () => {
     assert.deepEqual(seen, [{ head, pack: big.length }]);
   });
 
+  /** A v10 layout: metadata and both idx first, the index, then each pack among work tree files. */
+  const v10Layout = (pack: string): Spec[] => [
+    { name: '.git/', type: 'directory' },
+    { name: '.git/HEAD', body: 'ref: refs/heads/main\n' },
+    { name: '.git/objects/pack/pack-1.idx', body: 'i' },
+    { name: '.git/objects/pack/pack-2.idx', body: 'j' },
+    { name: '.git/index', body: 'DIRC' },
+    { name: 'a.txt', body: 'a' },
+    { name: '.git/objects/pack/pack-1.pack', body: pack },
+    { name: 'b.txt', body: 'b' },
+    { name: '.git/objects/pack/pack-2.pack', body: pack },
+    { name: 'c.txt', body: 'c' },
+  ];
+
   void it('with packs among the work tree (format v10), reports once the last pack named by an idx is written', async () => {
     const dir = await freshDir();
     const big = 'p'.repeat(300_000);
@@ -236,37 +250,14 @@ void describe('extractTar: when .git is complete', () => {
           return -1;
         }
       });
-    await extractTar(
-      await tarOf([
-        { name: '.git/', type: 'directory' },
-        { name: '.git/HEAD', body: 'ref: refs/heads/main\n' },
-        { name: '.git/objects/pack/pack-1.idx', body: 'i' },
-        { name: '.git/objects/pack/pack-2.idx', body: 'j' },
-        { name: '.git/index', body: 'DIRC' },
-        { name: 'a.txt', body: 'a' },
-        { name: '.git/objects/pack/pack-1.pack', body: big },
-        { name: 'b.txt', body: 'b' },
-        { name: '.git/objects/pack/pack-2.pack', body: big },
-        { name: 'c.txt', body: 'c' },
-      ]),
-      dir,
-      { onGitDir: () => seen.push(packSizes()) },
-    );
+    await extractTar(await tarOf(v10Layout(big)), dir, { onGitDir: () => seen.push(packSizes()) });
     assert.deepEqual(seen, [[big.length, big.length]]);
   });
 
   void it('does not report while a pack named by an idx is missing', async () => {
     let calls = 0;
-    const entries: Spec[] = [
-      { name: '.git/', type: 'directory' },
-      { name: '.git/objects/pack/pack-1.idx', body: 'i' },
-      { name: '.git/objects/pack/pack-2.idx', body: 'j' },
-      { name: '.git/index', body: 'DIRC' },
-      { name: 'a.txt', body: 'a' },
-      { name: '.git/objects/pack/pack-1.pack', body: 'p' },
-      { name: 'b.txt', body: 'b' },
-    ];
-    await extractTar(await tarOf(entries), await freshDir(), { onGitDir: () => calls++ });
+    const withoutLastPack = v10Layout('p').filter((entry) => entry.name !== '.git/objects/pack/pack-2.pack');
+    await extractTar(await tarOf(withoutLastPack), await freshDir(), { onGitDir: () => calls++ });
     assert.equal(calls, 0);
   });
 

@@ -7,7 +7,8 @@
  * passed on here has been written and closed by the time the next one arrives. What the generator
  * writes (docs/snapshots.md, "Archive layout"):
  *   - v10: the metadata and every pack's `.idx` first; `.git/index` and the work tree next, with the
- *     `.pack` files placed among the work tree's frames, all before its last quarter;
+ *     `.pack` files placed among the work tree's frames (about its first three quarters, always
+ *     before its last frame: frame-order.ts);
  *   - up to v9: all of `.git` (idx and pack pairs, then `.git/index`) before the first work tree entry.
  * So `.git` is complete once every `.pack` named by an `.idx` seen has been written (and no `.pack`
  * lacks its `.idx`), and `.git/index` has been written or the work tree began. That moment is

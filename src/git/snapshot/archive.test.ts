@@ -78,7 +78,7 @@ void describe('generateSnapshot', { timeout: 120_000 }, () => {
     assert.ok(tops.size > 3, `several top-level entries, got ${[...tops].join(', ')}`);
   });
 
-  void it('lays out v10: metadata and every idx first, each pack before the last quarter of the work tree, no frame checksums', async () => {
+  void it('lays out v10: metadata and every idx first, then the index, every pack before the work tree ends, no frame checksums', async () => {
     const { stdout } = await exec('tar', ['--zstd', '-tf', archive], { env: { PATH: process.env.PATH, LC_ALL: 'C' } });
     const names = stdout.split('\n').filter((n) => n !== '');
     const at = (test: (name: string) => boolean): number[] => names.flatMap((name, i) => (test(name) ? [i] : []));
