@@ -261,6 +261,22 @@ void describe('extractTar: when .git is complete', () => {
     assert.equal(calls, 0);
   });
 
+  void it('with .git in one piece in any inner order (a tar of a clone), reports at the first work tree entry', async () => {
+    const dir = await freshDir();
+    const seen: string[] = [];
+    const entries: Spec[] = [
+      { name: '.git/', type: 'directory' },
+      { name: '.git/objects/pack/pack-1.pack', body: 'p' },
+      { name: '.git/objects/pack/pack-1.idx', body: 'i' },
+      { name: '.git/index', body: 'DIRC' },
+      { name: '.git/info/', type: 'directory' },
+      { name: '.git/info/exclude', body: '# exclude\n' },
+      { name: 'a.txt', body: 'a' },
+    ];
+    await extractTar(await tarOf(entries), dir, { onGitDir: () => seen.push(readFileSync(path.join(dir, '.git/info/exclude'), 'utf8')) });
+    assert.deepEqual(seen, ['# exclude\n']);
+  });
+
   void it('does not report for an archive without .git, nor for one that is only .git', async () => {
     let calls = 0;
     await extractTar(await tarOf([{ name: 'a.txt', body: 'a' }, { name: '.gitignore', body: 'x' }]), await freshDir(), { onGitDir: () => calls++ });
