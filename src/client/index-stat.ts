@@ -127,6 +127,11 @@ class IndexReader {
     return this.peekBuffered(length) ?? ((await this.fill(length)) ? this.buffer.subarray(this.offset, this.offset + length) : undefined);
   }
 
+  /** Every byte already read and not yet consumed, as one view (no I/O, no promise). */
+  bufferedView(): Buffer {
+    return this.buffer.subarray(this.offset);
+  }
+
   /** The next `length` bytes if they are already read, else undefined (no I/O, no promise). */
   peekBuffered(length: number): Buffer | undefined {
     return this.buffer.length - this.offset >= length ? this.buffer.subarray(this.offset, this.offset + length) : undefined;
@@ -169,22 +174,38 @@ async function rewriteIndex(cloneDir: string, indexPath: string, out: fs.FileHan
     const root = Buffer.from(cloneDir + path.sep);
     while (remaining > 0) {
       if (signal?.aborted) throw abortReason(signal);
-      const batch: Buffer[] = [];
-      while (batch.length < BATCH_ENTRIES && remaining > 0) {
-        // Almost every entry is already in the reader's buffer: taken without a promise.
-        const length = bufferedEntryLength(reader);
-        const entry = length === 'more' ? await readEntry(reader) : length === undefined ? undefined : reader.peekBuffered(length);
-        if (entry === undefined) return false;
-        if (length !== 'more') reader.skip(entry.length);
-        batch.push(entry); // a view: the reader never overwrites bytes it handed out
-        remaining--;
+      // The entries already buffered are found and patched by offset within one view: a Buffer view
+      // per entry (six of them for each of 13,500 entries) cost ~20 ms of garbage collection and
+      // ~13 ms of construction on the restore's critical path (profile, docs/restore.md).
+      const region = reader.bufferedView();
+      let end = 0;
+      let count = 0;
+      while (count < BATCH_ENTRIES && count < remaining) {
+        const length = entryLengthAt(region, end);
+        if (length === undefined) return false;
+        if (length === 'more') break;
+        end += length;
+        count++;
       }
-      // One copy, hash and write per batch, patched in place. A write per entry (15,000 awaited
-      // thread-pool round trips on the bench repository) took 2 s; with a hash update, a copy and
-      // two awaits per entry the rewrite of 13,578 entries still took 82 ms, per batch 45–50 ms.
-      const bytes = Buffer.concat(batch);
+      if (count === 0) {
+        // Not buffered yet, or a name of 4095 bytes or more: one entry the slow way.
+        const entry = await readEntry(reader);
+        if (entry === undefined) return false;
+        original.update(entry);
+        if (!patchEntry(root, entry, 0, recorded)) return false;
+        remaining--;
+        await write(entry);
+        continue;
+      }
+      // One hash and write per batch, patched in place (the reader never reuses bytes it handed out).
+      // A write per entry (15,000 awaited thread-pool round trips on the bench repository) took 2 s.
+      const bytes = region.subarray(0, end);
+      reader.skip(end);
       original.update(bytes);
-      if (!patchBatch(root, viewsOf(bytes, batch), recorded)) return false;
+      for (let at = 0; at < end; at += entryLengthAt(bytes, at) as number) {
+        if (!patchEntry(root, bytes, at, recorded)) return false;
+      }
+      remaining -= count;
       await write(bytes);
     }
     // Extensions (e.g. TREE) do not depend on stat data: copied as they are, up to the checksum.
@@ -203,25 +224,18 @@ async function rewriteIndex(cloneDir: string, indexPath: string, out: fs.FileHan
 }
 
 /**
- * The length (padding included) of the version-2 entry at the reader's offset when all its bytes are
- * buffered; 'more' when they are not, or when its name is long enough to need readEntry's search for
+ * The length (padding included) of the version-2 entry at `at` in `bytes` when all its bytes are
+ * there; 'more' when they are not, or when its name is long enough to need readEntry's search for
  * the NUL; undefined when malformed.
  */
-function bufferedEntryLength(reader: IndexReader): number | 'more' | undefined {
-  const fixed = reader.peekBuffered(ENTRY_FIXED_BYTES);
-  if (fixed === undefined) return 'more';
-  const flags = fixed.readUInt16BE(60);
+function entryLengthAt(bytes: Buffer, at: number): number | 'more' | undefined {
+  if (bytes.length - at < ENTRY_FIXED_BYTES) return 'more';
+  const flags = bytes.readUInt16BE(at + 60);
   if ((flags & EXTENDED_FLAG) !== 0) return undefined; // not valid in version 2
   const nameLength = flags & NAME_MASK;
   if (nameLength === NAME_MASK) return 'more';
   const length = (ENTRY_FIXED_BYTES + nameLength + 8) & ~7;
-  return reader.peekBuffered(length) === undefined ? 'more' : length;
-}
-
-/** Views of `bytes` (the concatenation of `parts`) with the parts' lengths. */
-function viewsOf(bytes: Buffer, parts: Buffer[]): Buffer[] {
-  let at = 0;
-  return parts.map((part) => bytes.subarray(at, (at += part.length)));
+  return bytes.length - at < length ? 'more' : length;
 }
 
 /** One version-2 entry with its padding, or undefined when malformed. */
@@ -244,24 +258,25 @@ async function readEntry(reader: IndexReader): Promise<Buffer | undefined> {
 }
 
 /**
- * Writes each entry's stat data in place (recorded at extraction, else lstat'ed); false when a file
- * is missing or of another type. Synchronous on purpose: right after extraction the inodes are cached
- * and an lstat costs a few microseconds, while a promise per file through libuv's pool cost ~30 µs
- * each (0.5 s for 15,000).
+ * Writes the stat data of the entry at `at` in `bytes` in place (recorded at extraction, else
+ * lstat'ed); false when the file is missing or of another type. Synchronous on purpose: right after
+ * extraction the inodes are cached and an lstat costs a few microseconds, while a promise per file
+ * through libuv's pool cost ~30 µs each (0.5 s for 15,000).
  */
-function patchBatch(root: Buffer, entries: Buffer[], recorded?: StatTable): boolean {
-  return entries.every((entry) => {
-    const mode = entry.readUInt32BE(MODE_OFFSET);
-    if ((mode & MODE_TYPE_MASK) === GITLINK) return true; // git ignores stat data of gitlinks
-    const name = entry.subarray(ENTRY_FIXED_BYTES, entry.indexOf(0, ENTRY_FIXED_BYTES));
-    const fields = recorded?.fields(name.toString('latin1')) ?? lstatFields(Buffer.concat([root, name]));
-    if (fields === undefined || (fields.readUInt32BE(MODE_OFFSET) & MODE_TYPE_MASK) !== (mode & MODE_TYPE_MASK)) return false;
-    // Every stat field but the mode, which stays the index's own (git normalises it). One native
-    // copy and a word back: two Buffer.copy calls per entry were ~10 ms of 15,000 entries (profile).
-    entry.set(fields, 0);
-    entry.writeUInt32BE(mode, MODE_OFFSET);
-    return true;
-  });
+function patchEntry(root: Buffer, bytes: Buffer, at: number, recorded?: StatTable): boolean {
+  const mode = bytes.readUInt32BE(at + MODE_OFFSET);
+  if ((mode & MODE_TYPE_MASK) === GITLINK) return true; // git ignores stat data of gitlinks
+  const nameStart = at + ENTRY_FIXED_BYTES;
+  const nameEnd = bytes.indexOf(0, nameStart);
+  // Every stat field is copied, then the mode is put back: the index's own (git normalises it).
+  if (recorded?.copyFields(bytes.toString('latin1', nameStart, nameEnd), bytes, at) !== true) {
+    const fields = lstatFields(Buffer.concat([root, bytes.subarray(nameStart, nameEnd)]));
+    if (fields === undefined) return false;
+    fields.copy(bytes, at);
+  }
+  const written = bytes.readUInt32BE(at + MODE_OFFSET);
+  bytes.writeUInt32BE(mode, at + MODE_OFFSET);
+  return (written & MODE_TYPE_MASK) === (mode & MODE_TYPE_MASK);
 }
 
 /** `file`'s stat fields laid out as in an index entry (stat-table.ts), or undefined if it is missing. */

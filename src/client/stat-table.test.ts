@@ -46,6 +46,13 @@ void describe('StatRecorder and StatTable', () => {
     assert.equal(fields.readUInt32BE(8), 1_600_000_007, 'mtime seconds as set');
     assert.equal(fields.readUInt32BE(36), 2, 'size');
     assert.equal(table.fields('missing'), undefined);
+    // copyFields writes the same 40 bytes at an offset of a larger buffer, and nothing else.
+    const target = Buffer.alloc(STAT_FIELDS_BYTES + 10, 0xaa);
+    assert.equal(table.copyFields(names[7], target, 5), true);
+    assert.deepEqual(target.subarray(5, 5 + STAT_FIELDS_BYTES), fields);
+    assert.deepEqual([...target.subarray(0, 5), ...target.subarray(5 + STAT_FIELDS_BYTES)], Array(10).fill(0xaa));
+    assert.equal(table.copyFields('missing', target, 0), false);
+    assert.equal(target[0], 0xaa, 'an unrecorded path leaves the target alone');
   });
 
   void it('stops recording at its byte cap, keeping what it has', () => {

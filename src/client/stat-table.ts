@@ -98,6 +98,17 @@ export class StatTable {
     return this.offsets.size;
   }
 
+  /**
+   * Copies the 40 stat-field bytes recorded for `path` (latin1) into `target` at `at`; false when it
+   * was not recorded. No view is made: the index rewrite calls this once per entry.
+   */
+  copyFields(path: string, target: Buffer, at: number): boolean {
+    const from = this.offsets.get(path);
+    if (from === undefined) return false;
+    this.bytes.copy(target, at, from, from + STAT_FIELDS_BYTES);
+    return true;
+  }
+
   /** The 40 stat-field bytes recorded for `path` (latin1), or undefined when it was not recorded. */
   fields(path: string): Buffer | undefined {
     const at = this.offsets.get(path);
