@@ -109,9 +109,9 @@ export class StatTable {
     return true;
   }
 
-  /** The 40 stat-field bytes recorded for `path` (latin1), or undefined when it was not recorded. */
+  /** A copy of the 40 stat-field bytes recorded for `path` (latin1), or undefined when it was not recorded. */
   fields(path: string): Buffer | undefined {
-    const at = this.offsets.get(path);
-    return at === undefined ? undefined : this.bytes.subarray(at, at + STAT_FIELDS_BYTES);
+    const out = Buffer.alloc(STAT_FIELDS_BYTES);
+    return this.copyFields(path, out, 0) ? out : undefined;
   }
 }
