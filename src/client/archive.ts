@@ -15,6 +15,7 @@ import type { Readable } from 'node:stream';
 import { abortReason } from '../util/errors.js';
 import { UnsafeArchiveError, WriteFailedError } from './errors.js';
 import { ExtractThread } from './extract-thread.js';
+import { mark } from './trace.js';
 import { decompressInto, decompressWithCli, decompressorKind } from './zstd-decompress.js';
 import type { StatTable } from './stat-table.js';
 import type { FilterStats } from './tar-filter.js';
@@ -31,13 +32,18 @@ export interface ExtractOptions {
    * as if it had started it, and `onGitDir` is the one the thread was started with.
    */
   thread?: ExtractThread;
+  /**
+   * Called with each input chunk once the decompressor is done with it (libzstd path only), so its
+   * memory may be reused (slab-pool.ts).
+   */
+  onConsumed?: (chunk: Buffer) => void;
 }
 
 /**
  * What was extracted: admitted entries, regular files, bytes of file content, and the stat data of
  * every file and symlink written (stat-table.ts).
  */
-export type ExtractStats = FilterStats & { statTable: StatTable };
+export type ExtractStats = FilterStats & { statTable: StatTable; patchedIndex?: Buffer };
 
 /**
  * Extracts the tar stream `input` (a Readable or any async iterable of chunks, e.g. the decompressor's
@@ -64,7 +70,7 @@ export async function extractZstd(compressed: AsyncIterable<Buffer>, root: strin
   if (decompressorKind() !== 'native') return extractTar(decompressWithCli(compressed), root, options);
   const chunks = compressed[Symbol.asyncIterator]();
   const source: AsyncIterable<Buffer> = { [Symbol.asyncIterator]: () => chunks };
-  return extract(compressed, chunks, root, options, (thread) => decompressInto(source, thread));
+  return extract(compressed, chunks, root, options, (thread) => decompressInto(source, thread, options.onConsumed));
 }
 
 /** Runs `feed` into a fresh extraction thread; see extractTar for the contract. */
@@ -89,10 +95,14 @@ async function extract(
     if (isDestroyable(input)) input.destroy(reason);
   };
   signal?.addEventListener('abort', onAbort, { once: true });
+  let finished = false;
   try {
     await feed(thread);
-    const { stats, statTable } = await thread.end();
-    return { ...stats, statTable };
+    mark('last-byte-fed');
+    const { stats, statTable, patchedIndex } = await thread.end();
+    finished = true;
+    mark('extracted');
+    return { ...stats, statTable, patchedIndex };
   } catch (err) {
     // Closing the input runs a generator's cleanup (a CLI decompressor waits for its child) first.
     if (isDestroyable(input)) input.destroy();
@@ -102,7 +112,11 @@ async function extract(
     throw signal?.aborted && !ours ? abortReason(signal) : err;
   } finally {
     signal?.removeEventListener('abort', onAbort);
-    await thread.stop();
+    // After its last entry the thread writes nothing more (it reported `done` after the directories'
+    // mtimes): its exit (15–20 ms measured, the worker's teardown) need not hold up the restore.
+    const stopping = thread.stop();
+    if (!finished) await stopping;
+    else stopping.catch(() => undefined);
   }
 }
 

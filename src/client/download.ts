@@ -19,6 +19,7 @@ import { isCommit, stableSnapshotPath } from '../protocol/routes.js';
 import { DigestMismatchError, abortReason } from '../util/errors.js';
 import { extractZstd } from './archive.js';
 import { ExtractThread } from './extract-thread.js';
+import { mark } from './trace.js';
 import { decompressorKind } from './zstd-decompress.js';
 import type { StatTable } from './stat-table.js';
 import { DownloadFailedError, NoSnapshotError, ProtocolError, SecondaryError } from './errors.js';
@@ -63,6 +64,8 @@ export interface DownloadResult {
   bundleUrl?: URL;
   /** The stat data of the files extraction wrote (for the index, index-stat.ts). */
   statTable?: StatTable;
+  /** The index with the work tree's stat data, when the work tree is exactly the index's (index-patcher.ts). */
+  patchedIndex?: Buffer;
 }
 
 const MAX_RETRY_AFTER_MS = 30_000;
@@ -97,6 +100,7 @@ export async function downloadSnapshot(options: DownloadOptions): Promise<Downlo
     // than between its answer and the parallel requests, which wait for the decompressor's first pull.
     decompressorKind();
     opened = await opening;
+    mark('stable-url-answered');
     ({ source, firstEnd, result } = describeSnapshot(opened, stableUrl));
   } catch (err) {
     if (opened !== undefined) discard(opened);
@@ -129,6 +133,8 @@ export async function downloadSnapshot(options: DownloadOptions): Promise<Downlo
       start: firstEnd + 1,
       chunkSize: options.chunkSize,
       concurrency: options.concurrency,
+      // Half the connections until the consumer starves (parallel-get.ts, Starvation).
+      initialConcurrency: Math.ceil(options.concurrency / 2),
       firstChunkSize: 2 * step,
       rampStep: step,
     });
@@ -145,8 +151,13 @@ export async function downloadSnapshot(options: DownloadOptions): Promise<Downlo
   try {
     // One pull-driven chain: every byte is hashed on its way into the decompressor, whose output the
     // extraction thread checks and writes. A failure anywhere closes the whole chain.
-    const extracted = await extractZstd(verifiedBytes(orderedBytes(), source, options.onBytes), options.dir, { signal, thread });
+    const extracted = await extractZstd(verifiedBytes(orderedBytes(), source, options.onBytes), options.dir, {
+      signal,
+      thread,
+      onConsumed: (piece) => options.http.recycle(piece),
+    });
     result.statTable = extracted.statTable;
+    result.patchedIndex = extracted.patchedIndex;
   } finally {
     // Requests still running (prefetched ranges after a failure) stop now.
     controller.abort(new SecondaryError('stopped after another part of the restore failed'));
@@ -205,6 +216,7 @@ async function* verifiedBytes(
     yield piece;
   }
   if (received !== source.size) throw new ProtocolError(`received ${received} of ${source.size} bytes`);
+  mark('last-byte-hashed');
   const digest = hash.digest('hex');
   if (digest !== source.etag) throw new DigestMismatchError(source.etag, digest);
 }

@@ -11,12 +11,15 @@ import { createRing, RingWriter } from './byte-ring.js';
 import { SecondaryError, UnsafeArchiveError, WriteFailedError } from './errors.js';
 import type { ExtractFailure, ExtractJob, ExtractReply } from './extract-worker.js';
 import { StatTable } from './stat-table.js';
+import { mark } from './trace.js';
 import type { FilterStats } from './tar-filter.js';
 
 /** The thread's outcome: the filter's counts and the stat data of what it wrote. */
 export interface ExtractOutcome {
   stats: FilterStats;
   statTable: StatTable;
+  /** The index with the work tree's stat data, when the tree is exactly the index's (index-patcher.ts). */
+  patchedIndex?: Buffer;
 }
 
 /**
@@ -37,6 +40,8 @@ export class ExtractThread {
   private readonly exited: Promise<unknown>;
   private settle?: { resolve: (outcome: ExtractOutcome) => void; reject: (err: Error) => void };
   private failure?: Error;
+  private readonly gitDirFlag = new Int32Array(new SharedArrayBuffer(4));
+  private onGitDir?: () => void;
 
   /**
    * Starts the thread writing into `root` (an existing, empty directory this process owns).
@@ -49,12 +54,16 @@ export class ExtractThread {
     const interrupted = this.outcome.then(() => Promise.reject(new SecondaryError('extraction finished early')));
     interrupted.catch(() => undefined);
     this.ring = new RingWriter(memory, interrupted);
-    const job: ExtractJob = { root, umask: currentUmask(), ring: memory };
+    this.onGitDir = onGitDir;
+    const job: ExtractJob = { root, umask: currentUmask(), ring: memory, gitDirFlag: this.gitDirFlag.buffer as SharedArrayBuffer };
     this.worker = startWorker(siblingModule(import.meta.url, 'extract-worker'), { workerData: job });
     this.exited = once(this.worker, 'exit').catch(() => undefined);
     this.worker.on('message', (reply: ExtractReply) => {
-      if ('gitDir' in reply) onGitDir?.();
-      else if ('done' in reply) this.settle?.resolve({ stats: reply.done, statTable: new StatTable(reply.statTable) });
+      if ('gitDir' in reply) this.reportGitDir();
+      else if ('done' in reply) {
+        const patchedIndex = reply.patchedIndex && Buffer.from(reply.patchedIndex);
+        this.settle?.resolve({ stats: reply.done, statTable: new StatTable(reply.statTable), patchedIndex });
+      }
       else this.settle?.reject(rebuild(reply.failed));
     });
     this.worker.on('error', (err) => this.settle?.reject(new WriteFailedError(`extraction thread failed: ${err.message}`)));
@@ -64,17 +73,37 @@ export class ExtractThread {
   /** Hands `chunk` to the thread (copied); resolves when it is in the ring. Rejects with the thread's failure. */
   async write(chunk: Uint8Array): Promise<void> {
     if (this.failure !== undefined) throw this.failure;
+    this.pollGitDir();
     await this.ring.write(chunk);
   }
 
   /** Where the next bytes go, to be written in place then `commit`ted (see RingWriter.room). */
   async room(): Promise<Uint8Array> {
     if (this.failure !== undefined) throw this.failure;
+    this.pollGitDir();
     return this.ring.room();
   }
 
   commit(count: number): void {
     this.ring.commit(count);
+  }
+
+  /**
+   * The thread's message that `.git` is complete waits for this thread's event loop, which a fast
+   * source keeps busy: on loopback it arrived only with the last byte (docs/restore.md). The flag in
+   * shared memory is seen at the next write to the ring, so the work waiting for `.git` (the ref
+   * fetch, the layout) overlaps the rest of the extraction.
+   */
+  private pollGitDir(): void {
+    if (this.onGitDir !== undefined && Atomics.load(this.gitDirFlag, 0) === 1) this.reportGitDir();
+  }
+
+  private reportGitDir(): void {
+    const report = this.onGitDir;
+    this.onGitDir = undefined; // once
+    if (report === undefined) return;
+    mark('git-dir-reported');
+    report();
   }
 
   /** After the last chunk: resolves with the outcome once every entry is on disk. */

@@ -33,6 +33,7 @@ import { adoptWorkTreeStats } from './index-stat.js';
 import type { PackedRef } from './packed-refs.js';
 import { fetchServerRefs, refCloneCommand, syncRefs, type SyncRefsOptions } from './ref-sync.js';
 import type { RestoreOptions } from './restore.js';
+import { mark } from './trace.js';
 
 export interface FinishedClone {
   /** HEAD at the end (after the bundle and the ref sync). */
@@ -72,7 +73,7 @@ export interface EarlyWork {
 export async function parkFinishCommands(launcher: GitLauncher, context: FinishContext): Promise<void> {
   const { dir, options } = context;
   const layout = cloneLayoutCommands(options.repoUrl);
-  for (const args of [layout.varList, layout.originUrl, layout.init, STATUS_ARGS]) launcher.park(args, dir);
+  for (const args of [layout.varList, layout.originUrl, layout.init, STATUS_ARGS, INDEX_VS_HEAD_ARGS]) launcher.park(args, dir);
   if (options.bundle === false) return;
   const refsOptions = await refSyncOptions(context);
   const { args, env } = refCloneCommand({ ...refsOptions, scratchId: context.scratchId });
@@ -129,10 +130,15 @@ export async function finishClone(context: FinishContext, snapshot: DownloadResu
     // The layout writes .git/config, which the stat adoption rewrites: one after the other; and init's
     // probes come before anything compares the work tree with the index.
     const prepared = await layout;
+    mark('layout-config');
     // Without a bundle the work tree is final now (unless the ref sync moves the branch): the clean
-    // check runs while the stat adoption rewrites the index, see cleanStatus.
-    const earlyCheck = bundleUrl ? undefined : background(cleanStatus(context));
-    await adoptWorkTreeStats(dir, signal, snapshot.statTable);
+    // check runs while the stat adoption rewrites the index, see cleanStatus. When the extraction
+    // thread proved the work tree exactly the index's (index-patcher.ts), only the index is compared
+    // with HEAD.
+    const exact = snapshot.patchedIndex !== undefined;
+    const earlyCheck = bundleUrl ? undefined : background((exact ? indexVsHead(context) : cleanStatus(context)).finally(() => mark('clean-check')));
+    await adoptWorkTreeStats(dir, signal, snapshot.statTable, snapshot.patchedIndex);
+    mark('index-adopted');
     let commit = head;
     let bundleApplied = false;
     if (bundleUrl) {
@@ -147,12 +153,14 @@ export async function finishClone(context: FinishContext, snapshot: DownloadResu
       const synced = await syncRefs(refsOptions, fetching, async () => {
         await earlyCheck?.catch(() => undefined);
       });
+      mark('refs-synced');
       commit = synced.commit;
       moved = synced.moved;
     }
     options.onProgress?.({ phase: 'verify', bytes: snapshot.size, total: snapshot.size });
     const checking = earlyCheck !== undefined && !moved ? earlyCheck : background(cleanStatus(context));
     await finishCloneLayout(layoutOptionsOf(context), prepared);
+    mark('reflogs-written');
     const status = await checking;
     if (status !== '') throw new CachewError('internal', `restored clone is not clean: ${status.split('\n')[0]}`);
     return { commit, snapshotCommit: head, bundleApplied };
@@ -198,6 +206,20 @@ const STATUS_ARGS = ['--no-optional-locks', 'status', '--porcelain'];
  */
 function cleanStatus({ dir, options, git }: FinishContext): Promise<string> {
   return git(STATUS_ARGS, dir, options.signal);
+}
+
+/** Never takes a lock; lists what the index holds that HEAD's tree does not, and the reverse. */
+const INDEX_VS_HEAD_ARGS = ['--no-optional-locks', 'diff-index', '--cached', '--name-status', 'HEAD', '--'];
+
+/**
+ * The clean check for a work tree the extraction thread proved exactly the index's (same paths,
+ * types, sizes and executable bits, nothing else outside `.git`: index-patcher.ts): all that
+ * `git status` would still find is a difference between the index and HEAD. Empty when clean, as
+ * cleanStatus. 30 ms on the bench repository against 90–130 ms for `git status`, which also walks
+ * every directory for untracked files and lstats every file.
+ */
+function indexVsHead({ dir, options, git }: FinishContext): Promise<string> {
+  return git(INDEX_VS_HEAD_ARGS, dir, options.signal);
 }
 
 /** `headers` plus the HTTP client's current Authorization for the server, unless the caller set one. */

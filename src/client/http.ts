@@ -80,6 +80,14 @@ export class HttpClient {
     throw new AuthenticationError(url.origin, creds.repoUrl, authorization !== undefined);
   }
 
+  /**
+   * The caller will never read `piece` (a body piece this client returned) again: its receive slab may
+   * be reused (slab-pool.ts). Optional; a piece never recycled is garbage-collected as usual.
+   */
+  recycle(piece: Buffer): void {
+    this.raw?.slabs.release(piece);
+  }
+
   /** The Authorization value requests to the server carry now (given, or filled after a 401), if any. */
   async serverAuthorization(): Promise<string | undefined> {
     return this.authorization === undefined ? undefined : await this.authorization;

@@ -25,30 +25,24 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { abortReason } from '../util/errors.js';
 import { runGit } from './git.js';
+import { CHECKSUM_BYTES, ENTRY_FIXED_BYTES, EXTENDED_FLAG, GITLINK, HEADER_BYTES, MODE_TYPE_MASK, NAME_MASK, entryLengthAt } from './index-format.js';
 import { MODE_OFFSET, STAT_FIELDS_BYTES, writeStatFields, type StatTable } from './stat-table.js';
 
-const HEADER_BYTES = 12;
-const CHECKSUM_BYTES = 20;
-/** ctime(8) mtime(8) dev ino mode uid gid size (4 each), sha1(20), flags(2). */
-const ENTRY_FIXED_BYTES = 62;
 const READ_BYTES = 1024 * 1024;
 /** An index up to this size is read in one piece: 64 MiB is ~600,000 files. */
 const WHOLE_READ_LIMIT = 64 * 1024 * 1024;
 /** Entries patched and written per step (bounded memory whatever the number of files). */
 const BATCH_ENTRIES = 4096;
-const GITLINK = 0o160000;
-const MODE_TYPE_MASK = 0o170000;
-const NAME_MASK = 0x0fff;
-const EXTENDED_FLAG = 0x4000;
 
 /** Why the index was left alone, or 'adopted'. */
 export type AdoptResult = 'adopted' | 'not a snapshot index' | 'unsupported index';
 
 /**
  * Rewrites `<cloneDir>/.git/index` with the work tree's real stat data and drops the snapshot's
- * `core.checkStat`/`core.trustctime`. See the module comment for when it declines.
+ * `core.checkStat`/`core.trustctime`. See the module comment for when it declines. `patched` is the
+ * whole new index when the extraction thread already made it (index-patcher.ts): it is written as is.
  */
-export async function adoptWorkTreeStats(cloneDir: string, signal?: AbortSignal, recorded?: StatTable): Promise<AdoptResult> {
+export async function adoptWorkTreeStats(cloneDir: string, signal?: AbortSignal, recorded?: StatTable, patched?: Buffer): Promise<AdoptResult> {
   const configPath = path.join(cloneDir, '.git', 'config');
   const config = await fs.readFile(configPath, 'utf8').catch(() => '');
   if (!SNAPSHOT_CHECK_STAT.test(config)) return 'not a snapshot index';
@@ -57,7 +51,12 @@ export async function adoptWorkTreeStats(cloneDir: string, signal?: AbortSignal,
   const lock = await fs.open(lockPath, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o644);
   let ok = false;
   try {
-    ok = await rewriteIndex(cloneDir, indexPath, lock, signal, recorded);
+    if (patched !== undefined) {
+      await lock.writeFile(patched);
+      ok = true;
+    } else {
+      ok = await rewriteIndex(cloneDir, indexPath, lock, signal, recorded);
+    }
     await lock.sync();
   } finally {
     await lock.close();
@@ -221,21 +220,6 @@ async function rewriteIndex(cloneDir: string, indexPath: string, out: fs.FileHan
   } finally {
     await input.close();
   }
-}
-
-/**
- * The length (padding included) of the version-2 entry at `at` in `bytes` when all its bytes are
- * there; 'more' when they are not, or when its name is long enough to need readEntry's search for
- * the NUL; undefined when malformed.
- */
-function entryLengthAt(bytes: Buffer, at: number): number | 'more' | undefined {
-  if (bytes.length - at < ENTRY_FIXED_BYTES) return 'more';
-  const flags = bytes.readUInt16BE(at + 60);
-  if ((flags & EXTENDED_FLAG) !== 0) return undefined; // not valid in version 2
-  const nameLength = flags & NAME_MASK;
-  if (nameLength === NAME_MASK) return 'more';
-  const length = (ENTRY_FIXED_BYTES + nameLength + 8) & ~7;
-  return bytes.length - at < length ? 'more' : length;
 }
 
 /** One version-2 entry with its padding, or undefined when malformed. */

@@ -9,7 +9,7 @@ import { startSnapshotServer, type Fault, type RequestInfo, type SnapshotServer 
 import { immutableSnapshotPath } from '../protocol/routes.js';
 import { SnapshotGoneError } from './errors.js';
 import { HttpClient } from './http.js';
-import { ParallelGet } from './parallel-get.js';
+import { ParallelGet, Starvation } from './parallel-get.js';
 import type { FetchContext } from './range-fetch.js';
 
 const COMMIT = 'a'.repeat(40);
@@ -147,5 +147,71 @@ void describe('ParallelGet', () => {
       assert.equal(getter.stats.requests, 4);
       assert.equal(getter.stats.retries, 0);
     });
+  });
+
+  /** Downloads with `initialConcurrency` 2 of 6 under `clock`; the most chunks requested ahead of the consumer. */
+  async function widthUnder(clock: () => number): Promise<number> {
+    let maxAhead = 0;
+    await withGetter(undefined, async (context) => {
+      const chunkSize = 8192;
+      const getter = new ParallelGet(context, { start: 0, chunkSize, concurrency: 6, initialConcurrency: 2, now: clock });
+      let consumed = 0;
+      const got = await collect(getter, async (piece) => {
+        consumed += piece.length;
+        // Requests are counted when issued (synchronously), so this is exact; retries are not new chunks.
+        const chunksIssued = getter.stats.requests - getter.stats.retries;
+        maxAhead = Math.max(maxAhead, chunksIssued - Math.floor(consumed / chunkSize));
+      });
+      assert.ok(got.equals(data));
+    });
+    return maxAhead;
+  }
+
+  void it('keeps to initialConcurrency while the consumer never starves', async () => {
+    // A clock that stands still: no wait ever lasts, as with a source faster than the consumer.
+    assert.ok((await widthUnder(() => 0)) <= 2);
+  });
+
+  void it('widens to full concurrency once the consumer starves', async () => {
+    // Every reading 100 ms later: each wait for the next bytes counts as long.
+    let time = 0;
+    const ahead = await widthUnder(() => (time += 100));
+    assert.ok(ahead >= 5, `requested ${ahead} chunks ahead`);
+  });
+});
+
+void describe('Starvation', () => {
+  function starvation(): { watch: Starvation; at: (ms: number) => void } {
+    let time = 0;
+    const watch = new Starvation(() => time);
+    return { watch, at: (ms) => (time = ms) };
+  }
+
+  void it('counts a long share of waiting as starving', () => {
+    const { watch, at } = starvation();
+    watch.start();
+    at(10);
+    const since = watch.now();
+    at(60);
+    assert.equal(watch.waited(since), true, '50 of 60 ms waiting');
+  });
+
+  void it('ignores waits too short in total, however large their share', () => {
+    const { watch, at } = starvation();
+    watch.start();
+    at(30);
+    assert.equal(watch.waited(0), false, '30 ms: under the threshold');
+  });
+
+  void it('ignores brief waits spread over a long download', () => {
+    const { watch, at } = starvation();
+    watch.start();
+    // 20 ms of every 100 ms waiting: a fast source's hiccups, not a slow link.
+    for (let t = 0; t < 2000; t += 100) {
+      at(t + 80);
+      const since = watch.now();
+      at(t + 100);
+      assert.equal(watch.waited(since), false, `at ${t + 100} ms`);
+    }
   });
 });

