@@ -14,6 +14,7 @@ import { abortReason } from '../util/errors.js';
 import { ChunkPlan } from './chunk-plan.js';
 import { RangeIgnoredError } from './errors.js';
 import { rangePieces, wholePieces, type FetchContext, type FetchStats } from './range-fetch.js';
+import { mark } from './trace.js';
 
 export interface ParallelGetOptions {
   /** First byte of the span (inclusive). */
@@ -141,6 +142,7 @@ export class ParallelGet {
           task.wake = undefined;
           if (this.width < this.concurrency && this.starvation.waited(waitStarted)) {
             this.width = this.concurrency;
+            mark('ranges-widened');
             this.schedule(index);
           }
         }
