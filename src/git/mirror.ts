@@ -75,12 +75,23 @@ const MIRROR_CONFIG: Array<[string, string]> = [
   ['fetch.prune', 'false'],
 ];
 
+/** A mirror's heads and tags (name → object id) and HEAD's target, as the last sync left them. */
+interface KnownRefs {
+  refs: Map<string, string>;
+  head: string | undefined;
+}
+
 interface FetchRun {
   startedAt: number;
   promise: Promise<void>;
 }
 
+/** Numbers Mirror objects: a mirror re-created for the same directory never shares cached answers. */
+let mirrorsCreated = 0;
+
 export class Mirror {
+  /** Unique among this process's mirrors (see refsVersion). */
+  readonly instanceId = `m${++mirrorsCreated}`;
   readonly host: string;
   readonly repo: string;
   readonly gitDir: string;
@@ -93,8 +104,16 @@ export class Mirror {
   #queuedFetch: FetchRun | undefined;
   /** When the last check against upstream started (successful or not); 0 = never. */
   #lastCheck = 0;
-  /** Bumped whenever a ref update ends (#syncRefs, whatever its outcome): what #headCache is valid for. */
+  /**
+   * Bumped before a ref update starts and again when it ends (#syncRefs; a check that finds nothing to
+   * change bumps nothing): what #headCache and answers cached by the version (refsVersion) are valid for.
+   */
   #refsVersion = 0;
+  /**
+   * The refs and HEAD as the last sync left them, so a check that finds upstream unchanged needs no git
+   * process. Only #syncRefs writes refs (the mirror is ours alone); unset after any sync that failed.
+   */
+  #knownRefs: KnownRefs | undefined;
   /**
    * The default branch as last read, for the refs version it was read at. Every restore asks for it
    * through the stable URL; reading it costs two git processes, and only #syncRefs changes it.
@@ -115,6 +134,14 @@ export class Mirror {
 
   get state(): MirrorState {
     return this.#state;
+  }
+
+  /**
+   * Changes whenever the refs may have changed: an answer computed from the refs (an advertisement,
+   * an ls-refs reply) at one version is valid for as long as the version stays the same.
+   */
+  get refsVersion(): number {
+    return this.#refsVersion;
   }
 
   /**
@@ -347,17 +374,43 @@ export class Mirror {
    * upstream's does. Nothing else may delete a ref.
    */
   async #syncRefs(gitDir: string, advertised: AdvertisedRefs, timeoutMs: number): Promise<void> {
-    try {
-      await this.#applyRefs(gitDir, advertised, timeoutMs);
-    } finally {
+    const live = gitDir === this.gitDir;
+    const known = live ? this.#knownRefs : undefined;
+    this.#knownRefs = undefined;
+    // A clone's staging directory becomes the mirror by a rename: always a change.
+    let changing = !live;
+    const willChange = (): void => {
+      if (changing) return;
+      changing = true;
       this.#refsVersion++;
+    };
+    try {
+      const after = await this.#applyRefs(gitDir, advertised, timeoutMs, known, willChange);
+      if (live) this.#knownRefs = after;
+    } catch (err) {
+      changing = true; // whatever git did before failing, nothing cached may outlive it
+      throw err;
+    } finally {
+      if (changing) this.#refsVersion++;
     }
   }
 
-  async #applyRefs(gitDir: string, advertised: AdvertisedRefs, timeoutMs: number): Promise<void> {
-    let local = await localRefs(gitDir);
+  /**
+   * Does the update; `willChange` is called before the first write. Returns the refs as they are
+   * after it (`head` undefined when it was not read).
+   */
+  async #applyRefs(
+    gitDir: string,
+    advertised: AdvertisedRefs,
+    timeoutMs: number,
+    known: KnownRefs | undefined,
+    willChange: () => void,
+  ): Promise<KnownRefs> {
+    let local = known?.refs ?? (await localRefs(gitDir));
+    let current = known?.head;
     const behind = [...advertised.refs].some(([name, oid]) => local.get(name) !== oid);
     if (behind) {
+      willChange();
       await runGit([...NO_REDIRECTS, 'fetch', '--no-prune', '--no-write-fetch-head', '--quiet', 'origin'], {
         cwd: gitDir,
         env: this.#opts.upstream.gitEnv(),
@@ -368,14 +421,23 @@ export class Mirror {
     }
     const stale = [...local].filter(([name]) => !advertised.refs.has(name));
     if (stale.length > 0) {
+      willChange();
       // `delete <ref> <old>`: a ref that changed meanwhile is left alone (the next check sees it).
       const input = stale.map(([name, oid]) => `delete ${name} ${oid}\n`).join('');
       await runGit(['update-ref', '--stdin'], { cwd: gitDir, input, timeoutMs: 60_000 });
+      // update-ref applies all of the deletions or fails: after it, exactly these refs are gone.
+      local = new Map([...local].filter(([name]) => advertised.refs.has(name)));
     }
     const head = advertised.head;
-    if (head && head.startsWith('refs/heads/') && local.has(head) && head !== (await currentHead(gitDir))) {
-      await runGit(['symbolic-ref', 'HEAD', head], { cwd: gitDir, timeoutMs: 30_000 });
+    if (head && head.startsWith('refs/heads/') && local.has(head)) {
+      current ??= await currentHead(gitDir);
+      if (head !== current) {
+        willChange();
+        await runGit(['symbolic-ref', 'HEAD', head], { cwd: gitDir, timeoutMs: 30_000 });
+        current = head;
+      }
     }
+    return { refs: local, head: current };
   }
 
   #record(op: string, outcome: string, started: number): void {

@@ -242,3 +242,49 @@ void test('the default branch is read from git once per ref update, not once per
   await mirror.fetchNow();
   assert.deepEqual(await mirror.defaultBranch(), { name: 'main', commit: pushed });
 });
+
+void test('the refs version moves with every ref change, and a check that finds nothing new leaves it', async (t) => {
+  const f = await fixture(t);
+  await f.up.createRepo('org/versioned');
+  const bare = path.join(f.up.root, 'org/versioned.git');
+  const { mirrors } = f.manager();
+  const mirror = mirrors.get(f.up.hostName, 'org/versioned');
+  await mirror.ensureReady();
+  await mirror.fetchNow();
+  const settled = mirror.refsVersion;
+  await mirror.fetchNow();
+  await mirror.fetchNow();
+  assert.equal(mirror.refsVersion, settled, 'upstream unchanged: answers kept for this version stay valid');
+
+  const pushed = await f.up.commit('org/versioned', { 'b.txt': 'b\n' });
+  await mirror.fetchNow();
+  const afterPush = mirror.refsVersion;
+  assert.ok(afterPush > settled, 'a fetched commit');
+  assert.equal((await mirror.defaultBranch()).commit, pushed);
+
+  await runGit(['branch', 'side', 'main'], { cwd: bare });
+  await mirror.fetchNow();
+  const afterBranch = mirror.refsVersion;
+  assert.ok(afterBranch > afterPush, 'a new branch');
+  await runGit(['symbolic-ref', 'HEAD', 'refs/heads/side'], { cwd: bare });
+  await mirror.fetchNow();
+  const afterHead = mirror.refsVersion;
+  assert.ok(afterHead > afterBranch, 'HEAD moved');
+  assert.equal((await mirror.defaultBranch()).name, 'side');
+  await runGit(['symbolic-ref', 'HEAD', 'refs/heads/main'], { cwd: bare });
+  await runGit(['branch', '-D', 'side'], { cwd: bare });
+  await mirror.fetchNow();
+  assert.ok(mirror.refsVersion > afterHead, 'a deleted branch');
+  assert.equal(await refs(mirror.gitDir), await refs(bare));
+  assert.equal((await mirror.defaultBranch()).name, 'main');
+
+  f.up.setDown(true);
+  const beforeFailure = mirror.refsVersion;
+  await assert.rejects(mirror.fetchNow());
+  f.up.setDown(false);
+  assert.equal(mirror.refsVersion, beforeFailure, 'a listing that failed wrote nothing');
+  const later = await f.up.commit('org/versioned', { 'c.txt': 'c\n' });
+  await mirror.fetchNow();
+  assert.ok(mirror.refsVersion > beforeFailure);
+  assert.equal((await mirror.defaultBranch()).commit, later);
+});

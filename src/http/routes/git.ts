@@ -8,7 +8,7 @@ import { createReadStream, createWriteStream, promises as fs } from 'node:fs';
 import type { OutgoingHttpHeaders } from 'node:http';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import type { Readable, Writable } from 'node:stream';
+import { Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import type { RepoHandler, RepoTarget, RequestContext } from '../context.js';
@@ -27,6 +27,7 @@ import {
   servicePreamble,
   uploadPack,
 } from '../../git/smart-http.js';
+import { RefAnswerCache, isLsRefsRequest, type RefAnswerKey } from '../../git/ref-answers.js';
 import { mirrorHasWants, planGitRequest, refusedUploadPack, uploadPackForwardHeaders } from '../../git/smart-http-policy.js';
 import { endToEndHeaders, forwardToUpstream } from '../../git/upstream-forward.js';
 import { BadRequestError, CachewError, InsufficientStorageError, NotFoundError, isNoSpace } from '../../util/errors.js';
@@ -35,7 +36,7 @@ import type { Logger } from '../../util/logger.js';
 import type { Metrics } from '../../util/metrics.js';
 
 /** What the git routes use of a mirror (git/mirror.ts). */
-export type ServedMirror = Pick<Mirror, 'gitDir' | 'ensureReady' | 'ensureFresh' | 'missingObjects' | 'fetchNow'>;
+export type ServedMirror = Pick<Mirror, 'gitDir' | 'instanceId' | 'refsVersion' | 'ensureReady' | 'ensureFresh' | 'missingObjects' | 'fetchNow'>;
 
 export interface GitRouteDeps {
   /** The mirrors (MirrorManager): one per repository, and scratch space for request bodies. */
@@ -52,11 +53,16 @@ export interface GitRouteDeps {
    * with ENOSPC); the default writes the file.
    */
   openSpool?: (file: string) => Writable;
+  /** Advertisements and ls-refs replies kept per refs version (git/ref-answers.ts); one is made if absent. */
+  refAnswers?: RefAnswerCache;
 }
 
 /** Upload-pack requests are wants/haves, not data; anything bigger is not a git client. */
 const DEFAULT_UPLOAD_PACK_BYTES = 64 * 1024 * 1024;
 const DEFAULT_FORWARD_BYTES = 2 * 1024 * 1024 * 1024;
+/** An ls-refs request is a few hundred bytes; a body bigger than this is never looked up in the cache. */
+const LS_REFS_MAX_BYTES = 64 * 1024;
+const NO_BODY = Buffer.alloc(0);
 
 const NO_CACHE = {
   'cache-control': 'no-cache, max-age=0, must-revalidate',
@@ -66,6 +72,7 @@ const NO_CACHE = {
 
 export function createGitRoutes(deps: GitRouteDeps): { handle: RepoHandler } {
   const log = deps.logger.child({ module: 'git-http' });
+  const answers = deps.refAnswers ?? new RefAnswerCache();
 
   const handle: RepoHandler = async (ctx, target) => {
     const plan = planGitRequest({
@@ -74,21 +81,24 @@ export function createGitRoutes(deps: GitRouteDeps): { handle: RepoHandler } {
       service: ctx.url.searchParams.get('service'),
       readOnly: deps.readOnly,
     });
-    if (plan.kind === 'advertise') return advertise(ctx, target, deps);
-    if (plan.kind === 'upload-pack') return serveUploadPack(ctx, target, deps, log);
+    if (plan.kind === 'advertise') return advertise(ctx, target, deps, answers);
+    if (plan.kind === 'upload-pack') return serveUploadPack(ctx, target, deps, answers, log);
     ctx.route = plan.push ? 'git.receive-pack' : 'git.forward';
     return forward(ctx, target, deps);
   };
   return { handle };
 }
 
-async function advertise(ctx: RequestContext, target: RepoTarget, deps: GitRouteDeps): Promise<void> {
+async function advertise(ctx: RequestContext, target: RepoTarget, deps: GitRouteDeps, answers: RefAnswerCache): Promise<void> {
   const mirror = deps.mirrors.get(target.host, target.canonicalRepo);
   await mirror.ensureReady({ signal: ctx.signal });
   await mirror.ensureFresh({ signal: ctx.signal });
   const gitProtocol = sanitizeGitProtocol(ctx.req.headers['git-protocol']);
-  const proc = advertiseRefs(mirror.gitDir, { gitProtocol, signal: ctx.signal });
-  const output = await outputOnceStarted(proc);
+  const key = answerKey(mirror, 'advertise', gitProtocol, NO_BODY);
+  const cached = answers.get(key);
+  const output = cached
+    ? Readable.from([cached])
+    : keptAnswer(answers, key, await outputOnceStarted(advertiseRefs(mirror.gitDir, { gitProtocol, signal: ctx.signal })));
   ctx.res.writeHead(200, { 'content-type': UPLOAD_PACK_ADVERTISEMENT, ...NO_CACHE });
   if (ctx.req.method === 'HEAD') {
     output.destroy();
@@ -99,7 +109,7 @@ async function advertise(ctx: RequestContext, target: RepoTarget, deps: GitRoute
   await streamBody(ctx, output);
 }
 
-async function serveUploadPack(ctx: RequestContext, target: RepoTarget, deps: GitRouteDeps, log: Logger): Promise<void> {
+async function serveUploadPack(ctx: RequestContext, target: RepoTarget, deps: GitRouteDeps, answers: RefAnswerCache, log: Logger): Promise<void> {
   const contentType = (ctx.req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
   if (contentType !== UPLOAD_PACK_REQUEST) throw new BadRequestError(`expected Content-Type ${UPLOAD_PACK_REQUEST}`);
   const mirror = deps.mirrors.get(target.host, target.canonicalRepo);
@@ -108,6 +118,14 @@ async function serveUploadPack(ctx: RequestContext, target: RepoTarget, deps: Gi
   try {
     await mirror.ensureReady({ signal: ctx.signal });
     await mirror.ensureFresh({ signal: ctx.signal });
+    const gitProtocol = sanitizeGitProtocol(ctx.req.headers['git-protocol']);
+    const key = await lsRefsKey(mirror, gitProtocol, spool);
+    const cached = key && answers.get(key);
+    if (cached) {
+      ctx.res.writeHead(200, { 'content-type': UPLOAD_PACK_RESULT, ...NO_CACHE });
+      await streamBody(ctx, Readable.from([cached]));
+      return;
+    }
     const wants = await readWants(createReadStream(spool));
     if (!(await mirrorHasWants(mirror, wants, { signal: ctx.signal, log }))) {
       deps.metrics?.upstreamRequests.inc({ kind: 'upload-pack-fallback' });
@@ -116,17 +134,49 @@ async function serveUploadPack(ctx: RequestContext, target: RepoTarget, deps: Gi
         headers: uploadPackForwardHeaders(ctx.req.headers),
       });
     }
-    const gitProtocol = sanitizeGitProtocol(ctx.req.headers['git-protocol']);
     const proc = uploadPack(mirror.gitDir, createReadStream(spool), { gitProtocol, signal: ctx.signal });
     const output = await outputOnceStarted(proc).catch((err: unknown) => {
       throw refusedUploadPack(err) ?? err;
     });
     ctx.res.writeHead(200, { 'content-type': UPLOAD_PACK_RESULT, ...NO_CACHE });
-    const bytes = await streamBody(ctx, output);
+    const bytes = await streamBody(ctx, key ? keptAnswer(answers, key, output) : output);
     deps.metrics?.bytesServed.inc({ kind: 'pack' }, bytes);
   } finally {
     await fs.rm(spool, { force: true });
   }
+}
+
+/** The refs version is read before upload-pack starts: a ref update meanwhile moves it past this key. */
+function answerKey(mirror: ServedMirror, kind: RefAnswerKey['kind'], gitProtocol: string | undefined, request: Buffer): RefAnswerKey {
+  return { mirror: mirror.instanceId, refsVersion: mirror.refsVersion, kind, gitProtocol, request };
+}
+
+/** The cache key of a protocol v2 ls-refs request (the spooled body), or undefined for anything else. */
+async function lsRefsKey(mirror: ServedMirror, gitProtocol: string | undefined, spool: string): Promise<RefAnswerKey | undefined> {
+  if (!isProtocolV2(gitProtocol)) return undefined;
+  const key = answerKey(mirror, 'ls-refs', gitProtocol, NO_BODY);
+  if ((await fs.stat(spool)).size > LS_REFS_MAX_BYTES) return undefined;
+  const body = await fs.readFile(spool);
+  return isLsRefsRequest(body) ? { ...key, request: body } : undefined;
+}
+
+/**
+ * Streams upload-pack's `output` on and keeps a copy under `key` once it ended well (git exited 0:
+ * outputOnceStarted's stream errors otherwise) and was small enough. A client that goes away
+ * mid-answer leaves nothing behind.
+ */
+function keptAnswer(answers: RefAnswerCache, key: RefAnswerKey, output: Readable): Readable {
+  async function* copying(): AsyncGenerator<Buffer> {
+    const chunks: Buffer[] = [];
+    let bytes = 0;
+    for await (const chunk of output as AsyncIterable<Buffer>) {
+      bytes += chunk.length;
+      if (bytes <= answers.maxEntryBytes) chunks.push(chunk);
+      yield chunk;
+    }
+    if (bytes <= answers.maxEntryBytes) answers.set(key, Buffer.concat(chunks, bytes));
+  }
+  return Readable.from(copying(), { objectMode: false });
 }
 
 /** Writes the (gunzipped) request body to a temp file, bounded in size; returns its path. */
