@@ -68,12 +68,14 @@ export interface EarlyWork {
  * Parks (git-launcher.ts) the git commands the rest of the restore will run, while the process is
  * still small: the layout's three, the clean check and, unless the archive alone is wanted, the ref
  * fetch's clone. A command whose arguments turn out different (e.g. a credential learned on a 401)
- * simply starts the usual way.
+ * simply starts the usual way. The clean check parked is `git diff-index` (the index patched during
+ * extraction, the usual case); `git status`, for the other cases, is not: a parked command nobody
+ * releases still costs a fork of the client (a CPU the extraction needs, on a 2-core machine).
  */
 export async function parkFinishCommands(launcher: GitLauncher, context: FinishContext): Promise<void> {
   const { dir, options } = context;
   const layout = cloneLayoutCommands(options.repoUrl);
-  for (const args of [layout.varList, layout.originUrl, layout.init, STATUS_ARGS, INDEX_VS_HEAD_ARGS]) launcher.park(args, dir);
+  for (const args of [layout.varList, layout.originUrl, layout.init, INDEX_VS_HEAD_ARGS]) launcher.park(args, dir);
   if (options.bundle === false) return;
   const refsOptions = await refSyncOptions(context);
   const { args, env } = refCloneCommand({ ...refsOptions, scratchId: context.scratchId });
