@@ -62,6 +62,8 @@ export interface EarlyWork {
   layout: Promise<PreparedLayout>;
   /** The ref fetch, when there is no bundle to apply first. */
   fetch?: Promise<PackedRef[]>;
+  /** `git diff-index --cached HEAD` (see indexVsHead), when no bundle will move the branch. */
+  check?: Promise<string>;
 }
 
 /**
@@ -91,10 +93,16 @@ export async function parkFinishCommands(launcher: GitLauncher, context: FinishC
 export function startEarlyWork(context: FinishContext, bundleUrl: URL | undefined): EarlyWork {
   const layout = startCloneLayout(layoutOptionsOf(context));
   layout.catch(() => undefined); // awaited by finishClone, or settled by the caller
-  if (context.options.bundle === false || bundleUrl !== undefined) return { layout };
+  if (context.options.bundle !== false && bundleUrl !== undefined) return { layout };
+  // The index and HEAD are final once `.git` is: compared now, while the work tree is still being
+  // written (the comparison never looks at it), the check is off the restore's tail. finishClone uses
+  // it when the extraction proves the work tree exactly the index's.
+  const check = indexVsHead(context);
+  check.catch(() => undefined);
+  if (context.options.bundle === false) return { layout, check };
   const fetch = refSyncOptions(context).then((refsOptions) => fetchServerRefs({ ...refsOptions, scratchId: context.scratchId }));
   fetch.catch(() => undefined);
-  return { layout, fetch };
+  return { layout, fetch, check };
 }
 
 /**
@@ -138,7 +146,10 @@ export async function finishClone(context: FinishContext, snapshot: DownloadResu
     // thread proved the work tree exactly the index's (index-patcher.ts), only the index is compared
     // with HEAD.
     const exact = snapshot.patchedIndex !== undefined;
-    const earlyCheck = bundleUrl ? undefined : background((exact ? indexVsHead(context) : cleanStatus(context)).finally(() => mark('clean-check')));
+    // Started at `.git`'s completion (startEarlyWork); unused when the work tree is not exact, but
+    // still waited for, so no git process outlives the restore.
+    const indexChecked = early?.check === undefined ? undefined : background(early.check);
+    const earlyCheck = bundleUrl ? undefined : background((exact ? (indexChecked ?? indexVsHead(context)) : cleanStatus(context)).finally(() => mark('clean-check')));
     await adoptWorkTreeStats(dir, signal, snapshot.statTable, snapshot.patchedIndex);
     mark('index-adopted');
     let commit = head;
@@ -165,6 +176,7 @@ export async function finishClone(context: FinishContext, snapshot: DownloadResu
     mark('reflogs-written');
     const status = await checking;
     if (status !== '') throw new CachewError('internal', `restored clone is not clean: ${status.split('\n')[0]}`);
+    await indexChecked?.catch(() => undefined);
     return { commit, snapshotCommit: head, bundleApplied };
   } catch (err) {
     await Promise.allSettled(started);

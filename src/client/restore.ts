@@ -166,7 +166,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       } catch (err) {
         // Nothing may write into the directory once it is being removed.
         attempt.abort(err);
-        await Promise.allSettled([early?.layout, early?.fetch, launcher.close()]);
+        await Promise.allSettled([early?.layout, early?.fetch, early?.check, launcher.close()]);
         await fs.rm(temp, { recursive: true, force: true, maxRetries: 3 });
         if (err instanceof SnapshotGoneError && round === 0) continue; // aged out: re-resolve once
         throw err;
