@@ -133,8 +133,8 @@ export async function downloadSnapshot(options: DownloadOptions): Promise<Downlo
       start: firstEnd + 1,
       chunkSize: options.chunkSize,
       concurrency: options.concurrency,
-      // Half the connections until the consumer starves (parallel-get.ts, Starvation).
-      initialConcurrency: Math.ceil(options.concurrency / 2),
+      // A quarter of the connections until the consumer starves (parallel-get.ts, Starvation).
+      initialConcurrency: Math.ceil(options.concurrency / 4),
       firstChunkSize: 2 * step,
       rampStep: step,
     });

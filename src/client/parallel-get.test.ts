@@ -196,6 +196,15 @@ void describe('Starvation', () => {
     assert.equal(watch.waited(since), true, '50 of 60 ms waiting');
   });
 
+  void it('counts a quarter of the time waiting, once long enough, as starving', () => {
+    const { watch, at } = starvation();
+    watch.start();
+    at(150);
+    const since = watch.now();
+    at(200);
+    assert.equal(watch.waited(since), true, '50 of 200 ms waiting');
+  });
+
   void it('ignores waits too short in total, however large their share', () => {
     const { watch, at } = starvation();
     watch.start();
@@ -206,9 +215,9 @@ void describe('Starvation', () => {
   void it('ignores brief waits spread over a long download', () => {
     const { watch, at } = starvation();
     watch.start();
-    // 20 ms of every 100 ms waiting: a fast source's hiccups, not a slow link.
+    // 10 ms of every 100 ms waiting: a fast source's hiccups, not a slow link.
     for (let t = 0; t < 2000; t += 100) {
-      at(t + 80);
+      at(t + 90);
       const since = watch.now();
       at(t + 100);
       assert.equal(watch.waited(since), false, `at ${t + 100} ms`);

@@ -216,8 +216,13 @@ export class ParallelGet {
 
 /** Starving: at least this long spent waiting for the next bytes in order... */
 const STARVED_MS = 40;
-/** ...and at least this share of the time since the parallel download started. */
-const STARVED_SHARE = 0.5;
+/**
+ * ...and at least this share of the time since the parallel download started. 0.5 let a link capped
+ * at 50 MB/s per connection run on the initial ranges for most of the download (traced: widened in
+ * 1 of 3 restores, or 350–1000 ms in); at 0.2 it widens 120–200 ms in, while on loopback 5 of 6
+ * restores never widened (docs/restore.md, "How many ranges").
+ */
+const STARVED_SHARE = 0.2;
 
 /**
  * Whether the consumer starves: it waits for the chunk it needs next for much of the time, because
