@@ -121,25 +121,26 @@ async function serveUploadPack(ctx: RequestContext, target: RepoTarget, deps: Gi
     const gitProtocol = sanitizeGitProtocol(ctx.req.headers['git-protocol']);
     const key = await lsRefsKey(mirror, gitProtocol, spool);
     const cached = key && answers.get(key);
+    let output: Readable;
     if (cached) {
-      ctx.res.writeHead(200, { 'content-type': UPLOAD_PACK_RESULT, ...NO_CACHE });
-      await streamBody(ctx, Readable.from([cached]));
-      return;
-    }
-    const wants = await readWants(createReadStream(spool));
-    if (!(await mirrorHasWants(mirror, wants, { signal: ctx.signal, log }))) {
-      deps.metrics?.upstreamRequests.inc({ kind: 'upload-pack-fallback' });
-      return await forward(ctx, target, deps, {
-        body: createReadStream(spool),
-        headers: uploadPackForwardHeaders(ctx.req.headers),
+      output = Readable.from([cached]);
+    } else {
+      const wants = await readWants(createReadStream(spool));
+      if (!(await mirrorHasWants(mirror, wants, { signal: ctx.signal, log }))) {
+        deps.metrics?.upstreamRequests.inc({ kind: 'upload-pack-fallback' });
+        return await forward(ctx, target, deps, {
+          body: createReadStream(spool),
+          headers: uploadPackForwardHeaders(ctx.req.headers),
+        });
+      }
+      const proc = uploadPack(mirror.gitDir, createReadStream(spool), { gitProtocol, signal: ctx.signal });
+      const started = await outputOnceStarted(proc).catch((err: unknown) => {
+        throw refusedUploadPack(err) ?? err;
       });
+      output = key ? keptAnswer(answers, key, started) : started;
     }
-    const proc = uploadPack(mirror.gitDir, createReadStream(spool), { gitProtocol, signal: ctx.signal });
-    const output = await outputOnceStarted(proc).catch((err: unknown) => {
-      throw refusedUploadPack(err) ?? err;
-    });
     ctx.res.writeHead(200, { 'content-type': UPLOAD_PACK_RESULT, ...NO_CACHE });
-    const bytes = await streamBody(ctx, key ? keptAnswer(answers, key, output) : output);
+    const bytes = await streamBody(ctx, output);
     deps.metrics?.bytesServed.inc({ kind: 'pack' }, bytes);
   } finally {
     await fs.rm(spool, { force: true });
@@ -153,11 +154,9 @@ function answerKey(mirror: ServedMirror, kind: RefAnswerKey['kind'], gitProtocol
 
 /** The cache key of a protocol v2 ls-refs request (the spooled body), or undefined for anything else. */
 async function lsRefsKey(mirror: ServedMirror, gitProtocol: string | undefined, spool: string): Promise<RefAnswerKey | undefined> {
-  if (!isProtocolV2(gitProtocol)) return undefined;
-  const key = answerKey(mirror, 'ls-refs', gitProtocol, NO_BODY);
-  if ((await fs.stat(spool)).size > LS_REFS_MAX_BYTES) return undefined;
+  if (!isProtocolV2(gitProtocol) || (await fs.stat(spool)).size > LS_REFS_MAX_BYTES) return undefined;
   const body = await fs.readFile(spool);
-  return isLsRefsRequest(body) ? { ...key, request: body } : undefined;
+  return isLsRefsRequest(body) ? answerKey(mirror, 'ls-refs', gitProtocol, body) : undefined;
 }
 
 /**
