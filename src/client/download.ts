@@ -50,9 +50,9 @@ export interface DownloadOptions {
   /**
    * Runs once the stable URL answered with a snapshot and the first parallel requests are on their
    * way: work that blocks the thread for a while (restore.ts spawns its parked git processes) waits
-   * for it, so that no request waits for that work.
+   * for it, so that no request waits for that work. Given the snapshot's commit from its header.
    */
-  onDownloading?: () => void;
+  onDownloading?: (snapshotCommit: string | undefined) => void;
 }
 
 export interface DownloadResult {
@@ -124,7 +124,7 @@ export async function downloadSnapshot(options: DownloadOptions): Promise<Downlo
 
   async function* orderedBytes(): AsyncGenerator<Buffer, void, undefined> {
     if (firstEnd === undefined) {
-      options.onDownloading?.();
+      options.onDownloading?.(result?.commit);
       yield* wholePieces(context, 0, first);
       return;
     }
@@ -139,7 +139,7 @@ export async function downloadSnapshot(options: DownloadOptions): Promise<Downlo
       rampStep: step,
     });
     rest.prefetch(); // the next chunks download while the first one streams into zstd
-    options.onDownloading?.();
+    options.onDownloading?.(result?.commit);
     try {
       yield* rangePieces(context, 0, firstEnd, first);
       yield* rest.pieces();

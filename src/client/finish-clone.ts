@@ -31,7 +31,8 @@ import { GitRefs } from './git-refs.js';
 import type { HttpClient } from './http.js';
 import { adoptWorkTreeStats } from './index-stat.js';
 import type { PackedRef } from './packed-refs.js';
-import { fetchServerRefs, refCloneCommand, syncRefs, type SyncRefsOptions } from './ref-sync.js';
+import { singleCommitRefs, type SingleCommitRefs } from './ref-advertisement.js';
+import { fetchServerRefs, refCloneCommand, serverRepoUrl, syncRefs, type SyncRefsOptions } from './ref-sync.js';
 import type { RestoreOptions } from './restore.js';
 import { mark } from './trace.js';
 
@@ -55,6 +56,8 @@ export interface FinishContext {
   git: GitRunner;
   /** Names the ref fetch's scratch directory: fixed per attempt, so its command can be parked. */
   scratchId: string;
+  /** The server's refs when they all name one commit (ref-advertisement.ts): asked once per attempt. */
+  singleCommitRefs?: Promise<SingleCommitRefs | undefined>;
 }
 
 /** Work started once the archive's `.git` is on disk (startEarlyWork). */
@@ -74,11 +77,14 @@ export interface EarlyWork {
  * extraction, the usual case); `git status`, for the other cases, is not: a parked command nobody
  * releases still costs a fork of the client (a CPU the extraction needs, on a 2-core machine).
  */
-export async function parkFinishCommands(launcher: GitLauncher, context: FinishContext): Promise<void> {
+export async function parkFinishCommands(launcher: GitLauncher, context: FinishContext, snapshotCommit?: string): Promise<void> {
   const { dir, options } = context;
   const layout = cloneLayoutCommands(options.repoUrl);
   for (const args of [layout.varList, layout.originUrl, layout.init, INDEX_VS_HEAD_ARGS]) launcher.park(args, dir);
   if (options.bundle === false) return;
+  // No clone will run when the archive's commit is all the server has (ref-advertisement.ts).
+  const known = await serverRefsAtOneCommit(context);
+  if (known !== undefined && known.commit === snapshotCommit) return;
   const refsOptions = await refSyncOptions(context);
   const { args, env } = refCloneCommand({ ...refsOptions, scratchId: context.scratchId });
   launcher.park(args, dir, env);
@@ -100,7 +106,7 @@ export function startEarlyWork(context: FinishContext, bundleUrl: URL | undefine
   const check = indexVsHead(context);
   check.catch(() => undefined);
   if (context.options.bundle === false) return { layout, check };
-  const fetch = refSyncOptions(context).then((refsOptions) => fetchServerRefs({ ...refsOptions, scratchId: context.scratchId }));
+  const fetch = refSyncOptions(context).then((refsOptions) => refsToSync(context, refsOptions));
   fetch.catch(() => undefined);
   return { layout, fetch, check };
 }
@@ -132,7 +138,7 @@ export async function finishClone(context: FinishContext, snapshot: DownloadResu
   try {
     const layout = background(early?.layout ?? startCloneLayout(layoutOptionsOf(context)));
     const refsOptions = await refSyncOptions(context);
-    const fetching = syncing && !bundleUrl ? background(early?.fetch ?? fetchServerRefs({ ...refsOptions, scratchId: context.scratchId })) : undefined;
+    const fetching = syncing && !bundleUrl ? background(early?.fetch ?? refsToSync(context, refsOptions)) : undefined;
     const head = (await new GitRefs(dir).head()).commit;
     if (snapshot.commit && snapshot.commit !== head) {
       throw new CachewError('internal', `snapshot claims commit ${snapshot.commit} but contains ${head}`);
@@ -163,7 +169,8 @@ export async function finishClone(context: FinishContext, snapshot: DownloadResu
     let moved = false;
     if (syncing) {
       options.onProgress?.({ phase: 'refs', bytes: snapshot.size, total: snapshot.size });
-      const synced = await syncRefs(refsOptions, fetching, async () => {
+      // After a bundle, the refs are compared with the commit it brought (its history is all here).
+      const synced = await syncRefs(refsOptions, fetching ?? background(refsToSync(context, refsOptions)), async () => {
         await earlyCheck?.catch(() => undefined);
       });
       mark('refs-synced');
@@ -182,6 +189,33 @@ export async function finishClone(context: FinishContext, snapshot: DownloadResu
     await Promise.allSettled(started);
     throw err;
   }
+}
+
+/**
+ * The branches and tags the ref sync writes: straight from the server's advertisement when they all
+ * name the clone's HEAD commit (nothing to fetch: ref-advertisement.ts), else from a clone of the
+ * server (ref-sync.ts). Call once `.git` is complete (it reads HEAD).
+ */
+async function refsToSync(context: FinishContext, refsOptions: SyncRefsOptions): Promise<PackedRef[]> {
+  const known = await serverRefsAtOneCommit(context);
+  if (known !== undefined && known.commit === (await new GitRefs(context.dir).head()).commit) {
+    mark('refs-known');
+    return known.refs;
+  }
+  return fetchServerRefs({ ...refsOptions, scratchId: context.scratchId });
+}
+
+/** Asks the server for its refs once per attempt; undefined when they do not all name one commit. */
+function serverRefsAtOneCommit(context: FinishContext): Promise<SingleCommitRefs | undefined> {
+  context.singleCommitRefs ??= (async () => {
+    const { http, options } = context;
+    const headers = options.serverHeaders ?? {};
+    // The client adds the credential it holds; a second one from the caller would be sent twice.
+    const named = Object.keys(headers).some((name) => name.toLowerCase() === 'authorization');
+    if (named && (await http.serverAuthorization()) !== undefined) return undefined;
+    return singleCommitRefs(http, serverRepoUrl(options.serverUrl, options.host, options.repo), headers, options.signal);
+  })();
+  return context.singleCommitRefs;
 }
 
 function layoutOptionsOf({ dir, options, git }: FinishContext): CloneLayoutOptions {

@@ -149,6 +149,58 @@ void describe('ParallelGet', () => {
     });
   });
 
+  void it('holds a chunk ahead of the consumer at aheadBytes while narrow, and reads it on when its turn comes', async () => {
+    // Chunks much larger than any read (a receive slab is 1 MiB), so a chunk that did not hold would
+    // show more than aheadBytes + one piece waiting when the consumer reaches it.
+    const chunkSize = 2 * 1024 * 1024;
+    const big = randomBytes(3 * chunkSize + 777);
+    const bigFile = path.join(root, 'big');
+    await fs.writeFile(bigFile, big);
+    const server = await startSnapshotServer({ archive: bigFile, commit: COMMIT });
+    const http = new HttpClient({ idleTimeoutMs: 5000 });
+    try {
+      const url = new URL(immutableSnapshotPath('127.0.0.1:9', 'org/repo', COMMIT), server.url);
+      const context: FetchContext = { http, source: { url, etag: server.digest, size: server.size }, backoffMs: 5, stats: { requests: 0, retries: 0 } };
+      const aheadBytes = 64 * 1024;
+      // A clock that stands still: the download never widens, so the hold applies throughout.
+      const getter = new ParallelGet(context, { start: 0, chunkSize, concurrency: 4, initialConcurrency: 2, aheadBytes, now: () => 0 });
+      let consumed = 0;
+      let maxPiece = 0;
+      const waitingAtTurns: number[] = [];
+      const got = await collect(getter, async (piece) => {
+        consumed += piece.length;
+        maxPiece = Math.max(maxPiece, piece.length);
+        // The consumer is slow: the next chunk has all the time it needs to arrive, or to hold.
+        await sleep(1);
+        if (consumed % chunkSize === 0) waitingAtTurns.push(getter.stats.bufferedBytes);
+      });
+      assert.ok(got.equals(big));
+      assert.equal(waitingAtTurns.length, 3);
+      for (const waiting of waitingAtTurns) assert.ok(waiting <= aheadBytes + maxPiece, `${waiting} bytes of the next chunk were waiting (piece ≤ ${maxPiece})`);
+      assert.ok(aheadBytes + maxPiece < chunkSize, 'the bound is below a whole chunk');
+    } finally {
+      http.close();
+      await server.close();
+    }
+  });
+
+  void it('delivers every byte however often chunks hold, and a cancel releases held chunks', async () => {
+    await withGetter(undefined, async (context) => {
+      // Holding after every piece: the most hand-overs between consumer and downloads.
+      const getter = new ParallelGet(context, { start: 0, chunkSize: 50_000, concurrency: 4, initialConcurrency: 3, aheadBytes: 1, now: () => 0 });
+      assert.ok((await collect(getter, () => sleep(0))).equals(data));
+    });
+    await withGetter(undefined, async (context) => {
+      const getter = new ParallelGet(context, { start: 0, chunkSize: 50_000, concurrency: 4, initialConcurrency: 3, aheadBytes: 1, now: () => 0 });
+      getter.prefetch();
+      for await (const piece of getter.pieces()) {
+        assert.ok(piece.length > 0);
+        break; // the chunks ahead are held now, or soon: stopping must still end them all
+      }
+      await getter.settled();
+    });
+  });
+
   /** Downloads with `initialConcurrency` 2 of 6 under `clock`; the most chunks requested ahead of the consumer. */
   async function widthUnder(clock: () => number): Promise<number> {
     let maxAhead = 0;

@@ -33,6 +33,13 @@ export interface ParallelGetOptions {
    * good once the consumer starves (see Starvation). A fast source never needs more.
    */
   initialConcurrency?: number;
+  /**
+   * While fewer than `concurrency` chunks download at once (a fast source: see Starvation), a chunk
+   * stops reading once this many of its bytes wait for the consumer, and reads on when the consumer
+   * has taken half of them (default DEFAULT_AHEAD_BYTES). Once widened, chunks read freely: on a link
+   * that caps each connection, the chunks ahead are what keeps the consumer fed.
+   */
+  aheadBytes?: number;
   /** Milliseconds, monotonic (default performance.now); tests drive it. */
   now?: () => number;
 }
@@ -55,7 +62,19 @@ interface Task {
   finished: boolean;
   /** Wakes the consumer waiting for this task's next piece. */
   wake?: () => void;
+  /** Wakes this task's download, holding while it is ahead of the consumer with enough queued. */
+  resume?: () => void;
 }
+
+/**
+ * Bytes a chunk may have waiting for the consumer before its download holds (while the download runs
+ * narrow, see `aheadBytes`). Why: every buffered byte sits in a receive slab (slab-pool.ts), and a slab
+ * first touched costs page faults: 11.5 µs per 4 KiB page on the test VM, ~3 ms per MiB. On loopback
+ * the consumer (decompression and extraction) is the slower side, so the chunks ahead used to fill up
+ * whole: 8 to 70 fresh 1 MiB slabs per restore of the bench repository. Held, the rest of a chunk
+ * waits in the kernel's socket buffers (no fault): 8 to 11 fresh slabs (docs/restore.md, "Receiving").
+ */
+export const DEFAULT_AHEAD_BYTES = 1024 * 1024;
 
 /** Downloads `[start, end]` with N concurrent Range requests and yields the bytes in order. */
 export class ParallelGet {
@@ -69,6 +88,7 @@ export class ParallelGet {
   /** Chunks allowed to download at once now: from initialConcurrency up to concurrency. */
   private width: number;
   private readonly starvation: Starvation;
+  private readonly aheadBytes: number;
   private readonly count: number;
   private nextToSchedule = 0;
   private rangesIgnored = false;
@@ -83,6 +103,7 @@ export class ParallelGet {
     this.concurrency = Math.floor(options.concurrency);
     this.width = Math.max(1, Math.min(this.concurrency, Math.floor(options.initialConcurrency ?? this.concurrency)));
     this.starvation = new Starvation(options.now ?? (() => performance.now()));
+    this.aheadBytes = Math.max(1, options.aheadBytes ?? DEFAULT_AHEAD_BYTES);
     this.count = this.plan.count;
     this.stats = context.stats
       ? Object.assign(context.stats, { bufferedBytes: 0, maxBufferedBytes: 0, fellBack: false })
@@ -90,6 +111,8 @@ export class ParallelGet {
     const signal = context.signal ? AbortSignal.any([context.signal, this.controller.signal]) : this.controller.signal;
     setMaxListeners(Math.max(50, this.concurrency * 4), this.controller.signal, signal);
     this.taskContext = { ...context, signal, stats: this.stats };
+    // A held download must see the end of everything, or it would wait for good.
+    signal.addEventListener('abort', () => this.resumeAll(), { once: true });
   }
 
   /** Starts the first window of requests now, before the consumer asks (e.g. while chunk 0 streams). */
@@ -124,6 +147,7 @@ export class ParallelGet {
           if (piece !== undefined) {
             task.queued -= piece.length;
             this.stats.bufferedBytes -= piece.length;
+            if (task.resume !== undefined && task.queued <= this.aheadBytes / 2) this.resumeTask(task);
             taken += piece.length;
             yield piece;
             continue;
@@ -143,6 +167,7 @@ export class ParallelGet {
           if (this.width < this.concurrency && this.starvation.waited(waitStarted)) {
             this.width = this.concurrency;
             mark('ranges-widened');
+            this.resumeAll();
             this.schedule(index);
           }
         }
@@ -155,6 +180,16 @@ export class ParallelGet {
     } finally {
       this.controller.abort();
     }
+  }
+
+  private resumeTask(task: Task): void {
+    const resume = task.resume;
+    task.resume = undefined;
+    resume?.();
+  }
+
+  private resumeAll(): void {
+    for (const task of this.tasks.values()) this.resumeTask(task);
   }
 
   /** Streams everything from byte `taken` of chunk `index` on from one full response (the server ignores ranges). */
@@ -205,6 +240,11 @@ export class ParallelGet {
         this.stats.bufferedBytes += piece.length;
         this.stats.maxBufferedBytes = Math.max(this.stats.maxBufferedBytes, this.stats.bufferedBytes);
         task.wake?.();
+        // Held until the consumer takes from this chunk (or the download widens or ends); the socket
+        // pauses once the response's own queue fills (raw-http.ts, PAUSE_AT).
+        if (task.queued >= this.aheadBytes && this.width < this.concurrency && !this.taskContext.signal?.aborted) {
+          await new Promise<void>((resolve) => (task.resume = resolve));
+        }
       }
     } catch (err) {
       if (err instanceof RangeIgnoredError) this.rangesIgnored = true;

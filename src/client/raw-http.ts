@@ -36,8 +36,12 @@ export interface RawResponse {
 /** A read gets at least this much room; a slab with less left is replaced. */
 const MIN_READ_ROOM = 64 * 1024;
 const MAX_HEAD_BYTES = 64 * 1024;
-/** Received bytes waiting for the consumer above which the socket stops reading. */
-const PAUSE_AT = 8 * 1024 * 1024;
+/**
+ * Received bytes waiting for the consumer above which the socket stops reading (it reads on below
+ * half). 1 MiB: the rest stays in the kernel's socket buffers, where it costs no fresh receive slab
+ * (parallel-get.ts, DEFAULT_AHEAD_BYTES, holds the chunks ahead of the consumer at the same size).
+ */
+const PAUSE_AT = 1024 * 1024;
 
 /** Keep-alive connections per origin, for `get`. */
 export class RawHttpPool {

@@ -127,8 +127,8 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       // Spawning blocks for a few ms per process: parking waits until the download's first requests
       // are out (one turn later, as they connect after a few awaits of their own), and still comes
       // early, while the process is small (git-launcher.ts). A command not parked starts later.
-      const park = (): void => {
-        setImmediate(() => parkFinishCommands(launcher, context).catch(() => undefined));
+      const park = (snapshotCommit: string | undefined): void => {
+        setImmediate(() => parkFinishCommands(launcher, context, snapshotCommit).catch(() => undefined));
       };
       try {
         const downloading = downloadSnapshot({
