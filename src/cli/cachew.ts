@@ -112,7 +112,7 @@ function oneLine(err: unknown): string {
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
-    // A finished restore has nothing left to do but tear down: the extraction thread, the 48 MiB ring,
+    // A finished restore has nothing left to do but tear down: the extraction thread, the 32 MiB ring,
     // the receive slabs. Exiting once stdout is flushed skips that (renamed → exit: 26–39 ms → 18–22
     // ms, traced); the kernel frees the memory at exit either way.
     if (code === 0) process.stdout.write('', () => process.exit(0));

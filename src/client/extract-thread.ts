@@ -23,12 +23,19 @@ export interface ExtractOutcome {
 }
 
 /**
- * 48 MiB: since format v10 the layer packs lie among the work tree's frames (frame-order.ts), and the
+ * 32 MiB. Since format v10 the layer packs lie among the work tree's frames (frame-order.ts), and the
  * ring is what lets the decompressor run through a pack while this thread still creates the small
- * files decoded before it. Extracting the bench repository's clone with hashing (medians of 5): 0.84 s
- * with 48 slots, 0.96 s with 8; the v9 layout 0.98 s with 8, 1.04 s with 48 (docs/benchmarks.md).
+ * files decoded before it: extracting the bench repository's clone with hashing (medians of 5),
+ * 0.84 s with 48 slots, 0.96 s with 8. But every slot is fresh memory that the decompressor first
+ * touches on the main thread, at ~11.5 µs per 4 KiB page on the test VM (48 MiB: ~12,300 page
+ * faults, ~0.14 s of CPU). Restores of the bench repository on 2026-12-06, interleaved, medians
+ * (wall; client + server CPU): loopback, 10 rounds, 48 slots 1.346 s; 2.24 s, 32 slots 1.322 s;
+ * 2.18 s, 16 slots 1.337 s; 2.15 s; through the 50 MB/s link, 12 rounds, 48 slots 1.807 s; 2.66 s,
+ * 32 slots 1.763 s; 2.59 s, 16 slots 1.780 s; 2.54 s. The wall differences are within the VM's
+ * noise, the CPU ones are not; extraction alone from a local file, where the decompressor is never
+ * waiting for the network, still prefers more (8 rounds: 48 slots 1.74 s, 16 slots 1.84 s).
  */
-const RING_SLOTS = 48;
+const RING_SLOTS = 32;
 const SLOT_BYTES = 1024 * 1024;
 
 /** One running extraction into one directory. */
