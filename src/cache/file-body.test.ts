@@ -200,6 +200,29 @@ test('writeTo takes its buffers from the pool and gives them back after a clean 
   assert.equal(pool.lentCount, 0, 'and freed their share of the budget');
 });
 
+test('writeTo reads short ranges and a range\'s last part into pooled buffers too (no fresh memory per request)', async () => {
+  const pool = new ReadBufferPool(4096, 8);
+  // 1000 bytes (shorter than one buffer), then 4096 + 1000 (a whole buffer and a short last part).
+  for (const [start, end] of [
+    [0, 999],
+    [100, 100 + 4096 + 999],
+  ] as const) {
+    const sink = slowSink();
+    const handle = guardedHandle(sink);
+    const sizes: number[] = [];
+    const read = handle.read.bind(handle);
+    handle.read = (async (buffer: Buffer, ...rest: [number, number, number]) => {
+      sizes.push(buffer.buffer.byteLength);
+      return read(buffer, ...rest);
+    }) as typeof handle.read;
+    assert.equal(await new FileRangeBody(handle, start, end, { chunkBytes: 4096, buffers: pool }).writeTo(sink), end - start + 1);
+    assert.deepEqual(Buffer.concat(sink.received), DATA.subarray(start, end + 1));
+    assert.ok(sizes.every((size) => size === 4096), `read into buffers of ${sizes.join(', ')} bytes`);
+    assert.equal(pool.lentCount, 0);
+  }
+  assert.equal(pool.idleCount, 2, 'the same two buffers served both ranges');
+});
+
 test('the read-buffer pool keeps only buffers of its size, at most maxIdle of them', () => {
   const pool = new ReadBufferPool(1024, 2, { budgetBytes: 4096 });
   const buffers = [pool.take(1024), pool.take(1024), pool.take(1024)];
